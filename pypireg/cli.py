@@ -1,0 +1,192 @@
+"""The `pypireg` admin command: projects and tokens.
+
+It reads the daemon's config (`--config`), so it talks to the same
+database; with no DSN it reuses the embedded PostgreSQL the daemon runs, or
+starts it for the duration of the command. Errors print one line to stderr
+and exit non-zero. A new token is printed once, alone on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+
+from pypireg.config import ConfigError, load_config
+from pypireg.names import is_valid_project_path
+from pypireg.service import open_database
+from pypireg.storage import projects as project_store
+from pypireg.storage import tokens as token_store
+from pypireg.storage.database import Database
+from pypireg.storage.projects import Project, ProjectExists
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pypireg", description="Administer a pypireg registry.")
+    parser.add_argument("--config", "-c", type=Path, help="the daemon's TOML config file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    project = sub.add_parser("project", help="manage projects").add_subparsers(
+        dest="command", required=True)
+    create = project.add_parser("create", help="create a project; prints its id")
+    create.add_argument("name", help="project path, e.g. acme or acme/tools")
+    create.add_argument("--public", action="store_true", help="readable without a token")
+    project.add_parser("list", help="list projects")
+    update = project.add_parser("update", help="change a project's settings")
+    update.add_argument("name", help="project path or id")
+    update.add_argument("--public", dest="public", action="store_true", default=None)
+    update.add_argument("--private", dest="public", action="store_false")
+    update.add_argument("--packages-enabled", dest="packages_enabled", action="store_true",
+                        default=None)
+    update.add_argument("--packages-disabled", dest="packages_enabled", action="store_false")
+    update.add_argument("--reject-duplicates", dest="reject_duplicates", action="store_true",
+                        default=None, help="refuse re-uploads of an existing file name")
+    update.add_argument("--allow-duplicates", dest="reject_duplicates", action="store_false")
+
+    token = sub.add_parser("token", help="manage access tokens").add_subparsers(
+        dest="command", required=True)
+    tcreate = token.add_parser("create", help="create a token; prints it once, last")
+    tcreate.add_argument("--project", required=True, help="project path or id")
+    tcreate.add_argument("--scope", required=True, choices=["read", "write"])
+    tcreate.add_argument("--expires-in", type=int, metavar="DAYS", help="expire after DAYS days")
+    tcreate.add_argument("--description", default="", help="what the token is for")
+    tlist = token.add_parser("list", help="list a project's tokens")
+    tlist.add_argument("--project", required=True, help="project path or id")
+    trevoke = token.add_parser("revoke", help="revoke a token by id")
+    trevoke.add_argument("token_id", type=int)
+    return parser
+
+
+async def _project(db: Database, ref: str) -> Project:
+    project = await project_store.get_project(db, ref)
+    if project is None:
+        raise CommandError(f"no project {ref!r}; see `pypireg project list`")
+    return project
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [list(map(str, headers))] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _project_row(p: Project) -> dict[str, Any]:
+    return {"id": p.id, "path": p.path, "public": p.public,
+            "packages_enabled": p.packages_enabled, "reject_duplicates": p.reject_duplicates}
+
+
+async def run_command(db: Database, args: argparse.Namespace) -> str:
+    """Run one command; return what to print."""
+    as_json: bool = args.json
+    if args.group == "project":
+        if args.command == "create":
+            if not is_valid_project_path(args.name):
+                raise CommandError(
+                    f"invalid project path {args.name!r}: use segments of letters, digits, "
+                    "'.', '_' and '-' separated by '/'")
+            try:
+                p = await project_store.create_project(db, args.name, public=args.public)
+            except ProjectExists:
+                raise CommandError(f"project {args.name!r} exists already") from None
+            return json.dumps(_project_row(p)) if as_json else str(p.id)
+        if args.command == "list":
+            projects = await project_store.list_projects(db)
+            if as_json:
+                return json.dumps([_project_row(p) for p in projects])
+            return _table(
+                [(p.id, p.path, "public" if p.public else "private",
+                  "enabled" if p.packages_enabled else "disabled",
+                  "reject" if p.reject_duplicates else "allow") for p in projects],
+                ["ID", "PATH", "VISIBILITY", "PACKAGES", "DUPLICATES"])
+        if args.command == "update":
+            p = await _project(db, args.name)
+            p = await project_store.update_project(
+                db, p.id, public=args.public, packages_enabled=args.packages_enabled,
+                reject_duplicates=args.reject_duplicates)
+            row = _project_row(p)
+            return json.dumps(row) if as_json else _table([list(row.values())], list(row))
+    if args.group == "token":
+        if args.command == "create":
+            p = await _project(db, args.project)
+            if args.expires_in is not None and args.expires_in <= 0:
+                raise CommandError("--expires-in must be a positive number of days")
+            record, secret = await token_store.create_token(
+                db, p.id, args.scope, expires_in_days=args.expires_in,
+                description=args.description)
+            if as_json:
+                return json.dumps({"id": record.id, "project_id": p.id, "scope": record.scope,
+                                   "expires_at": _iso(record.expires_at), "token": secret})
+            expiry = _iso(record.expires_at) or "never"
+            return (f"Created {record.scope} token {record.id} for project {p.path} "
+                    f"(id {p.id}), expires: {expiry}.\n"
+                    "Store it now; it is not shown again:\n" + secret)
+        if args.command == "list":
+            p = await _project(db, args.project)
+            tokens = await token_store.list_tokens(db, p.id)
+            rows = [{"id": t.id, "scope": t.scope, "hint": t.hint + "…",
+                     "description": t.description, "created_at": _iso(t.created_at),
+                     "expires_at": _iso(t.expires_at), "revoked_at": _iso(t.revoked_at),
+                     "last_used_at": _iso(t.last_used_at)} for t in tokens]
+            if as_json:
+                return json.dumps(rows)
+            return _table([list(r.values()) for r in rows],
+                          ["ID", "SCOPE", "TOKEN", "DESCRIPTION", "CREATED", "EXPIRES",
+                           "REVOKED", "LAST USED"])
+        if args.command == "revoke":
+            if not await token_store.revoke_token(db, args.token_id):
+                raise CommandError(f"no active token with id {args.token_id}")
+            return f"Revoked token {args.token_id}."
+    raise CommandError("unknown command")  # pragma: no cover - argparse rejects it first
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+async def _main(reactor: Any, args: argparse.Namespace) -> None:
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+    db, embedded = await open_database(reactor, config)
+    try:
+        output = await run_command(db, args)
+    finally:
+        db.close()
+        if embedded is not None:
+            await embedded.stop()
+    print(output)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+
+    def run(reactor: Any) -> Deferred[None]:
+        def failed(failure: Any) -> None:
+            if failure.check(CommandError):
+                message = str(failure.value)
+            else:
+                message = failure.getErrorMessage().strip() or failure.type.__name__
+            print(f"pypireg: {message}", file=sys.stderr)
+            raise SystemExit(1)
+
+        return Deferred.fromCoroutine(_main(reactor, args)).addErrback(failed)
+
+    react(run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,66 @@
+"""Typed errors raised anywhere and turned into HTTP responses in one place.
+
+Domain layer. The reason is shown to the client both in the status line and
+in the body, as PyPI does, because twine prints the status line.
+"""
+
+from __future__ import annotations
+
+REALM = "pypireg"
+
+
+class RegistryError(Exception):
+    """An error with an HTTP status and a human-readable reason."""
+
+    code: int = 500
+
+    def __init__(self, reason: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class BadRequest(RegistryError):
+    code = 400
+
+
+class BadUpload(BadRequest):
+    """The upload is refused; nothing was stored."""
+
+
+class Unauthorized(RegistryError):
+    code = 401
+
+    def __init__(self, reason: str = "Authentication required: use a token of this project "
+                 "as the password (user __token__).") -> None:
+        super().__init__(reason, headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
+
+
+class Forbidden(RegistryError):
+    code = 403
+
+
+class NotFound(RegistryError):
+    code = 404
+
+    def __init__(self, reason: str = "Not found.") -> None:
+        super().__init__(reason)
+
+
+class MethodNotAllowed(RegistryError):
+    code = 405
+
+
+class TooLarge(RegistryError):
+    code = 413
+
+
+class ServiceUnavailable(RegistryError):
+    code = 503
+
+    def __init__(self, reason: str = "The database is unavailable; retry shortly.") -> None:
+        super().__init__(reason, headers={"Retry-After": "5"})
+
+
+class InsufficientStorage(RegistryError):
+    code = 507

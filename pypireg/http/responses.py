@@ -1,0 +1,34 @@
+"""Writing responses: errors, text and redirects, all in one style.
+
+HTTP layer.
+"""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from pypireg.errors import RegistryError
+
+_MAX_PHRASE = 300
+
+
+def status_line_reason(error: RegistryError) -> bytes:
+    """The reason for the status line: twine prints it, so it carries the message."""
+    text = " ".join(error.reason.split())[:_MAX_PHRASE]
+    return text.encode("latin-1", "replace")
+
+
+def render_error(request: IRequest, error: RegistryError) -> bytes:
+    request.setResponseCode(error.code, status_line_reason(error))
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-store")
+    for key, value in error.headers.items():
+        request.setHeader(key.encode("latin-1"), value.encode("latin-1"))
+    return (error.reason + "\n").encode("utf-8")
+
+
+def redirect(request: IRequest, location: str, code: int = 301) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Location", location.encode("utf-8"))
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    return f"Moved to {location}\n".encode()

@@ -1,0 +1,213 @@
+"""The registry's HTTP routes (GitLab's PyPI API layout).
+
+HTTP layer: parse, check access, call storage, render. Every route checks
+access through the Authorizer before it touches data; all errors go through
+one funnel (`_registry_error` / `_unexpected_error`).
+
+    POST     /api/v4/projects/<project>/packages/pypi                upload (twine)
+    GET      /api/v4/projects/<project>/packages/pypi/simple/        package list
+    GET      /api/v4/projects/<project>/packages/pypi/simple/<name>/ package links
+    GET/HEAD /api/v4/projects/<project>/packages/pypi/files/<sha256>/<filename>
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote, unquote
+
+from klein import Klein
+from twisted.internet.defer import CancelledError
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import static
+from twisted.web.iweb import IRequest
+
+from pypireg.archives import CoreMetadata, read_core_metadata
+from pypireg.errors import BadUpload, NotFound, RegistryError
+from pypireg.filenames import is_safe_basename
+from pypireg.http.auth import Authorizer, Grant, request_credentials
+from pypireg.http.responses import redirect, render_error
+from pypireg.http.simple_index import package_page, project_page
+from pypireg.http.site import RegistryRequest
+from pypireg.names import is_valid_name, normalize_name
+from pypireg.storage import packages as package_store
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
+from pypireg.storage.packages import NewFile
+from pypireg.upload import check_digests, check_form, check_metadata, field
+
+_log = Logger()
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+PYPI = "/api/v4/projects/<project>/packages/pypi"
+HTML = b"text/html; charset=utf-8"
+
+
+class RegistryApp:
+    app = Klein()
+
+    def __init__(self, reactor: Any, db: Database, authorizer: Authorizer, blobs: BlobStore,
+                 base_url: str | None = None) -> None:
+        self._reactor = reactor
+        self._db = db
+        self._authz = authorizer
+        self._blobs = blobs
+        self._base_url = base_url
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _read_access(self, request: IRequest, project: str) -> Grant:
+        secret = request_credentials(request.requestHeaders)
+        return await self._authz.authorize(unquote(project), secret, "read")
+
+    def _api_prefix(self, project: str) -> str:
+        """Absolute URL of the project's pypi API when base_url is set, else a path."""
+        return f"{self._base_url or ''}/api/v4/projects/{project}/packages/pypi"
+
+    # -- upload --------------------------------------------------------------
+
+    @app.route(PYPI, methods=["POST"])
+    @app.route(PYPI + "/", methods=["POST"])
+    async def upload(self, request: RegistryRequest, project: str) -> bytes:
+        if request.upload_error is not None:
+            raise request.upload_error
+        received = request.received_upload
+        if received is None:  # pragma: no cover - the site always sets one of the two
+            raise BadUpload("The upload body could not be read.")
+        blob = received.blob
+        try:
+            claim = check_form(received.fields, received.filename)
+            assert blob is not None and blob.digests is not None
+            check_digests(claim, blob.digests)
+            meta: CoreMetadata = await deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), read_core_metadata, blob.path,
+                claim.dist,
+            )
+            check_metadata(claim, meta)
+            grant = received.grant
+            await self._blobs.commit(blob)
+            digests = blob.digests
+            record = await package_store.record_file(
+                self._db,
+                NewFile(
+                    project_id=grant.project.id,
+                    name=normalize_name(claim.name),
+                    display_name=meta.name or claim.name,
+                    version=str(claim.version),
+                    filename=claim.dist.filename,
+                    packagetype=claim.dist.packagetype,
+                    python_version=field(received.fields, "pyversion") or claim.dist.python_tag,
+                    size=digests.size,
+                    sha256=digests.sha256,
+                    md5=digests.md5,
+                    blake2_256=digests.blake2_256,
+                    requires_python=meta.requires_python or field(received.fields,
+                                                                  "requires_python"),
+                    summary=meta.summary,
+                    metadata_version=meta.metadata_version,
+                    uploaded_by_token_id=grant.token.id if grant.token else None,
+                ),
+                reject_duplicates=grant.project.reject_duplicates,
+            )
+        finally:
+            if blob is not None:
+                await blob.discard()
+        _log.info("stored {filename} ({size} bytes) in project {project}",
+                  filename=record.filename, size=record.size, project=grant.project.path)
+        request.setResponseCode(201, b"Created")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return f"Stored {record.filename}\n".encode()
+
+    # -- simple index --------------------------------------------------------
+
+    @app.route(PYPI + "/simple", methods=["GET", "HEAD"])
+    async def simple_root_redirect(self, request: IRequest, project: str) -> bytes:
+        await self._read_access(request, project)
+        return redirect(request, self._api_prefix(project) + "/simple/")
+
+    @app.route(PYPI + "/simple/", methods=["GET", "HEAD"])
+    async def simple_root(self, request: IRequest, project: str) -> bytes:
+        grant = await self._read_access(request, project)
+        packages = await package_store.list_packages(self._db, grant.project.id)
+        prefix = f"{self._api_prefix(project)}/simple/" if self._base_url else ""
+        self._index_headers(request, grant)
+        return project_page(packages, prefix)
+
+    @app.route(PYPI + "/simple/<name>", methods=["GET", "HEAD"])
+    async def simple_package_redirect(self, request: IRequest, project: str, name: str) -> bytes:
+        await self._read_access(request, project)
+        return redirect(request, f"{self._api_prefix(project)}/simple/{quote(name)}/")
+
+    @app.route(PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
+    async def simple_package(self, request: IRequest, project: str, name: str) -> bytes:
+        grant = await self._read_access(request, project)
+        name = unquote(name)
+        if not is_valid_name(name):
+            raise NotFound(f"No package named {name!r}.")
+        normalized = normalize_name(name)
+        if normalized != name:
+            return redirect(request, f"{self._api_prefix(project)}/simple/{normalized}/")
+        files = await package_store.list_files(self._db, grant.project.id, normalized)
+        if not files:
+            raise NotFound(f"No package named {name!r} in this project.")
+        files_prefix = f"{self._api_prefix(project)}/files/" if self._base_url else "../../files/"
+        self._index_headers(request, grant)
+        return package_page(files[0].display_name, files, files_prefix)
+
+    def _index_headers(self, request: IRequest, grant: Grant) -> None:
+        request.setHeader(b"Content-Type", HTML)
+        visibility = b"public" if grant.project.public else b"private"
+        request.setHeader(b"Cache-Control", visibility + b", max-age=0, must-revalidate")
+
+    # -- files ---------------------------------------------------------------
+
+    @app.route(PYPI + "/files/<sha256>/<filename>", methods=["GET", "HEAD"])
+    async def download(self, request: IRequest, project: str, sha256: str, filename: str
+                       ) -> Any:
+        grant = await self._read_access(request, project)
+        filename = unquote(filename)
+        if not _SHA256_RE.match(sha256) or not is_safe_basename(filename):
+            raise NotFound("No such file.")
+        row = await package_store.find_file(self._db, grant.project.id, sha256, filename)
+        if row is None:
+            raise NotFound("No such file.")
+        etag = f'"{sha256}"'.encode()
+        visibility = b"public" if grant.project.public else b"private"
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
+        if request.getHeader(b"if-none-match") in (etag, b"*"):
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(
+            b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
+        )
+        resource = static.File(str(self._blobs.path_for(sha256)),
+                               defaultType="application/octet-stream")
+        resource.type = "application/octet-stream"
+        resource.encoding = None
+        return resource
+
+    # -- errors --------------------------------------------------------------
+
+    @app.handle_errors(RegistryError)
+    def _registry_error(self, request: IRequest, failure: Failure) -> bytes:
+        return render_error(request, failure.value)
+
+    @app.handle_errors(CancelledError)
+    def _cancelled(self, request: IRequest, failure: Failure) -> bytes:
+        # Klein cancels the handler when the client goes away.
+        return b""
+
+    @app.handle_errors(Exception)
+    def _unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
+        _log.failure(
+            "internal error on {method} {uri}", failure,
+            method=request.method.decode("latin-1"), uri=request.uri.decode("latin-1"),
+        )
+        return render_error(request, RegistryError(
+            "Internal server error; it was logged. Please report it to the registry's operator."
+        ))

@@ -1,0 +1,228 @@
+"""Site → channel → request: the request owns the body policy.
+
+HTTP layer. Twisted's default request spools the whole body and then parses
+multipart forms in memory. `RegistryRequest` switches that off and, for the
+upload route, hands each body chunk to an UploadReceiver as it arrives; other
+routes get a small bounded body. Refusals that happen before the body is
+read are written straight to the transport, followed by a lingering close
+(half-close, discard briefly, then drop) so clients that are still sending
+see the answer instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import IResource
+from zope.interface import implementer
+
+from pypireg.errors import RegistryError, TooLarge
+from pypireg.http.auth import request_credentials
+from pypireg.http.responses import status_line_reason
+from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
+
+_log = Logger()
+# The legacy upload API endpoint (twine posts to the repository URL).
+UPLOAD_PATH_RE = re.compile(rb"^/api/v4/projects/([^/?#]+)/packages/pypi/?(?:\?.*)?$")
+MAX_SMALL_BODY = 64 * 1024
+LINGER_SECONDS = 5.0
+
+
+@implementer(IPushProducer)
+class _PauseCounter:
+    """Pause a transport while any of several reasons wants it paused."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._count = 0
+
+    def pauseProducing(self) -> None:
+        self._count += 1
+        if self._count == 1:
+            self._transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._count == 0:
+            return
+        self._count -= 1
+        if self._count == 0:
+            self._transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._transport.stopProducing()
+
+
+class RegistryRequest(server.Request):
+    upload: UploadReceiver | None = None
+    received_upload: ReceivedUpload | None = None
+    upload_error: RegistryError | None = None
+    _refused = False
+    _linger: IDelayedCall | None = None
+    _body_size = 0
+
+    def __init__(self, channel: Any, queued: object = None) -> None:
+        super().__init__(channel, parsePOSTFormSubmission=False)
+
+    @property
+    def registry_site(self) -> RegistrySite:
+        site = self.channel.site
+        assert isinstance(site, RegistrySite)
+        return site
+
+    def gotLength(self, length: int | None) -> None:
+        # Headers are complete and no body byte was read yet. The request
+        # line lives on the channel until requestReceived.
+        command: bytes = getattr(self.channel, "_command", b"")
+        path: bytes = getattr(self.channel, "_path", b"")
+        match = UPLOAD_PATH_RE.match(path) if command == b"POST" else None
+        expects_continue = (self.requestHeaders.getRawHeaders(b"expect") or [b""])[0].lower()
+        if match is None:
+            if length is not None and length > MAX_SMALL_BODY:
+                self.requestHeaders.removeHeader(b"expect")
+                self.refuse_early(TooLarge("Request body too large."))
+                return
+            super().gotLength(length)
+            return
+        # We answer "100 Continue" ourselves, after the token check, so a
+        # refused client never sends its body.
+        self.requestHeaders.removeHeader(b"expect")
+        self.content = None
+        ctx = self.registry_site.upload_context
+        send_continue = None
+        if expects_continue == b"100-continue" and getattr(self.channel, "_version", b"") == (
+            b"HTTP/1.1"
+        ):
+            send_continue = self._send_continue
+        project_ref = unquote(match[1].decode("latin-1"))
+        self.upload = UploadReceiver(
+            ctx,
+            project_ref,
+            content_length=length,
+            content_type=self.requestHeaders.getRawHeaders(b"content-type", [None])[0],
+            credentials=lambda: request_credentials(self.requestHeaders),
+            producer=_PauseCounter(self.channel.transport),
+            refuse=self.refuse_early,
+            send_continue=send_continue,
+        )
+        self.upload.start()
+
+    def _send_continue(self) -> None:
+        self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def handleContentChunk(self, data: bytes) -> None:
+        # Exceptions must not escape into the channel.
+        try:
+            if self._refused:
+                return
+            if self.upload is not None:
+                self.upload.data_received(data)
+                return
+            self._body_size += len(data)
+            if self._body_size > MAX_SMALL_BODY:
+                self.refuse_early(TooLarge("Request body too large."))
+                return
+            super().handleContentChunk(data)
+        except Exception:
+            _log.failure("error while receiving a request body")
+            self.refuse_early(RegistryError("Internal error while receiving the request."))
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            # The answer went out already; the client has sent its body.
+            self._close_refused()
+            return
+        if self.upload is None:
+            super().requestReceived(command, path, version)
+            return
+        self.method, self.uri = command, path
+        self.clientproto = version
+        self.path, _, query = path.partition(b"?")
+        self.args = http.parse_qs(query, 1) if query else {}
+        upload = self.upload
+
+        def done(result: ReceivedUpload | Failure) -> None:
+            if isinstance(result, Failure):
+                if result.check(RegistryError):
+                    self.upload_error = result.value
+                else:
+                    _log.failure("upload to {path} failed while finishing", result,
+                                 path=path.decode("latin-1"))
+                    self.upload_error = RegistryError(
+                        "Internal error while storing the upload; it was not stored."
+                    )
+            else:
+                self.received_upload = result
+            self.process()
+
+        Deferred.fromCoroutine(upload.finish()).addBoth(done)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.upload is not None:
+            Deferred.fromCoroutine(self.upload.abort())
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
+
+    def refuse_early(self, error: RegistryError) -> None:
+        """Answer now, before the body was read, and close the connection."""
+        if self._refused:
+            return
+        self._refused = True
+        transport = self.channel.transport
+        if transport is None:
+            return
+        # The request line is still on the channel; the access log wants it.
+        self.method = getattr(self.channel, "_command", self.method)
+        self.uri = getattr(self.channel, "_path", self.uri)
+        self.clientproto = getattr(self.channel, "_version", self.clientproto)
+        body = (error.reason + "\n").encode("utf-8")
+        phrase = status_line_reason(error)
+        lines = [b"HTTP/1.1 %d %s" % (error.code, phrase)]
+        headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Length": str(len(body)),
+            "Connection": "close",
+            **error.headers,
+        }
+        lines += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()]
+        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        self.registry_site.log_refusal(self, error.code, len(body))
+        # Half-close and keep discarding what the client still sends, for a
+        # short while, so the client reads our answer rather than a reset.
+        lose_write = getattr(transport, "loseWriteConnection", None)
+        if lose_write is not None:
+            lose_write()
+            transport.resumeProducing()
+        else:
+            transport.loseConnection()
+        self._linger = self.registry_site.clock.callLater(LINGER_SECONDS, self._close_refused)
+
+    def _close_refused(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        transport = self.channel.transport
+        if transport is not None:
+            transport.loseConnection()
+
+
+class RegistrySite(server.Site):
+    """The site: builds RegistryRequests and holds what uploads need."""
+
+    def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
+                 timeout: float = 60.0) -> None:
+        super().__init__(resource, requestFactory=RegistryRequest, timeout=timeout)
+        self.upload_context = upload_context
+        self.clock = clock
+        self._parsePOSTFormSubmission = False
+
+    def log_refusal(self, request: RegistryRequest, code: int, size: int) -> None:
+        request.code = code
+        request.sentLength = size
+        self.log(request)

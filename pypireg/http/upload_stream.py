@@ -1,0 +1,268 @@
+"""Receiving one upload body: token check first, then stream to a temp file.
+
+HTTP layer, a state machine driven by the request (site.RegistryRequest):
+
+    headers ──► checking token (transport paused) ──► receiving ──► complete
+                    │                                   │
+                    └──────────► refused ◄──────────────┘
+
+While the Deferred token check runs the transport is paused and the few
+bytes already read are held back. A refusal (401/403/404, 413 on a too
+large Content-Length or a body that grows past the limit, 400 on a
+malformed form) is answered at once, before the rest of the body is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pypireg.errors import BadUpload, RegistryError, TooLarge
+from pypireg.http.auth import Authorizer, Grant
+from pypireg.http.multipart import MAX_FIELD_BYTES, FormReader, boundary_from
+from pypireg.storage.blobs import BlobStore, TempBlob
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IPushProducer
+
+_log = Logger()
+# Room for the form's text fields and multipart framing on top of the file.
+FORM_OVERHEAD = MAX_FIELD_BYTES + 64 * 1024
+# Bytes that may arrive between pausing the transport and the token check's
+# answer (one read's worth, normally); more is a protocol error.
+MAX_HELD_BACK = 1024 * 1024
+
+
+class State(Enum):
+    CHECKING = auto()
+    RECEIVING = auto()
+    COMPLETE = auto()
+    REFUSED = auto()
+
+
+@dataclass(frozen=True)
+class UploadContext:
+    authorizer: Authorizer
+    blobs: BlobStore
+    max_size: int
+
+
+@dataclass(frozen=True)
+class ReceivedUpload:
+    """What the route handler gets once the whole body is on disk."""
+
+    grant: Grant
+    fields: dict[str, list[str]]
+    filename: str | None
+    blob: TempBlob | None
+
+
+class UploadReceiver:
+    def __init__(
+        self,
+        context: UploadContext,
+        project_ref: str,
+        *,
+        content_length: int | None,
+        content_type: bytes | None,
+        credentials: Callable[[], str | None],
+        producer: IPushProducer,
+        refuse: Callable[[RegistryError], None],
+        send_continue: Callable[[], None] | None,
+    ) -> None:
+        self._context = context
+        self._project_ref = project_ref
+        self._content_length = content_length
+        self._content_type = content_type
+        self._credentials = credentials
+        self._producer = producer
+        self._refuse = refuse
+        self._send_continue = send_continue
+        self.state = State.CHECKING
+        self.received = 0
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._grant: Grant | None = None
+        self._reader: FormReader | None = None
+        self._blob: TempBlob | None = None
+        self._blob_waiters: list[Deferred[TempBlob]] = []
+        self.error: RegistryError | None = None
+        self._checking: Deferred[None] | None = None
+
+    def start(self) -> None:
+        """Headers are in: refuse early, or pause and check the token."""
+        limit = self._context.max_size + FORM_OVERHEAD
+        if self._content_length is not None and self._content_length > limit:
+            self._fail(TooLarge(
+                f"Upload too large: {self._content_length} bytes; this registry accepts files "
+                f"of up to {self._context.max_size} bytes (uploads.max_size)."
+            ))
+            return
+        try:
+            boundary = boundary_from(self._content_type)
+        except RegistryError as e:
+            self._fail(e)
+            return
+        self._producer.pauseProducing()
+        self._checking = Deferred.fromCoroutine(self._check(boundary))
+        self._checking.addErrback(self._unexpected)
+
+    async def _check(self, boundary: str) -> None:
+        try:
+            secret = self._credentials()
+            grant = await self._context.authorizer.authorize(self._project_ref, secret, "write")
+        except RegistryError as e:
+            self._producer.resumeProducing()
+            self._fail(e)
+            return
+        if self.state is State.REFUSED:  # the client went away meanwhile
+            return
+        self._grant = grant
+        self._reader = FormReader(boundary, max_file_size=self._context.max_size,
+                                  open_file=self._open_file)
+        self.state = State.RECEIVING
+        held, self._held = self._held, []
+        self._held_bytes = 0
+        for chunk in held:
+            self._feed(chunk)
+        self._producer.resumeProducing()
+        if self._send_continue is not None and self.state is State.RECEIVING:
+            self._send_continue()
+
+    def _open_file(self, filename: str) -> _DeferredSink:
+        # Opening a file is file work, so it happens in a worker; the
+        # transport is paused meanwhile and the sink holds what the parser
+        # already had.
+        sink = _DeferredSink()
+        self._producer.pauseProducing()
+        d = Deferred.fromCoroutine(self._context.blobs.open_temp(self._producer))
+
+        def opened(blob: TempBlob) -> None:
+            self._blob = blob
+            if self.state is State.REFUSED:
+                Deferred.fromCoroutine(blob.discard())
+            else:
+                sink.attach(blob)
+                self._producer.resumeProducing()
+            waiters, self._blob_waiters = self._blob_waiters, []
+            for w in waiters:
+                w.callback(blob)
+
+        def failed(failure: Failure) -> None:
+            waiters, self._blob_waiters = self._blob_waiters, []
+            for w in waiters:
+                w.errback(failure)
+            self._unexpected(failure)
+
+        d.addCallbacks(opened, failed)
+        return sink
+
+    def data_received(self, data: bytes) -> None:
+        """A body chunk; must never raise (the channel cannot handle it)."""
+        self.received += len(data)
+        if self.state is State.CHECKING:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > MAX_HELD_BACK:
+                self._fail(BadUpload("Too much data before the token check finished."))
+        elif self.state is State.RECEIVING:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        assert self._reader is not None
+        if self._content_length is None and self.received > self._context.max_size + FORM_OVERHEAD:
+            self._fail(TooLarge(
+                f"Upload too large: this registry accepts files of up to "
+                f"{self._context.max_size} bytes (uploads.max_size)."
+            ))
+            return
+        try:
+            self._reader.feed(data)
+        except RegistryError as e:
+            self._fail(e)
+
+    async def finish(self) -> ReceivedUpload:
+        """The body is complete: close the form and wait for the file to be on disk."""
+        if self.state is State.CHECKING and self._checking is not None:
+            # A small body can be complete before the token check answers.
+            checked: Deferred[None] = Deferred()
+
+            def passthrough(result: object) -> object:
+                checked.callback(None)
+                return result
+
+            self._checking.addBoth(passthrough)
+            await checked
+        if self.error is not None:
+            raise self.error
+        assert self._reader is not None and self._grant is not None
+        try:
+            self._reader.close()
+        except RegistryError as e:
+            await self.abort()
+            raise e from None
+        self.state = State.COMPLETE
+        blob = await self._wait_for_blob()
+        if blob is not None:
+            try:
+                await blob.finish()
+            except Exception:
+                await blob.discard()
+                raise
+        return ReceivedUpload(self._grant, self._reader.fields, self._reader.filename, blob)
+
+    async def _wait_for_blob(self) -> TempBlob | None:
+        if self._reader is None or self._reader.filename is None:
+            return None
+        if self._blob is None:
+            waiter: Deferred[TempBlob] = Deferred()
+            self._blob_waiters.append(waiter)
+            return await waiter
+        return self._blob
+
+    async def abort(self) -> None:
+        """The connection went away or the upload failed: drop the temp file."""
+        if self.state is not State.REFUSED:
+            self.state = State.REFUSED
+        if self._blob is not None:
+            await self._blob.discard()
+
+    def _fail(self, error: RegistryError) -> None:
+        if self.state in (State.REFUSED, State.COMPLETE):
+            return
+        self.error = error
+        self.state = State.REFUSED
+        self._held.clear()
+        if self._blob is not None:
+            Deferred.fromCoroutine(self._blob.discard())
+        self._refuse(error)
+
+    def _unexpected(self, failure: Failure) -> None:
+        _log.failure("upload to {project} failed", failure, project=self._project_ref)
+        self._fail(RegistryError("Internal error while receiving the upload; it was not stored."))
+
+
+class _DeferredSink:
+    """A file sink that buffers until its TempBlob is open."""
+
+    def __init__(self) -> None:
+        self._blob: TempBlob | None = None
+        self._pending: list[bytes] = []
+
+    def attach(self, blob: TempBlob) -> None:
+        self._blob = blob
+        for chunk in self._pending:
+            blob.write(chunk)
+        self._pending.clear()
+
+    def write(self, data: bytes) -> None:
+        if self._blob is not None:
+            self._blob.write(data)
+        else:
+            self._pending.append(data)

@@ -1,0 +1,105 @@
+"""The daemon's service tree: database → migrations → storage → listeners.
+
+Composition only: every part gets its dependencies through its
+constructor. Stopping runs in reverse: listeners first (in-flight requests
+finish), then the token-use flush, the pool and the embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pypireg.config import Config
+from pypireg.http.auth import Authorizer
+from pypireg.http.routes import RegistryApp
+from pypireg.http.site import RegistrySite
+from pypireg.http.upload_stream import UploadContext
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
+from pypireg.storage.embedded import EmbeddedPostgres
+from pypireg.storage.migrations import migrate
+
+_log = Logger()
+
+
+async def open_database(reactor: Any, config: Config) -> tuple[Database, EmbeddedPostgres | None]:
+    """Connect to the configured database, or start the embedded one; migrate it."""
+    embedded = None
+    dsn = config.database.dsn
+    if dsn is None:
+        embedded = EmbeddedPostgres(reactor, config.pgdata)
+        dsn = await embedded.start()
+    db = Database(reactor, dsn, config.database.pool_size)
+    try:
+        await db.start()
+        await migrate(db)
+    except BaseException:
+        db.close()
+        if embedded is not None:
+            await embedded.stop()
+        raise
+    return db, embedded
+
+
+class RegistryService(MultiService):
+    def __init__(self, reactor: Any, config: Config) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.config = config
+        self.db: Database | None = None
+        self.site: RegistrySite | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._authorizer: Authorizer | None = None
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        # Children (the listeners) are added once the database is ready.
+        self.running = True
+        d = Deferred.fromCoroutine(self._start())
+        d.addCallbacks(self.ready.callback, self._start_failed)
+
+    async def _start(self) -> None:
+        config = self.config
+        self.db, self._embedded = await open_database(self._reactor, config)
+        blobs = BlobStore(self._reactor, config.storage.path)
+        blobs.prepare()
+        await blobs.remove_stale_temp_files()
+        self._authorizer = Authorizer(self.db, self._reactor)
+        self._authorizer.start()
+        app = RegistryApp(self._reactor, self.db, self._authorizer, blobs,
+                          base_url=config.server.base_url)
+        self.site = RegistrySite(
+            app.resource(),
+            UploadContext(self._authorizer, blobs, config.uploads.max_size),
+            clock=self._reactor,
+            timeout=config.server.timeout,
+        )
+        for description in config.server.listen:
+            listener = strports.service(description, self.site, reactor=self._reactor)
+            listener.setServiceParent(self)
+            _log.info("pypireg listening on {endpoint}", endpoint=description)
+        _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
+
+    def _start_failed(self, failure: Failure) -> None:
+        _log.failure("pypireg could not start", failure)
+        self.ready.errback(failure)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await super().stopService()
+        if self._authorizer is not None:
+            await self._authorizer.stop()
+        if self.db is not None:
+            self.db.close()
+        if self._embedded is not None:
+            await self._embedded.stop()

@@ -1,0 +1,1 @@
+"""Storage layer: all SQL and all blob files live below this package."""

@@ -1,0 +1,282 @@
+"""Content-addressed blob files, and the streaming writer that fills them.
+
+Storage layer. An upload is written to `tmp/` (same filesystem as
+`blobs/`), hashed on the way, fsynced, then renamed to
+`blobs/<aa>/<bb>/<sha256>` and the directory fsynced. Only after that does
+the caller commit the row that makes it visible. Blobs are never deleted on
+a failed commit: another upload of the same bytes may own the same path.
+
+All file work runs in the reactor's thread pool. The writer keeps at most
+one write in flight and asks its producer (the client's transport) to pause
+while too much data waits, so memory stays bounded whatever the upload size
+and however slow the disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorCore, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from pypireg.errors import InsufficientStorage
+
+_log = Logger()
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part$")
+HIGH_WATER = 4 * 1024 * 1024
+LOW_WATER = 1 * 1024 * 1024
+
+
+class Reactor(IReactorCore, IReactorThreads):
+    """The reactor interfaces the blob store needs."""
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    sha256: str
+    md5: str
+    blake2_256: str
+
+
+class BlobStore:
+    def __init__(self, reactor: Any, root: Path) -> None:
+        self._reactor = reactor
+        self.root = root.absolute()
+        self.blob_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+
+    @property
+    def _pool(self) -> ThreadPool:
+        return self._reactor.getThreadPool()  # type: ignore[no-any-return]
+
+    def _in_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def prepare(self) -> None:
+        """Create the folders. Blocking, but only called at start-up."""
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    async def remove_stale_temp_files(self) -> int:
+        """Delete temp files left by crashed processes; return how many went."""
+        return await self._in_thread(self._remove_stale_sync)  # type: ignore[no-any-return]
+
+    def _remove_stale_sync(self) -> int:
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            match = _TEMP_RE.match(entry.name)
+            if match is None:
+                continue
+            pid = int(match[1])
+            # Another live daemon on the same storage keeps its in-flight files.
+            if pid != os.getpid() and _process_alive(pid):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        if removed:
+            _log.info("removed {count} temp files left by an earlier crash", count=removed)
+        return removed
+
+    def path_for(self, sha256: str) -> Path:
+        if not _SHA256_RE.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.blob_dir / sha256[:2] / sha256[2:4] / sha256
+
+    async def open_temp(self, producer: IPushProducer | None) -> TempBlob:
+        name = f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
+        path = self.tmp_dir / name
+        fileobj = await self._in_thread(_open_exclusive, path)
+        return TempBlob(self, path, fileobj, producer)
+
+    async def commit(self, temp: TempBlob) -> Path:
+        """Move a finished temp file to its content address, durably."""
+        digests = temp.digests
+        assert digests is not None, "commit() before finish()"
+        final = self.path_for(digests.sha256)
+        await self._in_thread(_durable_rename, temp.path, final)
+        temp.committed = True
+        return final
+
+    async def exists(self, sha256: str) -> bool:
+        return await self._in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _open_exclusive(path: Path) -> IO[bytes]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    return os.fdopen(fd, "wb", buffering=0)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durable_rename(src: Path, dst: Path) -> None:
+    created = []
+    for parent in (dst.parent.parent, dst.parent):
+        if not parent.exists():
+            parent.mkdir(exist_ok=True)
+            created.append(parent)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+    for parent in created:
+        _fsync_dir(parent.parent)
+
+
+class TempBlob:
+    """One upload's temp file, fed from the reactor thread, written in a worker."""
+
+    def __init__(self, store: BlobStore, path: Path, fileobj: IO[bytes],
+                 producer: IPushProducer | None) -> None:
+        self._store = store
+        self.path = path
+        self._file: IO[bytes] | None = fileobj
+        self._producer = producer
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._busy = False
+        self._paused = False
+        self._error: Failure | None = None
+        self._drained: list[Deferred[None]] = []
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5()  # noqa: S324 - a checksum clients send, not security
+        self._blake2 = hashlib.blake2b(digest_size=32)
+        self.size = 0
+        self.digests: Digests | None = None
+        self.committed = False
+        self.discarded = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes accepted but not yet written (for tests and metrics)."""
+        return self._pending_bytes
+
+    def write(self, data: bytes) -> None:
+        """Queue *data*; never blocks. Errors surface in finish()."""
+        if self._error is not None or self.discarded or not data:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self.size += len(data)
+        if not self._busy:
+            self._start_write()
+        if self._pending_bytes >= HIGH_WATER and not self._paused and self._producer:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def _start_write(self) -> None:
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._busy = True
+        d = self._store._in_thread(self._write_sync, data)
+        d.addCallbacks(self._written, self._failed)
+
+    def _write_sync(self, data: bytes) -> None:
+        assert self._file is not None
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            view = view[n or 0:]
+        # hashlib releases the GIL on large buffers, so hashing here keeps
+        # the reactor thread free.
+        self._sha256.update(data)
+        self._md5.update(data)
+        self._blake2.update(data)
+
+    def _written(self, _: object) -> None:
+        self._busy = False
+        if self._pending and not self.discarded:
+            self._start_write()
+        if self._paused and self._pending_bytes <= LOW_WATER and self._producer:
+            self._paused = False
+            self._producer.resumeProducing()
+        if not self._busy:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        self._error = failure
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._written(None)
+
+    async def finish(self) -> Digests:
+        """Wait for queued writes, fsync and close; return the digests."""
+        if self._busy:
+            d: Deferred[None] = Deferred()
+            self._drained.append(d)
+            await d
+        if self._error is None:
+            try:
+                await self._store._in_thread(self._sync_and_close)
+            except OSError:
+                self._error = Failure()
+        if self._error is not None:
+            error = self._error.value
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    "The registry's disk is full; the upload was not stored. Retry later."
+                )
+            self._error.raiseException()
+        self.digests = Digests(self.size, self._sha256.hexdigest(), self._md5.hexdigest(),
+                               self._blake2.hexdigest())
+        return self.digests
+
+    def _sync_and_close(self) -> None:
+        assert self._file is not None
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+
+    async def discard(self) -> None:
+        """Remove the temp file unless it was committed. Safe to call twice."""
+        if self.committed or self.discarded:
+            return
+        self.discarded = True
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._busy:
+            d: Deferred[None] = Deferred()
+            self._drained.append(d)
+            await d
+        await self._store._in_thread(self._remove_sync)
+
+    def _remove_sync(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

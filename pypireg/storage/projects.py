@@ -1,0 +1,83 @@
+"""Projects: the unit of access and of package namespaces.
+
+Storage layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+
+from pypireg.storage.database import Database
+
+_COLUMNS = "id, path, public, packages_enabled, reject_duplicates, created_at"
+
+
+class ProjectExists(Exception):
+    """A project with that path exists already."""
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    path: str
+    public: bool
+    packages_enabled: bool
+    reject_duplicates: bool
+    created_at: datetime
+
+
+def _project(row: tuple[Any, ...]) -> Project:
+    return Project(*row)
+
+
+async def create_project(db: Database, path: str, *, public: bool = False) -> Project:
+    try:
+        row = await db.fetch_one(
+            f"INSERT INTO projects (path, public) VALUES (%s, %s) RETURNING {_COLUMNS}",
+            (path, public),
+        )
+    except psycopg2.IntegrityError:
+        raise ProjectExists(path) from None
+    assert row is not None
+    return _project(row)
+
+
+async def get_project(db: Database, ref: str) -> Project | None:
+    """Find a project by numeric id or by path (compared case-insensitively)."""
+    if ref.isdigit():
+        if len(ref) > 18:
+            return None
+        row = await db.fetch_one(f"SELECT {_COLUMNS} FROM projects WHERE id = %s", (int(ref),))
+    else:
+        row = await db.fetch_one(
+            f"SELECT {_COLUMNS} FROM projects WHERE lower(path) = lower(%s)", (ref,)
+        )
+    return _project(row) if row else None
+
+
+async def list_projects(db: Database) -> list[Project]:
+    rows = await db.fetch_all(f"SELECT {_COLUMNS} FROM projects ORDER BY id")
+    return [_project(r) for r in rows]
+
+
+async def update_project(
+    db: Database,
+    project_id: int,
+    *,
+    public: bool | None = None,
+    packages_enabled: bool | None = None,
+    reject_duplicates: bool | None = None,
+) -> Project:
+    row = await db.fetch_one(
+        "UPDATE projects SET public = coalesce(%s, public),"
+        " packages_enabled = coalesce(%s, packages_enabled),"
+        " reject_duplicates = coalesce(%s, reject_duplicates)"
+        f" WHERE id = %s RETURNING {_COLUMNS}",
+        (public, packages_enabled, reject_duplicates, project_id),
+    )
+    assert row is not None
+    return _project(row)

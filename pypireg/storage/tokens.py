@@ -1,0 +1,89 @@
+"""Project access tokens: only their hashes are stored.
+
+Storage layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pypireg.storage.database import Database
+from pypireg.tokens import generate_token, hash_token
+
+Scope = Literal["read", "write"]
+_COLUMNS = ("id, project_id, scope, hint, description, created_at, expires_at, revoked_at,"
+            " last_used_at")
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: int
+    project_id: int
+    scope: Scope
+    hint: str
+    description: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def _token(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(*row)
+
+
+async def create_token(
+    db: Database,
+    project_id: int,
+    scope: Scope,
+    *,
+    expires_in_days: int | None = None,
+    description: str = "",
+) -> tuple[TokenRecord, str]:
+    """Create a token; return its record and the secret, which is never stored."""
+    secret = generate_token()
+    row = await db.fetch_one(
+        "INSERT INTO tokens (project_id, scope, token_hash, hint, description, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s,"
+        "  CASE WHEN %s::int IS NULL THEN NULL ELSE now() + make_interval(days => %s::int) END)"
+        f" RETURNING {_COLUMNS}",
+        (project_id, scope, hash_token(secret), secret[:12], description,
+         expires_in_days, expires_in_days),
+    )
+    assert row is not None
+    return _token(row), secret
+
+
+async def find_live_token(db: Database, secret: str) -> TokenRecord | None:
+    """The token with this secret, unless it is unknown, revoked or expired."""
+    row = await db.fetch_one(
+        f"SELECT {_COLUMNS} FROM tokens WHERE token_hash = %s AND revoked_at IS NULL"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        (hash_token(secret),),
+    )
+    return _token(row) if row else None
+
+
+async def list_tokens(db: Database, project_id: int) -> list[TokenRecord]:
+    rows = await db.fetch_all(
+        f"SELECT {_COLUMNS} FROM tokens WHERE project_id = %s ORDER BY id", (project_id,)
+    )
+    return [_token(r) for r in rows]
+
+
+async def revoke_token(db: Database, token_id: int) -> bool:
+    row = await db.fetch_one(
+        "UPDATE tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
+        (token_id,),
+    )
+    return row is not None
+
+
+async def touch_tokens(db: Database, token_ids: Iterable[int]) -> None:
+    """Record use of many tokens in one statement (see http.auth's batching)."""
+    ids = sorted(set(token_ids))
+    if ids:
+        await db.execute("UPDATE tokens SET last_used_at = now() WHERE id = ANY(%s)", (ids,))

@@ -47,6 +47,22 @@ async def open_database(reactor: Any, config: Config) -> tuple[Database, Embedde
     return db, embedded
 
 
+async def build_site(reactor: Any, config: Config, db: Database) -> tuple[RegistrySite, Authorizer]:
+    """The HTTP site over *db*, with its storage ready; the caller starts the authorizer."""
+    blobs = BlobStore(reactor, config.storage.path)
+    blobs.prepare()
+    await blobs.remove_stale_temp_files()
+    authorizer = Authorizer(db, reactor)
+    app = RegistryApp(reactor, db, authorizer, blobs, base_url=config.server.base_url)
+    site = RegistrySite(
+        app.resource(),
+        UploadContext(authorizer, blobs, config.uploads.max_size),
+        clock=reactor,
+        timeout=config.server.timeout,
+    )
+    return site, authorizer
+
+
 class RegistryService(MultiService):
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__()
@@ -67,19 +83,8 @@ class RegistryService(MultiService):
     async def _start(self) -> None:
         config = self.config
         self.db, self._embedded = await open_database(self._reactor, config)
-        blobs = BlobStore(self._reactor, config.storage.path)
-        blobs.prepare()
-        await blobs.remove_stale_temp_files()
-        self._authorizer = Authorizer(self.db, self._reactor)
+        self.site, self._authorizer = await build_site(self._reactor, config, self.db)
         self._authorizer.start()
-        app = RegistryApp(self._reactor, self.db, self._authorizer, blobs,
-                          base_url=config.server.base_url)
-        self.site = RegistrySite(
-            app.resource(),
-            UploadContext(self._authorizer, blobs, config.uploads.max_size),
-            clock=self._reactor,
-            timeout=config.server.timeout,
-        )
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)

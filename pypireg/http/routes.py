@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, urlsplit
 
 from klein import Klein
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 from twisted.internet.defer import CancelledError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -25,7 +27,7 @@ from twisted.web import static
 from twisted.web.iweb import IRequest
 
 from pypireg.archives import CoreMetadata, read_core_metadata
-from pypireg.errors import BadUpload, NotFound, RegistryError
+from pypireg.errors import BadUpload, MethodNotAllowed, NotFound, RegistryError
 from pypireg.filenames import is_safe_basename
 from pypireg.http.auth import Authorizer, Grant, request_credentials
 from pypireg.http.responses import redirect, render_error
@@ -40,7 +42,9 @@ from pypireg.upload import check_digests, check_form, check_metadata, field
 
 _log = Logger()
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-PYPI = "/api/v4/projects/<project>/packages/pypi"
+# Twisted has already percent-decoded each segment, so an encoded project
+# path ("group%2Fproject") arrives with its slashes: match them.
+PYPI = "/api/v4/projects/<path:project>/packages/pypi"
 HTML = b"text/html; charset=utf-8"
 
 
@@ -62,16 +66,15 @@ class RegistryApp:
 
     async def _read_access(self, request: IRequest, project: str) -> Grant:
         secret = request_credentials(request.requestHeaders)
-        return await self._authz.authorize(unquote(project), secret, "read")
+        return await self._authz.authorize(project, secret, "read")
 
     def _api_prefix(self, project: str) -> str:
         """Absolute URL of the project's pypi API when base_url is set, else a path."""
-        return f"{self._base_url or ''}/api/v4/projects/{project}/packages/pypi"
+        return f"{self._base_url or ''}/api/v4/projects/{quote(project, safe='')}/packages/pypi"
 
     # -- upload --------------------------------------------------------------
 
-    @app.route(PYPI, methods=["POST"])
-    @app.route(PYPI + "/", methods=["POST"])
+    @app.route(PYPI, methods=["POST"], strict_slashes=False)
     async def upload(self, request: RegistryRequest, project: str) -> bytes:
         if request.upload_error is not None:
             raise request.upload_error
@@ -124,11 +127,6 @@ class RegistryApp:
 
     # -- simple index --------------------------------------------------------
 
-    @app.route(PYPI + "/simple", methods=["GET", "HEAD"])
-    async def simple_root_redirect(self, request: IRequest, project: str) -> bytes:
-        await self._read_access(request, project)
-        return redirect(request, self._api_prefix(project) + "/simple/")
-
     @app.route(PYPI + "/simple/", methods=["GET", "HEAD"])
     async def simple_root(self, request: IRequest, project: str) -> bytes:
         grant = await self._read_access(request, project)
@@ -137,15 +135,9 @@ class RegistryApp:
         self._index_headers(request, grant)
         return project_page(packages, prefix)
 
-    @app.route(PYPI + "/simple/<name>", methods=["GET", "HEAD"])
-    async def simple_package_redirect(self, request: IRequest, project: str, name: str) -> bytes:
-        await self._read_access(request, project)
-        return redirect(request, f"{self._api_prefix(project)}/simple/{quote(name)}/")
-
     @app.route(PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
     async def simple_package(self, request: IRequest, project: str, name: str) -> bytes:
         grant = await self._read_access(request, project)
-        name = unquote(name)
         if not is_valid_name(name):
             raise NotFound(f"No package named {name!r}.")
         normalized = normalize_name(name)
@@ -169,7 +161,6 @@ class RegistryApp:
     async def download(self, request: IRequest, project: str, sha256: str, filename: str
                        ) -> Any:
         grant = await self._read_access(request, project)
-        filename = unquote(filename)
         if not _SHA256_RE.match(sha256) or not is_safe_basename(filename):
             raise NotFound("No such file.")
         row = await package_store.find_file(self._db, grant.project.id, sha256, filename)
@@ -196,6 +187,20 @@ class RegistryApp:
     @app.handle_errors(RegistryError)
     def _registry_error(self, request: IRequest, failure: Failure) -> bytes:
         return render_error(request, failure.value)
+
+    @app.handle_errors(HTTPException)
+    def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        if isinstance(error, RequestRedirect):
+            # Werkzeug's trailing-slash redirect; keep it host-relative so it
+            # is right behind a proxy (or absolute from base_url).
+            parts = urlsplit(error.new_url)
+            location = (self._base_url or "") + parts.path + (
+                f"?{parts.query}" if parts.query else "")
+            return redirect(request, location, 301 if request.method in (b"GET", b"HEAD") else 308)
+        if error.code == 405:
+            return render_error(request, MethodNotAllowed("Method not allowed on this URL."))
+        return render_error(request, NotFound("No such URL on this registry."))
 
     @app.handle_errors(CancelledError)
     def _cancelled(self, request: IRequest, failure: Failure) -> bytes:

@@ -1,0 +1,276 @@
+"""End to end: the real `twistd -n pypireg`, the real `pypireg` command, twine and pip.
+
+The daemon runs the embedded PostgreSQL in its data folder (the README's
+default) unless PYPIREG_TEST_DSN names a server, as CI's second run does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import reset_schema
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, folder: Path, dsn: str | None) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.config = folder / "pypireg.toml"
+        lines = [
+            "[server]",
+            f'listen = ["tcp:{self.port}:interface=127.0.0.1"]',
+            "[storage]",
+            'path = "data"',
+            "[uploads]",
+            'max_size = "2MiB"',
+        ]
+        if dsn:
+            lines += ["[database]", f'dsn = "{dsn}"']
+        self.config.write_text("\n".join(lines) + "\n")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = folder / "daemon.log"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(self.config)],
+                cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("daemon did not start:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "pypireg"), "--config", str(self.config), *args],
+            capture_output=True, text=True, timeout=120, cwd=self.folder,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def api(self, project: str) -> str:
+        return f"{self.url}/api/v4/projects/{project}/packages/pypi"
+
+    def index(self, project: str, token: str) -> str:
+        return f"http://__token__:{token}@127.0.0.1:{self.port}/api/v4/projects/{project}" \
+               "/packages/pypi/simple"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    dsn = os.environ.get("PYPIREG_TEST_DSN")
+    if dsn:
+        reset_schema(dsn)
+    folder = tmp_path_factory.mktemp("daemon")
+    stale = folder / "data" / "tmp"
+    stale.mkdir(parents=True)
+    (stale / "upload-999999-0123456789abcdef.part").write_bytes(b"left by a crash")
+    d = Daemon(folder, dsn)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+        shutil.rmtree(folder / "data", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real project built with `python -m build` (wheel and sdist)."""
+    src = tmp_path_factory.mktemp("src")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "e2e-demo"\nversion = "0.3.0"\nrequires-python = ">=3.8"\n'
+        'description = "pypireg end-to-end test package"\n'
+    )
+    (src / "e2e_demo.py").write_text("ANSWER = 42\n")
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir",
+                    str(src / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    return src / "dist"
+
+
+def twine(daemon: Daemon, project: str, token: str, *files: Path) -> subprocess.CompletedProcess[str]:
+    pypirc = daemon.folder / "pypirc"
+    pypirc.write_text(
+        "[distutils]\nindex-servers = local\n\n[local]\n"
+        f"repository = {daemon.api(project)}\nusername = __token__\npassword = {token}\n"
+    )
+    return subprocess.run(
+        [str(BIN / "twine"), "upload", "--disable-progress-bar", "--non-interactive",
+         "--config-file", str(pypirc), "--repository", "local", *map(str, files)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_stale_temp_files_removed_at_startup(daemon: Daemon) -> None:
+    assert list((daemon.folder / "data" / "tmp").iterdir()) == []
+
+
+def test_twine_upload_then_pip_install(daemon: Daemon, built: Path, tmp_path: Path) -> None:
+    project_id = daemon.cli("project", "create", "acme/tools").stdout.strip()
+    assert project_id.isdigit()
+    created = daemon.cli("token", "create", "--project", "acme/tools", "--scope", "write",
+                         "--description", "e2e upload").stdout
+    write = created.strip().splitlines()[-1]
+    assert write.startswith("pypireg_")
+    read = daemon.cli("token", "create", "--project", project_id, "--scope", "read",
+                      "--expires-in", "7").stdout.strip().splitlines()[-1]
+
+    dists = sorted(built.iterdir())
+    assert {p.suffix for p in dists} == {".whl", ".gz"}
+    result = twine(daemon, project_id, write, *dists)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # pip through the index, by numeric id and by URL-encoded path.
+    out = tmp_path / "download"
+    for ref in (project_id, "acme%2Ftools"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-cache-dir", "--no-deps",
+             "--disable-pip-version-check", "--index-url", daemon.index(ref, read),
+             "-d", str(out), "e2e-demo==0.3.0"],
+            check=True, capture_output=True, timeout=120,
+        )
+    wheel = next(p for p in dists if p.suffix == ".whl")
+    assert (out / wheel.name).read_bytes() == wheel.read_bytes()
+
+    target = tmp_path / "target"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-cache-dir", "--no-deps",
+         "--disable-pip-version-check", "--index-url", daemon.index(project_id, read),
+         "--target", str(target), "e2e-demo"],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert (target / "e2e_demo.py").read_text() == "ANSWER = 42\n"
+
+    listed = daemon.cli("token", "list", "--project", "acme/tools").stdout
+    assert "e2e upload" in listed and write not in listed
+
+
+def test_twine_auth_failures(daemon: Daemon, built: Path) -> None:
+    project_id = daemon.cli("project", "create", "auth-matrix").stdout.strip()
+    other_id = daemon.cli("project", "create", "other").stdout.strip()
+    read = daemon.cli("token", "create", "--project", project_id, "--scope", "read"
+                      ).stdout.splitlines()[-1]
+    other = daemon.cli("token", "create", "--project", other_id, "--scope", "write"
+                       ).stdout.splitlines()[-1]
+    write_out = daemon.cli("token", "create", "--project", project_id, "--scope", "write").stdout
+    write = write_out.splitlines()[-1]
+    token_id = write_out.split()[3]
+    wheel = next(p for p in built.iterdir() if p.suffix == ".whl")
+
+    cases = [
+        ("pypireg_" + "A" * 43, "401"),
+        (read, "403"),
+        (other, "404"),
+    ]
+    for token, status in cases:
+        result = twine(daemon, project_id, token, wheel)
+        assert result.returncode != 0
+        assert status in result.stdout + result.stderr, (token[:12], result.stdout)
+
+    daemon.cli("token", "revoke", token_id)
+    result = twine(daemon, project_id, write, wheel)
+    assert result.returncode != 0 and "401" in result.stdout + result.stderr
+    failed = daemon.cli("token", "revoke", token_id, check=False)
+    assert failed.returncode == 1 and "no active token" in failed.stderr
+
+
+def _raw_request(daemon: Daemon, head: bytes, body: bytes = b"") -> tuple[bytes, float]:
+    """Send *head* (and *body*); return the response and how long it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+        s.sendall(head + body)
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+            if b"\r\n\r\n" in b"".join(chunks):
+                break
+    return b"".join(chunks), time.monotonic() - started
+
+
+def test_early_401_and_413_before_the_body(daemon: Daemon) -> None:
+    project_id = daemon.cli("project", "create", "early").stdout.strip()
+    write = daemon.cli("token", "create", "--project", project_id, "--scope", "write"
+                       ).stdout.splitlines()[-1]
+    # Headers only, announcing 1 MiB; the body is never sent. An answer
+    # proves the server decided without reading it.
+    head = (f"POST /api/v4/projects/{project_id}/packages/pypi HTTP/1.1\r\n"
+            f"Host: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: 1048576\r\nExpect: 100-continue\r\n\r\n").encode()
+    response, _ = _raw_request(daemon, head)
+    assert response.startswith(b"HTTP/1.1 401 "), response
+    assert b'WWW-Authenticate: Basic realm="pypireg"' in response
+    assert b"100 Continue" not in response
+
+    import base64
+
+    auth = base64.b64encode(f"__token__:{write}".encode()).decode()
+    big = head.replace(b"1048576", str(50 * 1024 * 1024).encode()).replace(
+        b"Host: x\r\n", f"Host: x\r\nAuthorization: Basic {auth}\r\n".encode())
+    response, _ = _raw_request(daemon, big)
+    assert response.startswith(b"HTTP/1.1 413 "), response
+
+    # With a valid token the server asks for the body.
+    ok = head.replace(b"Host: x\r\n", f"Host: x\r\nAuthorization: Basic {auth}\r\n".encode())
+    response, _ = _raw_request(daemon, ok)
+    assert response.startswith(b"HTTP/1.1 100 Continue"), response
+    assert list((daemon.folder / "data" / "tmp").iterdir()) == []
+
+
+def test_public_project_anonymous_read(daemon: Daemon, built: Path) -> None:
+    project_id = daemon.cli("project", "create", "open-source", "--public").stdout.strip()
+    write = daemon.cli("token", "create", "--project", project_id, "--scope", "write"
+                       ).stdout.splitlines()[-1]
+    wheel = next(p for p in built.iterdir() if p.suffix == ".whl")
+    assert twine(daemon, project_id, write, wheel).returncode == 0
+    with urllib.request.urlopen(daemon.api(project_id) + "/simple/e2e-demo/") as resp:
+        assert wheel.name in resp.read().decode()
+    daemon.cli("project", "update", "open-source", "--private")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(daemon.api(project_id) + "/simple/e2e-demo/")
+    assert err.value.code == 401
+    daemon.cli("project", "update", "open-source", "--public", "--packages-disabled")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(daemon.api(project_id) + "/simple/e2e-demo/")
+    assert err.value.code == 404

@@ -50,7 +50,7 @@ def read_core_metadata(path: Path, dist: DistFilename) -> CoreMetadata:
 
 def _parse(raw: bytes, filename: str) -> CoreMetadata:
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadUpload(f"The metadata in {filename} is not valid UTF-8.") from None
     dist = Distribution()
@@ -58,7 +58,7 @@ def _parse(raw: bytes, filename: str) -> CoreMetadata:
         # pkginfo warns about metadata versions newer than it knows; the
         # fields we read exist in all of them.
         warnings.simplefilter("ignore")
-        dist.parse(text)
+        dist.parse(raw)
     if not dist.metadata_version:
         raise BadUpload(f"The metadata in {filename} has no Metadata-Version field.")
     return CoreMetadata(

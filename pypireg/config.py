@@ -167,4 +167,5 @@ def _only_keys(table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None
     for key in table:
         if key not in allowed:
             dotted = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"unknown configuration key {dotted}; known: {', '.join(sorted(allowed))}")
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"unknown configuration key {dotted}; known: {known}")

@@ -52,11 +52,11 @@ def parse_filename(filename: str) -> DistFilename:
     lower = filename.lower()
     if lower.endswith(".whl"):
         try:
-            name, version, _build, tags = parse_wheel_filename(filename)
+            wheel_name, version, _build, tags = parse_wheel_filename(filename)
         except InvalidWheelFilename as e:
             raise BadUpload(f"Invalid wheel file name {filename!r}: {e}.") from None
         python_tag = ".".join(sorted({t.interpreter for t in tags}))
-        return DistFilename(filename, str(name), version, "bdist_wheel", python_tag)
+        return DistFilename(filename, str(wheel_name), version, "bdist_wheel", python_tag)
     for suffix in SDIST_SUFFIXES:
         if lower.endswith(suffix):
             stem = filename[: -len(suffix)]

@@ -65,7 +65,7 @@ async def build_site(reactor: Any, config: Config, db: Database) -> tuple[Regist
 
 class RegistryService(MultiService):
     def __init__(self, reactor: Any, config: Config) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.config = config
         self.db: Database | None = None
@@ -101,7 +101,7 @@ class RegistryService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        await super().stopService()
+        await super().stopService()  # type: ignore[no-untyped-call]
         if self._authorizer is not None:
             await self._authorizer.stop()
         if self.db is not None:

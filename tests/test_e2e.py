@@ -127,7 +127,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src / "dist"
 
 
-def twine(daemon: Daemon, project: str, token: str, *files: Path) -> subprocess.CompletedProcess[str]:
+def twine(daemon: Daemon, project: str, token: str, *files: Path
+          ) -> subprocess.CompletedProcess[str]:
     pypirc = daemon.folder / "pypirc"
     pypirc.write_text(
         "[distutils]\nindex-servers = local\n\n[local]\n"

@@ -17,14 +17,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from klein import Klein
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import RequestRedirect
 from twisted.internet.defer import CancelledError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import static
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from pypireg.archives import CoreMetadata, read_core_metadata
 from pypireg.errors import BadUpload, MethodNotAllowed, NotFound, RegistryError
@@ -122,7 +122,8 @@ class RegistryApp:
         _log.info("stored {filename} ({size} bytes) in project {project}",
                   filename=record.filename, size=record.size, project=grant.project.path)
         request.setResponseCode(201, b"Created")
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(  # type: ignore[no-untyped-call]
+            b"Content-Type", b"text/plain; charset=utf-8")
         return f"Stored {record.filename}\n".encode()
 
     # -- simple index --------------------------------------------------------
@@ -186,11 +187,13 @@ class RegistryApp:
 
     @app.handle_errors(RegistryError)
     def _registry_error(self, request: IRequest, failure: Failure) -> bytes:
+        assert isinstance(failure.value, RegistryError)
         return render_error(request, failure.value)
 
     @app.handle_errors(HTTPException)
     def _routing_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
+        assert isinstance(error, HTTPException)
         if isinstance(error, RequestRedirect):
             # Werkzeug's trailing-slash redirect; keep it host-relative so it
             # is right behind a proxy (or absolute from base_url).

@@ -68,11 +68,11 @@ class RegistryRequest(server.Request):
     _body_size = 0
 
     def __init__(self, channel: Any, queued: object = None) -> None:
-        super().__init__(channel, parsePOSTFormSubmission=False)
+        super().__init__(channel, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]
 
     @property
     def registry_site(self) -> RegistrySite:
-        site = self.channel.site
+        site = self.channel.site  # type: ignore[attr-defined]
         assert isinstance(site, RegistrySite)
         return site
 
@@ -88,7 +88,7 @@ class RegistryRequest(server.Request):
                 self.requestHeaders.removeHeader(b"expect")
                 self.refuse_early(TooLarge("Request body too large."))
                 return
-            super().gotLength(length)
+            super().gotLength(length)  # type: ignore[no-untyped-call]
             return
         # We answer "100 Continue" ourselves, after the token check, so a
         # refused client never sends its body.
@@ -114,7 +114,9 @@ class RegistryRequest(server.Request):
         self.upload.start()
 
     def _send_continue(self) -> None:
-        self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        transport = self.channel.transport
+        if transport is not None:
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def handleContentChunk(self, data: bytes) -> None:
         # Exceptions must not escape into the channel.
@@ -128,7 +130,7 @@ class RegistryRequest(server.Request):
             if self._body_size > MAX_SMALL_BODY:
                 self.refuse_early(TooLarge("Request body too large."))
                 return
-            super().handleContentChunk(data)
+            super().handleContentChunk(data)  # type: ignore[no-untyped-call]
         except Exception:
             _log.failure("error while receiving a request body")
             self.refuse_early(RegistryError("Internal error while receiving the request."))
@@ -139,7 +141,7 @@ class RegistryRequest(server.Request):
             self._close_refused()
             return
         if self.upload is None:
-            super().requestReceived(command, path, version)
+            super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
             return
         self.method, self.uri = command, path
         self.clientproto = version
@@ -149,7 +151,7 @@ class RegistryRequest(server.Request):
 
         def done(result: ReceivedUpload | Failure) -> None:
             if isinstance(result, Failure):
-                if result.check(RegistryError):
+                if isinstance(result.value, RegistryError):
                     self.upload_error = result.value
                 else:
                     _log.failure("upload to {path} failed while finishing", result,
@@ -159,7 +161,7 @@ class RegistryRequest(server.Request):
                     )
             else:
                 self.received_upload = result
-            self.process()
+            self.process()  # type: ignore[no-untyped-call]
 
         Deferred.fromCoroutine(upload.finish()).addBoth(done)
 
@@ -168,14 +170,14 @@ class RegistryRequest(server.Request):
             Deferred.fromCoroutine(self.upload.abort())
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def refuse_early(self, error: RegistryError) -> None:
         """Answer now, before the body was read, and close the connection."""
         if self._refused:
             return
         self._refused = True
-        transport = self.channel.transport
+        transport: Any = self.channel.transport
         if transport is None:
             return
         # The request line is still on the channel; the access log wants it.
@@ -217,7 +219,8 @@ class RegistrySite(server.Site):
 
     def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
                  timeout: float = 60.0) -> None:
-        super().__init__(resource, requestFactory=RegistryRequest, timeout=timeout)
+        super().__init__(  # type: ignore[no-untyped-call]
+            resource, requestFactory=RegistryRequest, timeout=timeout)
         self.upload_context = upload_context
         self.clock = clock
         self._parsePOSTFormSubmission = False

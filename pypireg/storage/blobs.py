@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorCore, IReactorThreads
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,10 +37,6 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part$")
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
-
-
-class Reactor(IReactorCore, IReactorThreads):
-    """The reactor interfaces the blob store needs."""
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class _Collect(protocol.ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         if reason.check(error.ProcessDone):
             self.done.callback(0)
-        elif reason.check(error.ProcessTerminated):
+        elif isinstance(reason.value, error.ProcessTerminated):
             code = reason.value.exitCode
             self.done.callback(code if code is not None else -1)
         else:

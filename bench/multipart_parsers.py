@@ -43,7 +43,8 @@ MAX_HEADER_COUNT = 8
 MAX_PARTS = 1000
 DEFAULT_SIZE_LIMIT = 1024 * MIB
 
-Expect = Literal["reject", "accept"]
+# "either": invalid input that a parser may reject or pass through as data.
+Expect = Literal["reject", "accept", "either"]
 
 
 # --- body construction -------------------------------------------------------
@@ -117,14 +118,14 @@ class StreamParser(Protocol):
 class PushParser:
     """multipart.PushMultipartParser, strict mode, as pypireg configures it."""
 
-    name = "multipart"
+    strict = True
 
     def __init__(self, *, size_limit: int, verify: bool) -> None:
         self.outcome = Outcome()
         self._verify = verify
         self._parser = multipart.PushMultipartParser(
             BOUNDARY, max_header_size=MAX_HEADER_SIZE, max_header_count=MAX_HEADER_COUNT,
-            max_segment_count=MAX_PARTS, max_segment_size=size_limit, strict=True,
+            max_segment_count=MAX_PARTS, max_segment_size=size_limit, strict=self.strict,
         )
 
     def feed(self, chunk: bytes) -> None:
@@ -144,10 +145,14 @@ class PushParser:
         self.outcome.ended = self._parser.closed and self._parser.error is None
 
 
+class LenientPushParser(PushParser):
+    """The same parser with strict=False, for comparison."""
+
+    strict = False
+
+
 class CallbackParser:
     """python_multipart.MultipartParser with callbacks; limits where it has them."""
-
-    name = "python-multipart"
 
     def __init__(self, *, size_limit: int, verify: bool) -> None:
         self.outcome = Outcome()
@@ -186,7 +191,11 @@ class CallbackParser:
 
 
 ParserFactory = Callable[..., StreamParser]
-PARSERS: dict[str, ParserFactory] = {"multipart": PushParser, "python-multipart": CallbackParser}
+PARSERS: dict[str, ParserFactory] = {
+    "multipart strict": PushParser,
+    "multipart lenient": LenientPushParser,
+    "python-multipart": CallbackParser,
+}
 
 
 class _Warnings(logging.Handler):
@@ -293,6 +302,10 @@ def cases() -> list[Case]:
     full = form(*upload_form(one_mib_file))
     second_part_at = full.index(b"--" + BOUNDARY, 10)
     many_parts = [part(f"f{i}", b"x") for i in range(100_000)]
+
+    def full_payload() -> bytes:
+        return _payload_of(upload_form(one_mib_file))
+
     return [
         Case("truncated inside the file data (70 % of the body, no closing boundary)",
              "reject", lambda: chunked(full[: len(full) * 7 // 10], CHUNK)),
@@ -328,6 +341,15 @@ def cases() -> list[Case]:
         Case("4 MiB file, every chunk ends in a delimiter prefix", "accept",
              lambda: _realigned(form(part("content", _crlf_dash_tail_payload(), "a.whl"))),
              payload=_crlf_dash_tail_payload),
+        Case("valid form, closing delimiter's trailing CRLF in the next chunk", "accept",
+             lambda: [full[:-2], full[-2:]], payload=full_payload,
+             note="requests/urllib3 end the body with --boundary--CRLF"),
+        Case("valid form, closing delimiter's CR and LF in separate chunks", "accept",
+             lambda: [full[:-1], full[-1:]], payload=full_payload),
+        Case("full delimiter followed by junk inside the file data", "either",
+             lambda: chunked(form(part("content", b"abc\r\n--" + BOUNDARY + b"junk" + b"x" * 100,
+                                       "a.whl")), CHUNK),
+             note="RFC 2046 forbids the delimiter inside a part"),
         Case("small form fed 1 byte at a time", "accept",
              lambda: chunked(form(*_small_form()), 1),
              payload=lambda: _payload_of(_small_form())),
@@ -347,12 +369,16 @@ def verdict(case: Case, out: Outcome) -> tuple[str, str]:
     """(short verdict, detail) for one parser on one case."""
     if out.error is not None:
         detail = f"raises at {out.error_at}: {out.error}"
+        if case.expect == "either":
+            return "-", detail
         return ("OK" if case.expect == "reject" else "FALSE ERROR"), detail
     facts = f"{out.parts} parts, {out.data_bytes} data bytes"
     if out.short_writes:
         facts += f", {out.short_writes} short write() results"
     if out.warnings:
         facts += f", logged {out.warnings[0]!r}"
+    if case.expect == "either":
+        return "-", f"accepts: {facts}" + ("" if out.ended else "; never saw the end")
     if case.expect == "reject":
         ending = "saw the end" if out.ended else "never saw the end, no error"
         return "SILENT", f"accepts: {facts}; {ending}"

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -99,7 +100,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     dsn = os.environ.get("PYPIREG_TEST_DSN")
     if dsn:
         reset_schema(dsn)
-    folder = tmp_path_factory.mktemp("daemon")
+    # Not under pytest's basetemp: pytest resets that to mode 0700 when a
+    # session starts, and the embedded PostgreSQL runs as another user.
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-"))
     stale = folder / "data" / "tmp"
     stale.mkdir(parents=True)
     (stale / "upload-999999-0123456789abcdef.part").write_bytes(b"left by a crash")
@@ -109,7 +112,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
     finally:
         d.stop()
-        shutil.rmtree(folder / "data", ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,212 @@
+"""The upload request as a state machine: raw bytes through the real site.
+
+`site.buildProtocol()` + `StringTransport`, a real database: we control
+exactly which bytes have arrived when, and look at the transport's
+producer state and at what was written back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from base64 import b64encode
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+
+from pypireg.config import parse_config
+from pypireg.service import build_site
+from pypireg.storage import projects as project_store
+from pypireg.storage import tokens as token_store
+from tests.conftest import reactor
+from tests.distributions import upload_form, wheel_bytes, wheel_filename
+
+
+class Client:
+    def __init__(self, site: Any) -> None:
+        self.transport = StringTransport()
+        self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        waited = 0.0
+        while not predicate():
+            assert waited < timeout, self.transport.value()
+            await deferLater(reactor, 0.01, lambda: None)
+            waited += 0.01
+
+    @property
+    def response(self) -> bytes:
+        return bytes(self.transport.value())
+
+
+def head(project: int, token: str | None, ctype: bytes, length: int | None,
+         extra: bytes = b"") -> bytes:
+    lines = [f"POST /api/v4/projects/{project}/packages/pypi HTTP/1.1".encode(), b"Host: test",
+             b"Content-Type: " + ctype]
+    if token:
+        lines.append(b"Authorization: Basic " + b64encode(f"__token__:{token}".encode()))
+    if length is None:
+        lines.append(b"Transfer-Encoding: chunked")
+    else:
+        lines.append(b"Content-Length: %d" % length)
+    if extra:
+        lines.append(extra)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def setup(db: Any, tmp_path: Path, max_size: int = 1024 * 1024) -> tuple[Any, int, str]:
+    config = parse_config({"storage": {"path": str(tmp_path / "data")},
+                           "uploads": {"max_size": max_size}})
+    site, _ = await build_site(reactor, config, db)
+    project = await project_store.create_project(db, "acme")
+    _, token = await token_store.create_token(db, project.id, "write")
+    return site, project.id, token
+
+
+def files_in(tmp_path: Path, sub: str) -> list[Path]:
+    return [p for p in (tmp_path / "data" / sub).rglob("*") if p.is_file()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_path: Path
+                                                                 ) -> None:
+    site, project, token = await setup(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    client = Client(site)
+    # Headers plus the first bytes of the body arrive together.
+    client.send(head(project, token, ctype, len(body)) + body[:100])
+    assert client.transport.producerState == "paused"
+    await client.wait_for(lambda: client.transport.producerState == "producing")
+    client.send(body[100:])
+    await client.wait_for(lambda: b"\r\n\r\n" in client.response)
+    assert client.response.startswith(b"HTTP/1.1 201 Created"), client.response
+    stored = files_in(tmp_path, "blobs")
+    assert [p.name for p in stored] == [hashlib.sha256(wheel).hexdigest()]
+    assert stored[0].read_bytes() == wheel
+    assert files_in(tmp_path, "tmp") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_token_answered_before_body(db: Any, tmp_path: Path) -> None:
+    site, project, _ = await setup(db, tmp_path)
+    client = Client(site)
+    client.send(head(project, "pypireg_" + "x" * 43, b"multipart/form-data; boundary=b",
+                     500_000, b"Expect: 100-continue"))
+    await client.wait_for(lambda: b"\r\n\r\n" in client.response)
+    assert client.response.startswith(b"HTTP/1.1 401 ")
+    assert b'WWW-Authenticate: Basic realm="pypireg"' in client.response
+    assert b"100 Continue" not in client.response
+    # Lingering close: nothing more is answered, whatever the client sends.
+    client.send(b"x" * 65536)
+    assert client.response.count(b"HTTP/1.1") == 1
+    assert files_in(tmp_path, "tmp") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_continue_sent_only_after_token_check(db: Any, tmp_path: Path) -> None:
+    site, project, token = await setup(db, tmp_path)
+    client = Client(site)
+    client.send(head(project, token, b"multipart/form-data; boundary=b", 1000,
+                     b"Expect: 100-continue"))
+    assert client.response == b""
+    await client.wait_for(lambda: b"100 Continue" in client.response)
+    assert client.response == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_content_length_over_limit_refused_at_once(db: Any, tmp_path: Path) -> None:
+    site, project, token = await setup(db, tmp_path)
+    client = Client(site)
+    client.send(head(project, token, b"multipart/form-data; boundary=b", 100 * 1024 * 1024))
+    # No database round trip needed: the answer is synchronous.
+    assert client.response.startswith(b"HTTP/1.1 413 "), client.response
+    assert b"uploads.max_size" in client.response
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_body_over_limit_cut_off(db: Any, tmp_path: Path) -> None:
+    site, project, token = await setup(db, tmp_path, max_size=64 * 1024)
+    wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(256 * 1024))
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    client = Client(site)
+    client.send(head(project, token, ctype, None))
+    await client.wait_for(lambda: client.transport.producerState == "producing")
+    for i in range(0, len(body), 16384):
+        chunk = body[i:i + 16384]
+        client.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        if client.response:
+            break
+    await client.wait_for(lambda: b"\r\n\r\n" in client.response)
+    assert client.response.startswith(b"HTTP/1.1 413 "), client.response
+    await client.wait_for(lambda: files_in(tmp_path, "tmp") == [])
+    assert files_in(tmp_path, "blobs") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> None:
+    site, project, token = await setup(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(300 * 1024))
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    client = Client(site)
+    client.send(head(project, token, ctype, len(body)))
+    await client.wait_for(lambda: client.transport.producerState == "producing")
+    client.send(body[: len(body) // 2])
+    await client.wait_for(lambda: files_in(tmp_path, "tmp") != [])
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    client.protocol.connectionLost(Failure(ConnectionLost()))
+    await client.wait_for(lambda: files_in(tmp_path, "tmp") == [])
+    assert files_in(tmp_path, "blobs") == []
+    assert (await db.fetch_all("SELECT count(*) FROM package_files"))[0][0] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_truncated_multipart_is_400(db: Any, tmp_path: Path) -> None:
+    site, project, token = await setup(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    truncated = body[: -len(b"--pypiregboundary--\r\n")]
+    client = Client(site)
+    client.send(head(project, token, ctype, len(truncated)) + truncated)
+    await client.wait_for(lambda: b"\r\n\r\n" in client.response)
+    assert client.response.startswith(b"HTTP/1.1 400 "), client.response
+    await client.wait_for(lambda: files_in(tmp_path, "tmp") == [])
+    assert files_in(tmp_path, "blobs") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_any_chunking_stores_the_same_bytes(db: Any, tmp_path: Path) -> None:
+    # The parser itself is fuzzed with hypothesis in test_multipart.py; this
+    # drives the whole site with seeded random chunkings.
+    rng = random.Random(1234)
+    site, project, token = await setup(db, tmp_path)
+    for round_ in range(12):
+        wheel = wheel_bytes("demo-pkg", f"1.{round_}", payload=os.urandom(rng.randint(1, 20000)))
+        ctype, body = upload_form("demo-pkg", f"1.{round_}",
+                                  wheel_filename("demo-pkg", f"1.{round_}"), wheel)
+        data = head(project, token, ctype, len(body)) + body
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 12)))
+        client = Client(site)
+        offset = 0
+        for cut in cuts:
+            client.send(data[offset:cut])
+            offset = cut
+            await client.wait_for(lambda c=client: c.transport.producerState == "producing")
+        client.send(data[offset:])
+        await client.wait_for(lambda c=client: b"\r\n\r\n" in c.response)
+        assert client.response.startswith(b"HTTP/1.1 201 "), client.response
+        blob = tmp_path / "data" / "blobs"
+        sha = hashlib.sha256(wheel).hexdigest()
+        assert (blob / sha[:2] / sha[2:4] / sha).read_bytes() == wheel
+    assert files_in(tmp_path, "tmp") == []

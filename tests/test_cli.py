@@ -1,0 +1,82 @@
+"""The admin command's behaviour (in-process), the twistd plugin and tap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from pypireg.cli import CommandError, build_parser, run_command
+from pypireg.storage.database import Database
+from pypireg.tap import Options, makeService
+
+
+async def cli(db: Database, *argv: str) -> str:
+    return await run_command(db, build_parser().parse_args(list(argv)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_project_and_token_lifecycle(db: Database) -> None:
+    assert await cli(db, "project", "create", "acme/tools") == "1"
+    assert await cli(db, "project", "create", "open", "--public") == "2"
+    listing = await cli(db, "project", "list")
+    assert "acme/tools" in listing and "private" in listing and "public" in listing
+    rows = json.loads(await cli(db, "--json", "project", "list"))
+    assert [r["path"] for r in rows] == ["acme/tools", "open"]
+
+    out = await cli(db, "token", "create", "--project", "acme/tools", "--scope", "write",
+                    "--description", "CI", "--expires-in", "30")
+    token = out.splitlines()[-1]
+    assert token.startswith("pypireg_") and token not in "\n".join(out.splitlines()[:-1])
+    listed = await cli(db, "token", "list", "--project", "1")
+    assert "CI" in listed and token not in listed and token[:12] in listed
+    assert await cli(db, "token", "revoke", "1") == "Revoked token 1."
+    with pytest.raises(CommandError, match="no active token"):
+        await cli(db, "token", "revoke", "1")
+
+    updated = json.loads(await cli(db, "--json", "project", "update", "acme/tools",
+                                   "--public", "--packages-disabled", "--reject-duplicates"))
+    assert updated["public"] and not updated["packages_enabled"] and updated["reject_duplicates"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_errors_are_one_line(db: Database) -> None:
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        await cli(db, "token", "create", "--project", "nope", "--scope", "read")
+    with pytest.raises(CommandError, match="invalid project path"):
+        await cli(db, "project", "create", "../etc")
+    await cli(db, "project", "create", "acme")
+    with pytest.raises(CommandError, match="exists already"):
+        await cli(db, "project", "create", "ACME")
+    with pytest.raises(CommandError, match="positive"):
+        await cli(db, "token", "create", "--project", "acme", "--scope", "read",
+                  "--expires-in", "0")
+
+
+def test_scope_is_validated_by_the_parser() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["token", "create", "--project", "x", "--scope", "admin"])
+
+
+def test_twistd_finds_the_plugin() -> None:
+    names = [p.tapname for p in getPlugins(IServiceMaker)]
+    assert "pypireg" in names
+
+
+def test_tap_reports_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nlisten = []\n")
+    options = Options()
+    options.parseOptions(["--config", str(bad)])
+    with pytest.raises(usage.UsageError, match=r"server\.listen"):
+        makeService(options)
+    good = tmp_path / "good.toml"
+    good.write_text('[storage]\npath = "data"\n')
+    options.parseOptions(["--config", str(good)])
+    service = makeService(options)
+    assert service.config.storage.path == tmp_path / "data"  # type: ignore[attr-defined]

@@ -96,6 +96,16 @@ class Registry:
     def temp_files(self) -> list[Path]:
         return sorted((self.storage / "tmp").iterdir())
 
+    async def settled_temp_files(self, timeout: float = 5.0) -> list[Path]:
+        """Temp files once in-flight removals (done in worker threads) are over."""
+        from twisted.internet.task import deferLater
+
+        waited = 0.0
+        while self.temp_files() and waited < timeout:
+            await deferLater(reactor, 0.02, lambda: None)
+            waited += 0.02
+        return self.temp_files()
+
 
 @pytest_twisted.async_yield_fixture()
 async def registry(db: Database, tmp_path: Path) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from base64 import b64encode
 from typing import Any
 
@@ -89,7 +90,7 @@ async def test_upload_index_download_roundtrip(registry: Any) -> None:
     assert resp.code == 304
 
     assert len(registry.stored_files()) == 2
-    assert registry.temp_files() == []
+    assert await registry.settled_temp_files() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -233,7 +234,7 @@ async def test_validation_rules_each_give_400_and_store_nothing(registry: Any) -
         assert message in text, (label, text)
         assert resp.phrase.decode("latin-1").split()[0] in text, label
     assert registry.stored_files() == []
-    assert registry.temp_files() == []
+    assert await registry.settled_temp_files() == []
     assert (await registry.db.fetch_all("SELECT count(*) FROM package_files"))[0][0] == 0
 
 
@@ -249,18 +250,15 @@ async def test_missing_content_and_empty_file(registry: Any) -> None:
     code, text, _ = await upload(registry, project.id, write, wheel_filename("demo-pkg", "1.0"),
                                  b"")
     assert code == 400 and "is empty" in text
-    assert registry.stored_files() == [] and registry.temp_files() == []
+    assert registry.stored_files() == [] and await registry.settled_temp_files() == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_too_large_file_is_refused(registry: Any) -> None:
     project, write, _ = await project_with_tokens(registry)
-    big = wheel_bytes("demo-pkg", "1.0", payload=bytes(range(256)) * 5000)
-    import os
-
     big = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(2 * 1024 * 1024))
     code, text, _ = await upload(registry, project.id, write, wheel_filename("demo-pkg", "1.0"),
                                  big)
     assert code == 413, text
     assert "uploads.max_size" in text
-    assert registry.stored_files() == [] and registry.temp_files() == []
+    assert registry.stored_files() == [] and await registry.settled_temp_files() == []

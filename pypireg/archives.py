@@ -36,6 +36,15 @@ class CoreMetadata:
     requires_python: str | None
     raw: bytes
 
+    @property
+    def is_reliable_sdist_metadata(self) -> bool:
+        """PKG-INFO may be served as core metadata only from Metadata-Version 2.2 on."""
+        try:
+            major, minor = (int(x) for x in (self.metadata_version or "0.0").split(".")[:2])
+        except ValueError:
+            return False
+        return (major, minor) >= (2, 2)
+
 
 def read_core_metadata(path: Path, dist: DistFilename) -> CoreMetadata:
     """Return the core metadata of the distribution stored at *path*."""

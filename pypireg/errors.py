@@ -51,6 +51,10 @@ class MethodNotAllowed(RegistryError):
     code = 405
 
 
+class NotAcceptable(RegistryError):
+    code = 406
+
+
 class TooLarge(RegistryError):
     code = 413
 

@@ -89,7 +89,8 @@ async def test_upload_index_download_roundtrip(registry: Any) -> None:
     resp = await treq.get(file_url, headers=cond)
     assert resp.code == 304
 
-    assert len(registry.stored_files()) == 2
+    # Two distributions and their two core metadata files (PEP 658).
+    assert len(registry.stored_files()) == 4
     assert await registry.settled_temp_files() == []
 
 

@@ -90,9 +90,10 @@ async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_pa
     client.send(body[100:])
     await client.wait_for(lambda: b"\r\n\r\n" in client.response)
     assert client.response.startswith(b"HTTP/1.1 201 Created"), client.response
-    stored = files_in(tmp_path, "blobs")
-    assert [p.name for p in stored] == [hashlib.sha256(wheel).hexdigest()]
-    assert stored[0].read_bytes() == wheel
+    sha = hashlib.sha256(wheel).hexdigest()
+    stored = {p.name: p for p in files_in(tmp_path, "blobs")}
+    assert sha in stored and len(stored) == 2  # the wheel and its METADATA
+    assert stored[sha].read_bytes() == wheel
     assert files_in(tmp_path, "tmp") == []
 
 

@@ -32,3 +32,15 @@ def redirect(request: IRequest, location: str, code: int = 301) -> bytes:
     request.setHeader(b"Location", location.encode("utf-8"))
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     return f"Moved to {location}\n".encode()
+
+
+def not_modified(request: IRequest, etag: bytes) -> bool:
+    """Set a strong ETag; if If-None-Match matches it, set 304 and return True."""
+    request.setHeader(b"ETag", etag)
+    header = request.getHeader(b"if-none-match")
+    if header is not None:
+        candidates = {c.strip().removeprefix(b"W/") for c in header.split(b",")}
+        if etag in candidates or b"*" in candidates:
+            request.setResponseCode(304)
+            return True
+    return False

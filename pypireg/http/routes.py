@@ -12,6 +12,7 @@ one funnel (`_registry_error` / `_unexpected_error`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -27,11 +28,18 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from pypireg.archives import CoreMetadata, read_core_metadata
-from pypireg.errors import BadUpload, MethodNotAllowed, NotFound, RegistryError
+from pypireg.errors import (
+    BadUpload,
+    MethodNotAllowed,
+    NotAcceptable,
+    NotFound,
+    RegistryError,
+)
 from pypireg.filenames import is_safe_basename
 from pypireg.http.auth import Authorizer, Grant, request_credentials
-from pypireg.http.responses import redirect, render_error
-from pypireg.http.simple_index import package_page, project_page
+from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_type_header
+from pypireg.http.responses import not_modified, redirect, render_error
+from pypireg.http.simple_index import project_detail, project_list
 from pypireg.http.site import RegistryRequest
 from pypireg.names import is_valid_name, normalize_name
 from pypireg.storage import packages as package_store
@@ -45,7 +53,6 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Twisted has already percent-decoded each segment, so an encoded project
 # path ("group%2Fproject") arrives with its slashes: match them.
 PYPI = "/api/v4/projects/<path:project>/packages/pypi"
-HTML = b"text/html; charset=utf-8"
 
 
 class RegistryApp:
@@ -92,6 +99,11 @@ class RegistryApp:
             )
             check_metadata(claim, meta)
             grant = received.grant
+            # PEP 658: wheels always, sdists from Metadata-Version 2.2 on
+            # (before that PKG-INFO may not describe the built package).
+            metadata_sha256 = None
+            if claim.dist.packagetype == "bdist_wheel" or meta.is_reliable_sdist_metadata:
+                metadata_sha256 = await self._blobs.store_bytes(meta.raw)
             await self._blobs.commit(blob)
             digests = blob.digests
             record = await package_store.record_file(
@@ -113,6 +125,7 @@ class RegistryApp:
                     summary=meta.summary,
                     metadata_version=meta.metadata_version,
                     uploaded_by_token_id=grant.token.id if grant.token else None,
+                    metadata_sha256=metadata_sha256,
                 ),
                 reject_duplicates=grant.project.reject_duplicates,
             )
@@ -131,10 +144,10 @@ class RegistryApp:
     @app.route(PYPI + "/simple/", methods=["GET", "HEAD"])
     async def simple_root(self, request: IRequest, project: str) -> bytes:
         grant = await self._read_access(request, project)
+        media = self._negotiate(request)
         packages = await package_store.list_packages(self._db, grant.project.id)
         prefix = f"{self._api_prefix(project)}/simple/" if self._base_url else ""
-        self._index_headers(request, grant)
-        return project_page(packages, prefix)
+        return self._index_response(request, grant, media, project_list(packages, media, prefix))
 
     @app.route(PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
     async def simple_package(self, request: IRequest, project: str, name: str) -> bytes:
@@ -144,17 +157,33 @@ class RegistryApp:
         normalized = normalize_name(name)
         if normalized != name:
             return redirect(request, f"{self._api_prefix(project)}/simple/{normalized}/")
+        media = self._negotiate(request)
         files = await package_store.list_files(self._db, grant.project.id, normalized)
         if not files:
             raise NotFound(f"No package named {name!r} in this project.")
         files_prefix = f"{self._api_prefix(project)}/files/" if self._base_url else "../../files/"
-        self._index_headers(request, grant)
-        return package_page(files[0].display_name, files, files_prefix)
+        body = project_detail(normalized, files, media, files_prefix)
+        return self._index_response(request, grant, media, body)
 
-    def _index_headers(self, request: IRequest, grant: Grant) -> None:
-        request.setHeader(b"Content-Type", HTML)
+    def _negotiate(self, request: IRequest) -> str:
+        format_param = request.args.get(b"format", [b""])[0].decode("latin-1")
+        accept = request.getHeader(b"accept")
+        media = choose_format(accept.decode("latin-1") if accept else None, format_param)
+        if media is None:
+            raise NotAcceptable(
+                f"None of the accepted types is offered; ask for {JSON_V1}, {HTML_V1} or "
+                "text/html."
+            )
+        return media
+
+    def _index_response(self, request: IRequest, grant: Grant, media: str, body: bytes
+                        ) -> bytes:
         visibility = b"public" if grant.project.public else b"private"
+        request.setHeader(b"Content-Type", content_type_header(media))
+        request.setHeader(b"Vary", b"Accept, Authorization")
         request.setHeader(b"Cache-Control", visibility + b", max-age=0, must-revalidate")
+        etag = f'"{hashlib.sha256(body).hexdigest()}"'.encode()
+        return b"" if not_modified(request, etag) else body
 
     # -- files ---------------------------------------------------------------
 
@@ -162,24 +191,27 @@ class RegistryApp:
     async def download(self, request: IRequest, project: str, sha256: str, filename: str
                        ) -> Any:
         grant = await self._read_access(request, project)
-        if not _SHA256_RE.match(sha256) or not is_safe_basename(filename):
+        # PEP 658/714: the core metadata lives at "<file URL>.metadata".
+        want_metadata = filename.endswith(".metadata")
+        dist_filename = filename.removesuffix(".metadata")
+        if not _SHA256_RE.match(sha256) or not is_safe_basename(dist_filename):
             raise NotFound("No such file.")
-        row = await package_store.find_file(self._db, grant.project.id, sha256, filename)
-        if row is None:
+        row = await package_store.find_file(self._db, grant.project.id, sha256, dist_filename)
+        if row is None or (want_metadata and row.metadata_sha256 is None):
             raise NotFound("No such file.")
-        etag = f'"{sha256}"'.encode()
+        blob_sha256 = row.metadata_sha256 if want_metadata else sha256
+        assert blob_sha256 is not None
         visibility = b"public" if grant.project.public else b"private"
-        request.setHeader(b"ETag", etag)
         request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
-        if request.getHeader(b"if-none-match") in (etag, b"*"):
-            request.setResponseCode(304)
+        if not_modified(request, f'"{blob_sha256}"'.encode()):
             return b""
-        request.setHeader(
-            b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
-        )
-        resource = static.File(str(self._blobs.path_for(sha256)),
+        if not want_metadata:
+            request.setHeader(
+                b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
+            )
+        resource = static.File(str(self._blobs.path_for(blob_sha256)),
                                defaultType="application/octet-stream")
-        resource.type = "application/octet-stream"
+        resource.type = "text/plain; charset=utf-8" if want_metadata else "application/octet-stream"
         resource.encoding = None
         return resource
 

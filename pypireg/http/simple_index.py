@@ -1,31 +1,57 @@
-"""Rendering the PEP 503 simple index pages.
+"""Rendering the simple repository API (version 1.4) as HTML and JSON.
 
-HTTP layer, pure functions from rows to bytes. Links are relative unless
+HTTP layer, pure functions from rows to bytes. Covers PEP 503 (links,
+hashes, data-requires-python), PEP 629 (repository version), PEP 691
+(JSON), PEP 700 (versions, size, upload-time), PEP 658/714 (core
+metadata) and PEP 592 (yanking). Links are relative unless
 `server.base_url` is set, so the same pages work behind any host name.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from html import escape
+from typing import Any
 from urllib.parse import quote
 
 from packaging.version import InvalidVersion, Version
 
+from pypireg.http.negotiation import JSON_V1
 from pypireg.storage.packages import PackageFile, PackageSummary
 
-REPOSITORY_VERSION = "1.0"
+API_VERSION = "1.4"
 _HEAD = (
     "<!DOCTYPE html>\n<html>\n<head>\n"
-    f'<meta name="pypi:repository-version" content="{REPOSITORY_VERSION}">\n'
-    "<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
+    f'<meta name="pypi:repository-version" content="{API_VERSION}">\n'
+    "{extra}<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
 )
 _TAIL = "</body>\n</html>\n"
 
 
-def project_page(packages: Sequence[PackageSummary], prefix: str = "") -> bytes:
-    """The list of packages; *prefix* is the absolute simple/ URL or ''."""
-    parts = [_HEAD.format(title="Simple index")]
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (0, Version(version))
+    except InvalidVersion:
+        return (1, version)
+
+
+def _file_key(f: PackageFile) -> tuple[tuple[int, Version | str], str]:
+    return (_version_key(f.version), f.filename)
+
+
+def upload_time(moment: datetime) -> str:
+    """PEP 700: ISO 8601 in UTC with a Z suffix."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def project_list(packages: Sequence[PackageSummary], media: str, prefix: str = "") -> bytes:
+    """The packages of a project; *prefix* is the absolute simple/ URL or ''."""
+    if media == JSON_V1:
+        return _json({"meta": {"api-version": API_VERSION},
+                      "projects": [{"name": p.name} for p in packages]})
+    parts = [_HEAD.format(title="Simple index", extra="")]
     for p in packages:
         href = f"{prefix}{quote(p.name)}/"
         parts.append(f'<a href="{escape(href)}">{escape(p.name)}</a><br>\n')
@@ -33,22 +59,53 @@ def project_page(packages: Sequence[PackageSummary], prefix: str = "") -> bytes:
     return "".join(parts).encode("utf-8")
 
 
-def _sort_key(f: PackageFile) -> tuple[int, Version | str, str]:
-    try:
-        return (0, Version(f.version), f.filename)
-    except InvalidVersion:
-        return (1, f.version, f.filename)
-
-
-def package_page(name: str, files: Sequence[PackageFile], files_prefix: str = "../../files/"
-                 ) -> bytes:
-    """The links of one package; *files_prefix* leads to the files/ route."""
-    parts = [_HEAD.format(title=f"Links for {escape(name)}")]
-    for f in sorted(files, key=_sort_key):
+def project_detail(name: str, files: Sequence[PackageFile], media: str,
+                   files_prefix: str = "../../files/") -> bytes:
+    """One package's files; *name* is normalised, *files_prefix* leads to files/."""
+    ordered = sorted(files, key=_file_key)
+    if media == JSON_V1:
+        versions = sorted({f.version for f in ordered}, key=_version_key)
+        return _json({
+            "meta": {"api-version": API_VERSION},
+            "name": name,
+            "project-status": {"status": "active"},
+            "versions": versions,
+            "files": [_json_file(f, files_prefix) for f in ordered],
+        })
+    extra = '<meta name="pypi:project-status" content="active">\n'
+    parts = [_HEAD.format(title=f"Links for {escape(name)}", extra=extra)]
+    for f in ordered:
         href = f"{files_prefix}{f.sha256}/{quote(f.filename)}#sha256={f.sha256}"
         attrs = f'href="{escape(href)}"'
         if f.requires_python:
             attrs += f' data-requires-python="{escape(f.requires_python)}"'
+        if f.metadata_sha256:
+            value = f"sha256={f.metadata_sha256}"
+            attrs += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
+        if f.yanked:
+            attrs += f' data-yanked="{escape(f.yanked_reason or "")}"'
         parts.append(f"<a {attrs}>{escape(f.filename)}</a><br>\n")
     parts.append(_TAIL)
     return "".join(parts).encode("utf-8")
+
+
+def _json_file(f: PackageFile, files_prefix: str) -> dict[str, Any]:
+    metadata: dict[str, str] | bool = (
+        {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
+    )
+    yanked: str | bool = (f.yanked_reason or True) if f.yanked else False
+    return {
+        "filename": f.filename,
+        "url": f"{files_prefix}{f.sha256}/{quote(f.filename)}",
+        "hashes": {"sha256": f.sha256},
+        "requires-python": f.requires_python,
+        "core-metadata": metadata,
+        "dist-info-metadata": metadata,
+        "yanked": yanked,
+        "size": f.size,
+        "upload-time": upload_time(f.uploaded_at),
+    }
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

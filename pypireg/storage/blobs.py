@@ -109,6 +109,25 @@ class BlobStore:
         temp.committed = True
         return final
 
+    async def store_bytes(self, data: bytes) -> str:
+        """Store a small blob (a metadata file) durably; return its sha256."""
+        return await self._in_thread(self._store_bytes_sync, data)  # type: ignore[no-any-return]
+
+    def _store_bytes_sync(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        final = self.path_for(sha256)
+        if final.is_file():
+            return sha256
+        temp = self.tmp_dir / f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
+        try:
+            with _open_exclusive(temp) as f:
+                _write_all(f, data)
+                os.fsync(f.fileno())
+            _durable_rename(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        return sha256
+
     async def exists(self, sha256: str) -> bool:
         return await self._in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
 
@@ -126,6 +145,14 @@ def _process_alive(pid: int) -> bool:
 def _open_exclusive(path: Path) -> IO[bytes]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     return os.fdopen(fd, "wb", buffering=0)
+
+
+def _write_all(f: IO[bytes], data: bytes) -> None:
+    # Unbuffered writes may be partial.
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        view = view[n or 0:]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -199,10 +226,7 @@ class TempBlob:
 
     def _write_sync(self, data: bytes) -> None:
         assert self._file is not None
-        view = memoryview(data)
-        while view:
-            n = self._file.write(view)
-            view = view[n or 0:]
+        _write_all(self._file, data)
         # hashlib releases the GIL on large buffers, so hashing here keeps
         # the reactor thread free.
         self._sha256.update(data)

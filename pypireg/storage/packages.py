@@ -17,7 +17,8 @@ from pypireg.storage.database import Cursor, Database
 _FILE_COLUMNS = (
     "f.id, f.package_id, p.name, p.display_name, f.version, f.filename, f.packagetype,"
     " f.python_version, f.size, f.sha256, f.md5, f.blake2_256, f.requires_python, f.summary,"
-    " f.metadata_version, f.uploaded_at, f.uploaded_by_token_id"
+    " f.metadata_version, f.uploaded_at, f.uploaded_by_token_id, f.metadata_sha256, f.yanked,"
+    " f.yanked_reason"
 )
 
 
@@ -40,6 +41,9 @@ class PackageFile:
     metadata_version: str | None
     uploaded_at: datetime
     uploaded_by_token_id: int | None
+    metadata_sha256: str | None
+    yanked: bool
+    yanked_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class NewFile:
     summary: str | None
     metadata_version: str | None
     uploaded_by_token_id: int | None
+    metadata_sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -104,12 +109,12 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
         await cur.execute(
             "WITH f AS (INSERT INTO package_files (package_id, version, filename, packagetype,"
             " python_version, size, sha256, md5, blake2_256, requires_python, summary,"
-            " metadata_version, uploaded_by_token_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *)"
+            " metadata_version, uploaded_by_token_id, metadata_sha256)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *)"
             f" SELECT {_FILE_COLUMNS} FROM f JOIN packages p ON p.id = f.package_id",
             (package_id, new.version, new.filename, new.packagetype, new.python_version,
              new.size, new.sha256, new.md5, new.blake2_256, new.requires_python, new.summary,
-             new.metadata_version, new.uploaded_by_token_id),
+             new.metadata_version, new.uploaded_by_token_id, new.metadata_sha256),
         )
         inserted = cur.fetchone()
         assert inserted is not None
@@ -156,3 +161,32 @@ async def find_file(db: Database, project_id: int, sha256: str, filename: str
 async def referenced_sha256s(db: Database) -> set[str]:
     rows = await db.fetch_all("SELECT DISTINCT sha256 FROM package_files")
     return {r[0] for r in rows}
+
+
+async def set_yanked(db: Database, project_id: int, name: str, version: str, *, yanked: bool,
+                     reason: str | None = None) -> int:
+    """Yank (or unyank) every file of one release; return how many files changed."""
+    rows = await db.fetch_all(
+        "UPDATE package_files f SET yanked = %s, yanked_reason = %s FROM packages p"
+        " WHERE p.id = f.package_id AND p.project_id = %s AND p.name = %s AND f.version = %s"
+        " RETURNING f.id",
+        (yanked, reason if yanked else None, project_id, name, version),
+    )
+    return len(rows)
+
+
+async def files_without_metadata(db: Database, after_id: int = 0, limit: int = 500
+                                 ) -> list[PackageFile]:
+    """Files with no core metadata recorded, by id (for the backfill)."""
+    rows = await db.fetch_all(
+        f"SELECT {_FILE_COLUMNS} FROM package_files f JOIN packages p ON p.id = f.package_id"
+        " WHERE f.metadata_sha256 IS NULL AND f.id > %s ORDER BY f.id LIMIT %s",
+        (after_id, limit),
+    )
+    return [_file(r) for r in rows]
+
+
+async def set_metadata_sha256(db: Database, sha256: str, metadata_sha256: str) -> None:
+    await db.execute(
+        "UPDATE package_files SET metadata_sha256 = %s WHERE sha256 = %s", (metadata_sha256, sha256)
+    )

@@ -19,10 +19,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from pypireg.config import ConfigError, load_config
-from pypireg.names import is_valid_project_path
+from pypireg.errors import RegistryError
+from pypireg.metadata_backfill import backfill_metadata
+from pypireg.names import is_valid_project_path, normalize_name, parse_version
 from pypireg.service import open_database
+from pypireg.storage import packages as package_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
+from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project, ProjectExists
 
@@ -65,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--project", required=True, help="project path or id")
     trevoke = token.add_parser("revoke", help="revoke a token by id")
     trevoke.add_argument("token_id", type=int)
+
+    for verb, text in (("yank", "mark a release yanked (PEP 592)"),
+                       ("unyank", "undo a yank")):
+        yank = sub.add_parser(verb, help=text)
+        yank.add_argument("project", help="project path or id")
+        yank.add_argument("name", help="package name")
+        yank.add_argument("version", help="release version")
+        if verb == "yank":
+            yank.add_argument("--reason", default=None, help="shown to installers")
+    sub.add_parser("backfill-metadata",
+                   help="extract PEP 658 core metadata for files uploaded without it")
     return parser
 
 
@@ -88,7 +103,8 @@ def _project_row(p: Project) -> dict[str, Any]:
             "packages_enabled": p.packages_enabled, "reject_duplicates": p.reject_duplicates}
 
 
-async def run_command(db: Database, args: argparse.Namespace) -> str:
+async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore | None = None
+                      ) -> str:
     """Run one command; return what to print."""
     as_json: bool = args.json
     if args.group == "project":
@@ -149,6 +165,25 @@ async def run_command(db: Database, args: argparse.Namespace) -> str:
             if not await token_store.revoke_token(db, args.token_id):
                 raise CommandError(f"no active token with id {args.token_id}")
             return f"Revoked token {args.token_id}."
+    if args.group in ("yank", "unyank"):
+        p = await _project(db, args.project)
+        name = normalize_name(args.name)
+        try:
+            version = str(parse_version(args.version))
+        except RegistryError as e:
+            raise CommandError(e.reason) from None
+        changed = await package_store.set_yanked(
+            db, p.id, name, version, yanked=args.group == "yank",
+            reason=getattr(args, "reason", None))
+        if not changed:
+            raise CommandError(f"no files of {name} {version} in project {p.path}")
+        return f"{'Yanked' if args.group == 'yank' else 'Unyanked'} {name} {version} " \
+               f"({changed} files)."
+    if args.group == "backfill-metadata":
+        if blobs is None:  # pragma: no cover - main() always passes it
+            raise CommandError("no storage configured")
+        done, skipped = await backfill_metadata(db, blobs)
+        return f"Extracted core metadata for {done} files; {skipped} have none to serve."
     raise CommandError("unknown command")  # pragma: no cover - argparse rejects it first
 
 
@@ -162,8 +197,9 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     except ConfigError as e:
         raise CommandError(str(e)) from None
     db, embedded = await open_database(reactor, config)
+    blobs = BlobStore(reactor, config.storage.path)
     try:
-        output = await run_command(db, args)
+        output = await run_command(db, args, blobs)
     finally:
         db.close()
         if embedded is not None:

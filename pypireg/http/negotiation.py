@@ -57,7 +57,9 @@ def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:
 def choose_format(accept: str | None, format_param: str | None = None) -> str | None:
     """The media type to answer with, or None when nothing acceptable is offered (406)."""
     if format_param:
-        wanted = _ALIASES.get(format_param.lower(), format_param.lower())
+        # An unencoded "+" in the query string arrives as a space.
+        param = format_param.strip().lower().replace(" ", "+")
+        wanted = _ALIASES.get(param, param)
         return wanted if wanted in _OFFERS else None
     if not accept or not accept.strip():
         return TEXT_HTML

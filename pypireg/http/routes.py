@@ -13,13 +13,13 @@ one funnel (`_registry_error` / `_unexpected_error`).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import static
@@ -29,6 +29,7 @@ from werkzeug.routing import RequestRedirect
 
 from pypireg.archives import CoreMetadata, read_core_metadata
 from pypireg.errors import (
+    BadRequest,
     BadUpload,
     MethodNotAllowed,
     NotAcceptable,
@@ -41,7 +42,7 @@ from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_ty
 from pypireg.http.responses import not_modified, redirect, render_error
 from pypireg.http.simple_index import project_detail, project_list
 from pypireg.http.site import RegistryRequest
-from pypireg.names import is_valid_name, normalize_name
+from pypireg.names import is_valid_name, normalize_name, parse_version
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -53,6 +54,19 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Twisted has already percent-decoded each segment, so an encoded project
 # path ("group%2Fproject") arrives with its slashes: match them.
 PYPI = "/api/v4/projects/<path:project>/packages/pypi"
+
+
+def _yank_reason(body: bytes) -> str | None:
+    if not body.strip():
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest('The body must be JSON such as {"reason": "broken build"}.') from None
+    reason = document.get("reason") if isinstance(document, dict) else None
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 1000):
+        raise BadRequest("reason must be a string of at most 1000 characters.")
+    return reason
 
 
 class RegistryApp:
@@ -93,10 +107,8 @@ class RegistryApp:
             claim = check_form(received.fields, received.filename)
             assert blob is not None and blob.digests is not None
             check_digests(claim, blob.digests)
-            meta: CoreMetadata = await deferToThreadPool(
-                self._reactor, self._reactor.getThreadPool(), read_core_metadata, blob.path,
-                claim.dist,
-            )
+            meta: CoreMetadata = await self._blobs.in_thread(
+                read_core_metadata, blob.path, claim.dist)
             check_metadata(claim, meta)
             grant = received.grant
             # PEP 658: wheels always, sdists from Metadata-Version 2.2 on
@@ -184,6 +196,31 @@ class RegistryApp:
         request.setHeader(b"Cache-Control", visibility + b", max-age=0, must-revalidate")
         etag = f'"{hashlib.sha256(body).hexdigest()}"'.encode()
         return b"" if not_modified(request, etag) else body
+
+    # -- yanking (PEP 592) ----------------------------------------------------
+
+    @app.route(PYPI + "/<name>/<version>/yank", methods=["PUT", "DELETE"])
+    async def yank(self, request: IRequest, project: str, name: str, version: str) -> bytes:
+        """PUT yanks a release (JSON body {"reason": "..."} optional), DELETE unyanks it."""
+        grant = await self._authz.authorize(
+            project, request_credentials(request.requestHeaders), "write")
+        if not is_valid_name(name):
+            raise NotFound(f"No package named {name!r}.")
+        parsed = str(parse_version(version))
+        yanked = request.method == b"PUT"
+        reason = _yank_reason(request.content.read() if request.content else b"") if yanked \
+            else None
+        changed = await package_store.set_yanked(
+            self._db, grant.project.id, normalize_name(name), parsed, yanked=yanked,
+            reason=reason)
+        if not changed:
+            raise NotFound(f"No release {name} {version} in this project.")
+        _log.info("{action} {name} {version} in project {project}",
+                  action="yanked" if yanked else "unyanked", name=name, version=parsed,
+                  project=grant.project.path)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps({"name": normalize_name(name), "version": parsed, "yanked": yanked,
+                           "yanked_reason": reason, "files": changed}).encode()
 
     # -- files ---------------------------------------------------------------
 

@@ -58,7 +58,8 @@ class BlobStore:
     def _pool(self) -> ThreadPool:
         return self._reactor.getThreadPool()  # type: ignore[no-any-return]
 
-    def _in_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
+    def in_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
+        """Run blocking file work in the reactor's (bounded) thread pool."""
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def prepare(self) -> None:
@@ -68,7 +69,7 @@ class BlobStore:
 
     async def remove_stale_temp_files(self) -> int:
         """Delete temp files left by crashed processes; return how many went."""
-        return await self._in_thread(self._remove_stale_sync)  # type: ignore[no-any-return]
+        return await self.in_thread(self._remove_stale_sync)  # type: ignore[no-any-return]
 
     def _remove_stale_sync(self) -> int:
         removed = 0
@@ -97,7 +98,7 @@ class BlobStore:
     async def open_temp(self, producer: IPushProducer | None) -> TempBlob:
         name = f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
         path = self.tmp_dir / name
-        fileobj = await self._in_thread(_open_exclusive, path)
+        fileobj = await self.in_thread(_open_exclusive, path)
         return TempBlob(self, path, fileobj, producer)
 
     async def commit(self, temp: TempBlob) -> Path:
@@ -105,13 +106,13 @@ class BlobStore:
         digests = temp.digests
         assert digests is not None, "commit() before finish()"
         final = self.path_for(digests.sha256)
-        await self._in_thread(_durable_rename, temp.path, final)
+        await self.in_thread(_durable_rename, temp.path, final)
         temp.committed = True
         return final
 
     async def store_bytes(self, data: bytes) -> str:
         """Store a small blob (a metadata file) durably; return its sha256."""
-        return await self._in_thread(self._store_bytes_sync, data)  # type: ignore[no-any-return]
+        return await self.in_thread(self._store_bytes_sync, data)  # type: ignore[no-any-return]
 
     def _store_bytes_sync(self, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
@@ -129,7 +130,7 @@ class BlobStore:
         return sha256
 
     async def exists(self, sha256: str) -> bool:
-        return await self._in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
+        return await self.in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
 
 
 def _process_alive(pid: int) -> bool:
@@ -221,7 +222,7 @@ class TempBlob:
         self._pending.clear()
         self._pending_bytes = 0
         self._busy = True
-        d = self._store._in_thread(self._write_sync, data)
+        d = self._store.in_thread(self._write_sync, data)
         d.addCallbacks(self._written, self._failed)
 
     def _write_sync(self, data: bytes) -> None:
@@ -259,7 +260,7 @@ class TempBlob:
             await d
         if self._error is None:
             try:
-                await self._store._in_thread(self._sync_and_close)
+                await self._store.in_thread(self._sync_and_close)
             except OSError:
                 self._error = Failure()
         if self._error is not None:
@@ -290,7 +291,7 @@ class TempBlob:
             d: Deferred[None] = Deferred()
             self._drained.append(d)
             await d
-        await self._store._in_thread(self._remove_sync)
+        await self._store.in_thread(self._remove_sync)
 
     def _remove_sync(self) -> None:
         if self._file is not None:

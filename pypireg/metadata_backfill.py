@@ -1,0 +1,45 @@
+"""Extract PEP 658 core metadata for files stored before it was extracted.
+
+Composition of storage and archive reading, used by `pypireg
+backfill-metadata`; archive reading runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from pypireg.archives import CoreMetadata, read_core_metadata
+from pypireg.errors import BadUpload
+from pypireg.filenames import parse_filename
+from pypireg.storage import packages as package_store
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
+
+_log = Logger()
+
+
+async def backfill_metadata(db: Database, blobs: BlobStore) -> tuple[int, int]:
+    """Return (files given metadata, files that have none to serve)."""
+    done = skipped = 0
+    after = 0
+    while True:
+        batch = await package_store.files_without_metadata(db, after_id=after)
+        if not batch:
+            return done, skipped
+        for f in batch:
+            after = f.id
+            try:
+                dist = parse_filename(f.filename)
+                meta: CoreMetadata = await blobs.in_thread(
+                    read_core_metadata, blobs.path_for(f.sha256), dist)
+            except (BadUpload, OSError) as e:
+                _log.warn("no core metadata for {filename}: {error}", filename=f.filename,
+                          error=str(e))
+                skipped += 1
+                continue
+            if dist.packagetype != "bdist_wheel" and not meta.is_reliable_sdist_metadata:
+                skipped += 1
+                continue
+            metadata_sha256 = await blobs.store_bytes(meta.raw)
+            await package_store.set_metadata_sha256(db, f.sha256, metadata_sha256)
+            done += 1

@@ -7,6 +7,7 @@ code.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,8 +73,10 @@ def load_config(path: Path | None) -> Config:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
     base = path.resolve().parent
     return parse_config(raw, base)
 
@@ -111,7 +114,8 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
             )
         base_url = base_url.rstrip("/")
     timeout = server.get("timeout", 60.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout) or timeout <= 0):
         raise ConfigError("server.timeout must be a positive number of seconds")
 
     spath = storage.get("path", DEFAULT_STORAGE)
@@ -151,7 +155,7 @@ def parse_size(text: str, key: str) -> int:
     s = text.strip().lower().replace(" ", "")
     digits = s.rstrip("kmgib")
     unit = s[len(digits):]
-    if not digits.isdigit() or unit not in _UNITS:
+    if not (digits.isascii() and digits.isdigit()) or unit not in _UNITS:
         raise ConfigError(f'{key} must be a size such as 52428800, "50MiB" or "2GiB", got {text!r}')
     return int(digits) * _UNITS[unit]
 

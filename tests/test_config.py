@@ -181,7 +181,6 @@ def test_bad_timeout_names_the_key(value: Any) -> None:
     assert "server.timeout" in config_error({"server": {"timeout": value}})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: server.timeout = nan passes the `timeout <= 0` check")
 def test_nan_timeout_is_refused() -> None:
     # TOML has a `nan` literal; NaN is not a positive number of seconds, and a
     # NaN delay in the reactor's timer heap breaks its ordering.
@@ -263,8 +262,6 @@ def test_parse_size_only_raises_config_error_on_ascii(text: str) -> None:
         assert size >= 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_size uses str.isdigit(), which is true for "
-                   "'²', then int('²') raises ValueError instead of ConfigError")
 def test_parse_size_superscript_digit_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"uploads\.max_size"):
         parse_size("²MiB", "uploads.max_size")
@@ -342,8 +339,6 @@ def test_load_config_unknown_table_in_file_names_it(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tomllib.load raises UnicodeDecodeError for a "
-                   "non-UTF-8 file and load_config does not catch it")
 def test_load_config_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "pypireg.toml"
     path.write_bytes(b'[storage]\npath = "caf\xe9"\n')  # Latin-1, not valid TOML (UTF-8 only)
@@ -351,8 +346,6 @@ def test_load_config_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a directory given as the config path raises "
-                   "IsADirectoryError; only FileNotFoundError is turned into ConfigError")
 def test_load_config_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(tmp_path)

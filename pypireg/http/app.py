@@ -1,0 +1,52 @@
+"""The shared Klein app and the state every route module uses.
+
+HTTP layer. Routes live in one module per concern (upload_route,
+index_routes, file_routes, yank_routes, error_funnel) and all register on
+the one `routes` Klein app; `routes.RegistryApp` combines them. Klein binds
+the app to the RegistryApp instance, so `self` in every route is that
+instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+from pypireg.http.auth import Authorizer, Grant, request_credentials
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
+
+routes = Klein()
+# Twisted has already percent-decoded each segment, so an encoded project
+# path ("group%2Fproject") arrives with its slashes: match them.
+PYPI = "/api/v4/projects/<path:project>/packages/pypi"
+
+
+class RouteContext:
+    app = routes
+
+    def __init__(self, reactor: Any, db: Database, authorizer: Authorizer, blobs: BlobStore,
+                 base_url: str | None = None) -> None:
+        self._reactor = reactor
+        self._db = db
+        self._authz = authorizer
+        self._blobs = blobs
+        self._base_url = base_url
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    async def _read_access(self, request: IRequest, project: str) -> Grant:
+        secret = request_credentials(request.requestHeaders)
+        return await self._authz.authorize(project, secret, "read")
+
+    async def _write_access(self, request: IRequest, project: str) -> Grant:
+        secret = request_credentials(request.requestHeaders)
+        return await self._authz.authorize(project, secret, "write")
+
+    def _api_prefix(self, project: str) -> str:
+        """Absolute URL of the project's pypi API when base_url is set, else a path."""
+        return f"{self._base_url or ''}/api/v4/projects/{quote(project, safe='')}/packages/pypi"

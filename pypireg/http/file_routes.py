@@ -1,0 +1,52 @@
+"""Distribution files and their core metadata files (PEP 658/714).
+
+HTTP layer. Files are served from disk by twisted.web.static (a producer,
+with Range, HEAD and Content-Length); URLs carry the sha256, so responses
+are immutable and their ETag is the hash.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.web import static
+from twisted.web.iweb import IRequest
+
+from pypireg.errors import NotFound
+from pypireg.filenames import is_safe_basename
+from pypireg.http.app import PYPI, RouteContext, routes
+from pypireg.http.responses import not_modified
+from pypireg.storage import packages as package_store
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class FileRoutes(RouteContext):
+    @routes.route(PYPI + "/files/<sha256>/<filename>", methods=["GET", "HEAD"])
+    async def download(self, request: IRequest, project: str, sha256: str, filename: str
+                       ) -> Any:
+        grant = await self._read_access(request, project)
+        # PEP 658/714: the core metadata lives at "<file URL>.metadata".
+        want_metadata = filename.endswith(".metadata")
+        dist_filename = filename.removesuffix(".metadata")
+        if not _SHA256_RE.match(sha256) or not is_safe_basename(dist_filename):
+            raise NotFound("No such file.")
+        row = await package_store.find_file(self._db, grant.project.id, sha256, dist_filename)
+        if row is None or (want_metadata and row.metadata_sha256 is None):
+            raise NotFound("No such file.")
+        blob_sha256 = row.metadata_sha256 if want_metadata else sha256
+        assert blob_sha256 is not None
+        visibility = b"public" if grant.project.public else b"private"
+        request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
+        if not_modified(request, f'"{blob_sha256}"'.encode()):
+            return b""
+        if not want_metadata:
+            request.setHeader(
+                b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
+            )
+        resource = static.File(str(self._blobs.path_for(blob_sha256)),
+                               defaultType="application/octet-stream")
+        resource.type = "text/plain; charset=utf-8" if want_metadata else "application/octet-stream"
+        resource.encoding = None
+        return resource

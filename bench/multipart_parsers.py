@@ -2,7 +2,8 @@
 
 Standalone benchmark, not part of the package. It feeds the same bodies to
 
-* `multipart`'s PushMultipartParser (the `multipart` distribution), and
+* `multipart`'s PushMultipartParser (the `multipart` distribution), in
+  strict mode as pypireg uses it and in lenient mode (strict=False), and
 * python-multipart's MultipartParser (the `python-multipart` distribution,
   imported as `python_multipart`),
 
@@ -376,7 +377,7 @@ def verdict(case: Case, out: Outcome) -> tuple[str, str]:
     if out.short_writes:
         facts += f", {out.short_writes} short write() results"
     if out.warnings:
-        facts += f", logged {out.warnings[0]!r}"
+        facts += f", logged {out.warnings[0][:60]!r}…"
     if case.expect == "either":
         return "-", f"accepts: {facts}" + ("" if out.ended else "; never saw the end")
     if case.expect == "reject":
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
             out = run(factory, chunks, size_limit=case.size_limit)
             short, detail = verdict(case, out)
             rows.append([case.title, case.expect, name, short, f"{out.seconds * 1000:.0f}",
-                         detail[:150]])
+                         detail])
         sys.stdout.flush()
     print(_table(rows, ["body", "expected", "parser", "verdict", "ms", "what happened"]))
 

@@ -7,6 +7,8 @@ finish), then the token-use flush, the pool and the embedded PostgreSQL.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from twisted.application import strports
@@ -63,6 +65,12 @@ async def build_site(reactor: Any, config: Config, db: Database) -> tuple[Regist
     return site, authorizer
 
 
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 class RegistryService(MultiService):
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -72,13 +80,12 @@ class RegistryService(MultiService):
         self.site: RegistrySite | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._authorizer: Authorizer | None = None
-        self.ready: Deferred[None] = Deferred()
 
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
         self.running = True
         d = Deferred.fromCoroutine(self._start())
-        d.addCallbacks(self.ready.callback, self._start_failed)
+        d.addErrback(self._start_failed)
 
     async def _start(self) -> None:
         config = self.config
@@ -93,8 +100,11 @@ class RegistryService(MultiService):
 
     def _start_failed(self, failure: Failure) -> None:
         _log.failure("pypireg could not start", failure)
-        self.ready.errback(failure)
         if self._reactor.running:
+            # twistd exits 0 whenever the reactor stops; a failed start must
+            # exit non-zero (systemd's Restart=on-failure depends on it), so
+            # exit once shutdown (stopService: pool, embedded PostgreSQL) ran.
+            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
             self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:

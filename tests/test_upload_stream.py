@@ -98,6 +98,23 @@ async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_pa
 
 
 @pytest_twisted.ensureDeferred
+async def test_epilogue_crlf_in_a_later_read_is_accepted(db: Any, tmp_path: Path) -> None:
+    # twine ends the body with "--boundary--\r\n"; the CRLF may come alone.
+    site, project, token = await setup(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    assert body.endswith(b"--\r\n")
+    client = Client(site)
+    client.send(head(project, token, ctype, len(body)))
+    await client.wait_for(lambda: client.transport.producerState == "producing")
+    client.send(body[:-2])
+    await deferLater(reactor, 0.05, lambda: None)
+    client.send(body[-2:])
+    await client.wait_for(lambda: b"\r\n\r\n" in client.response)
+    assert client.response.startswith(b"HTTP/1.1 201 "), client.response
+
+
+@pytest_twisted.ensureDeferred
 async def test_wrong_token_answered_before_body(db: Any, tmp_path: Path) -> None:
     site, project, _ = await setup(db, tmp_path)
     client = Client(site)

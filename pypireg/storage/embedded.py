@@ -173,6 +173,13 @@ class EmbeddedPostgres:
             return _Identity(None, None)
         import pwd
 
+        # An existing cluster runs as whoever owns it (e.g. a non-root
+        # install administered with sudo); only new clusters get our user.
+        if (self.pgdata / "PG_VERSION").exists():
+            owner = self.pgdata.stat()
+            if owner.st_uid != 0:
+                return _Identity(owner.st_uid, owner.st_gid)
+
         try:
             entry = pwd.getpwnam(SYSTEM_USER)
         except KeyError:

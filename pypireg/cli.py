@@ -28,6 +28,7 @@ from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
+from pypireg.storage.gc import DEFAULT_GRACE_SECONDS, collect_garbage
 from pypireg.storage.projects import Project, ProjectExists
 
 
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
             yank.add_argument("--reason", default=None, help="shown to installers")
     sub.add_parser("backfill-metadata",
                    help="extract PEP 658 core metadata for files uploaded without it")
+    gc = sub.add_parser("gc", help="delete blob files no row references")
+    gc.add_argument("--grace-hours", type=float, default=DEFAULT_GRACE_SECONDS / 3600,
+                    help="keep unreferenced blobs younger than this (default 1)")
+    gc.add_argument("--dry-run", action="store_true", help="only count what would go")
     return parser
 
 
@@ -184,6 +189,20 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
             raise CommandError("no storage configured")
         done, skipped = await backfill_metadata(db, blobs)
         return f"Extracted core metadata for {done} files; {skipped} have none to serve."
+    if args.group == "gc":
+        if blobs is None:  # pragma: no cover - main() always passes it
+            raise CommandError("no storage configured")
+        if args.grace_hours < 0:
+            raise CommandError("--grace-hours must not be negative")
+        r = await collect_garbage(db, blobs, grace_seconds=args.grace_hours * 3600,
+                                  dry_run=args.dry_run)
+        if as_json:
+            return json.dumps({"removed": r.removed, "removed_bytes": r.removed_bytes,
+                               "kept_young": r.kept_young, "referenced": r.referenced,
+                               "dry_run": args.dry_run})
+        verb = "Would remove" if args.dry_run else "Removed"
+        return (f"{verb} {r.removed} unreferenced blobs ({r.removed_bytes} bytes); kept "
+                f"{r.referenced} referenced and {r.kept_young} younger than the grace period.")
     raise CommandError("unknown command")  # pragma: no cover - argparse rejects it first
 
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -25,9 +26,12 @@ from pypireg.http.upload_stream import UploadContext
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.embedded import EmbeddedPostgres
+from pypireg.storage.gc import collect_garbage
 from pypireg.storage.migrations import migrate
 
 _log = Logger()
+# Unreferenced blobs (from deletes) are removed this often; see storage/gc.py.
+GC_INTERVAL_SECONDS = 3600.0
 
 
 async def open_database(reactor: Any, config: Config) -> tuple[Database, EmbeddedPostgres | None]:
@@ -92,6 +96,16 @@ class RegistryService(MultiService):
         self.db, self._embedded = await open_database(self._reactor, config)
         self.site, self._authorizer = await build_site(self._reactor, config, self.db)
         self._authorizer.start()
+        blobs = BlobStore(self._reactor, config.storage.path)
+        db = self.db
+
+        def gc() -> Deferred[Any]:
+            d = Deferred.fromCoroutine(collect_garbage(db, blobs))
+            return d.addErrback(lambda f: _log.failure("garbage collection failed", f))
+
+        collector = TimerService(GC_INTERVAL_SECONDS, gc)
+        collector.clock = self._reactor
+        collector.setServiceParent(self)
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)

@@ -118,7 +118,12 @@ class BlobStore:
         sha256 = hashlib.sha256(data).hexdigest()
         final = self.path_for(sha256)
         if final.is_file():
-            return sha256
+            # Fresh mtime: the garbage collector spares young blobs (gc.py).
+            try:
+                os.utime(final)
+                return sha256
+            except FileNotFoundError:
+                pass
         temp = self.tmp_dir / f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
         try:
             with _open_exclusive(temp) as f:

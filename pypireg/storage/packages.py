@@ -158,11 +158,6 @@ async def find_file(db: Database, project_id: int, sha256: str, filename: str
     return _file(row) if row else None
 
 
-async def referenced_sha256s(db: Database) -> set[str]:
-    rows = await db.fetch_all("SELECT DISTINCT sha256 FROM package_files")
-    return {r[0] for r in rows}
-
-
 async def set_yanked(db: Database, project_id: int, name: str, version: str, *, yanked: bool,
                      reason: str | None = None) -> int:
     """Yank (or unyank) every file of one release; return how many files changed."""

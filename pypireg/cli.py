@@ -23,12 +23,14 @@ from pypireg.errors import RegistryError
 from pypireg.metadata_backfill import backfill_metadata
 from pypireg.names import is_valid_project_path, normalize_name, parse_version
 from pypireg.service import open_database
+from pypireg.storage import groups as group_store
 from pypireg.storage import packages as package_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.gc import DEFAULT_GRACE_SECONDS, collect_garbage
+from pypireg.storage.groups import Group, GroupExists
 from pypireg.storage.projects import Project, ProjectExists
 
 
@@ -58,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--reject-duplicates", dest="reject_duplicates", action="store_true",
                         default=None, help="refuse re-uploads of an existing file name")
     update.add_argument("--allow-duplicates", dest="reject_duplicates", action="store_false")
+
+    group = sub.add_parser("group", help="manage groups (read-only aggregate indexes)"
+                           ).add_subparsers(dest="command", required=True)
+    gcreate = group.add_parser("create", help="create a group; prints its id")
+    gcreate.add_argument("name", help="group path, e.g. acme; projects under acme/ belong to it")
+    gcreate.add_argument("--public", action="store_true",
+                         help="its index is readable without a token (public projects only)")
+    group.add_parser("list", help="list groups")
+    gupdate = group.add_parser("update", help="change a group's visibility")
+    gupdate.add_argument("name", help="group path or id")
+    gupdate.add_argument("--public", dest="public", action="store_true", default=None)
+    gupdate.add_argument("--private", dest="public", action="store_false")
 
     token = sub.add_parser("token", help="manage access tokens").add_subparsers(
         dest="command", required=True)
@@ -139,6 +153,8 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
                 reject_duplicates=args.reject_duplicates)
             row = _project_row(p)
             return json.dumps(row) if as_json else _table([list(row.values())], list(row))
+    if args.group == "group":
+        return await _group_command(db, args)
     if args.group == "token":
         if args.command == "create":
             p = await _project(db, args.project)
@@ -204,6 +220,37 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
         return (f"{verb} {r.removed} unreferenced blobs ({r.removed_bytes} bytes); kept "
                 f"{r.referenced} referenced and {r.kept_young} younger than the grace period.")
     raise CommandError("unknown command")  # pragma: no cover - argparse rejects it first
+
+
+async def _group_command(db: Database, args: argparse.Namespace) -> str:
+    if args.command == "create":
+        if not is_valid_project_path(args.name):
+            raise CommandError(
+                f"invalid group path {args.name!r}: use segments of letters, digits, "
+                "'.', '_' and '-' separated by '/'")
+        try:
+            g = await group_store.create_group(db, args.name, public=args.public)
+        except GroupExists:
+            raise CommandError(f"group {args.name!r} exists already") from None
+        return json.dumps(_group_row(g)) if args.json else str(g.id)
+    if args.command == "list":
+        groups = await group_store.list_groups(db)
+        if args.json:
+            return json.dumps([_group_row(g) for g in groups])
+        return _table([(g.id, g.path, "public" if g.public else "private") for g in groups],
+                      ["ID", "PATH", "VISIBILITY"])
+    found = await group_store.get_group(db, args.name)
+    if found is None:
+        raise CommandError(f"no group {args.name!r}; see `pypireg group list`")
+    g = found
+    if args.public is not None:
+        g = await group_store.update_group(db, g.id, public=args.public)
+    return json.dumps(_group_row(g)) if args.json else _table(
+        [(g.id, g.path, "public" if g.public else "private")], ["ID", "PATH", "VISIBILITY"])
+
+
+def _group_row(g: Group) -> dict[str, Any]:
+    return {"id": g.id, "path": g.path, "public": g.public}
 
 
 def _iso(value: Any) -> str | None:

@@ -9,6 +9,7 @@ instance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,17 @@ routes = Klein()
 # Twisted has already percent-decoded each segment, so an encoded project
 # path ("group%2Fproject") arrives with its slashes: match them.
 PYPI = "/api/v4/projects/<path:project>/packages/pypi"
+GROUP_PYPI = "/api/v4/groups/<path:group>/-/packages/pypi"
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What a read request may see: one project, or a group's readable projects."""
+
+    project_ids: list[int]
+    public: bool
+    # The ".../packages/pypi" URL prefix: absolute from base_url, else a path.
+    prefix: str
 
 
 class RouteContext:
@@ -46,6 +58,16 @@ class RouteContext:
     async def _write_access(self, request: IRequest, project: str) -> Grant:
         secret = request_credentials(request.requestHeaders)
         return await self._authz.authorize(project, secret, "write")
+
+    async def _project_scope(self, request: IRequest, project: str) -> ReadScope:
+        grant = await self._read_access(request, project)
+        return ReadScope([grant.project.id], grant.project.public, self._api_prefix(project))
+
+    async def _group_scope(self, request: IRequest, group: str) -> ReadScope:
+        grant = await self._authz.authorize_group(
+            group, request_credentials(request.requestHeaders))
+        prefix = f"{self._base_url or ''}/api/v4/groups/{quote(group, safe='')}/-/packages/pypi"
+        return ReadScope([p.id for p in grant.projects], grant.group.public, prefix)
 
     def _api_prefix(self, project: str) -> str:
         """Absolute URL of the project's pypi API when base_url is set, else a path."""

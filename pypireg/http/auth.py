@@ -22,9 +22,11 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from pypireg.errors import Forbidden, NotFound, Unauthorized
+from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Database
+from pypireg.storage.groups import Group
 from pypireg.storage.projects import Project
 from pypireg.storage.tokens import TokenRecord
 from pypireg.tokens import looks_like_token
@@ -32,6 +34,14 @@ from pypireg.tokens import looks_like_token
 _log = Logger()
 Access = Literal["read", "write"]
 LAST_USED_FLUSH_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class GroupGrant:
+    """Read access to a group's index: the projects in it the caller may read."""
+
+    group: Group
+    projects: list[Project]
 
 
 @dataclass(frozen=True)
@@ -137,3 +147,24 @@ class Authorizer:
                 raise Forbidden("The package registry is disabled for this project.")
             raise NotFound("The package registry is disabled for this project.")
         return Grant(project, token)
+
+    async def authorize_group(self, group_ref: str, secret: str | None) -> GroupGrant:
+        """Read access to a group: its public projects, plus the caller's own project.
+
+        A private group is visible only to tokens of a project inside it;
+        anonymous callers get 401 and other tokens 404, as for projects.
+        """
+        token = await self.authenticate(secret)
+        group = await group_store.get_group(self._db, group_ref)
+        projects = await group_store.projects_in_group(self._db, group) if group else []
+        own = token is not None and any(p.id == token.project_id for p in projects)
+        if group is None or not (group.public or own):
+            if token is None:
+                raise Unauthorized()
+            raise NotFound("Group not found.")
+        readable = [
+            p for p in projects
+            if p.packages_enabled and (p.public or (token is not None
+                                                    and token.project_id == p.id))
+        ]
+        return GroupGrant(group, readable)

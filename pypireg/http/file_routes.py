@@ -15,7 +15,7 @@ from twisted.web.iweb import IRequest
 
 from pypireg.errors import NotFound
 from pypireg.filenames import is_safe_basename
-from pypireg.http.app import PYPI, RouteContext, routes
+from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
 from pypireg.http.responses import not_modified
 from pypireg.storage import packages as package_store
 
@@ -26,18 +26,28 @@ class FileRoutes(RouteContext):
     @routes.route(PYPI + "/files/<sha256>/<filename>", methods=["GET", "HEAD"])
     async def download(self, request: IRequest, project: str, sha256: str, filename: str
                        ) -> Any:
-        grant = await self._read_access(request, project)
+        scope = await self._project_scope(request, project)
+        return await self._serve_file(request, scope, sha256, filename)
+
+    @routes.route(GROUP_PYPI + "/files/<sha256>/<filename>", methods=["GET", "HEAD"])
+    async def group_download(self, request: IRequest, group: str, sha256: str, filename: str
+                             ) -> Any:
+        scope = await self._group_scope(request, group)
+        return await self._serve_file(request, scope, sha256, filename)
+
+    async def _serve_file(self, request: IRequest, scope: ReadScope, sha256: str, filename: str
+                          ) -> Any:
         # PEP 658/714: the core metadata lives at "<file URL>.metadata".
         want_metadata = filename.endswith(".metadata")
         dist_filename = filename.removesuffix(".metadata")
         if not _SHA256_RE.match(sha256) or not is_safe_basename(dist_filename):
             raise NotFound("No such file.")
-        row = await package_store.find_file(self._db, grant.project.id, sha256, dist_filename)
+        row = await package_store.find_file(self._db, scope.project_ids, sha256, dist_filename)
         if row is None or (want_metadata and row.metadata_sha256 is None):
             raise NotFound("No such file.")
         blob_sha256 = row.metadata_sha256 if want_metadata else sha256
         assert blob_sha256 is not None
-        visibility = b"public" if grant.project.public else b"private"
+        visibility = b"public" if scope.public else b"private"
         request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
         if not_modified(request, f'"{blob_sha256}"'.encode()):
             return b""

@@ -10,8 +10,7 @@ import hashlib
 from twisted.web.iweb import IRequest
 
 from pypireg.errors import NotAcceptable, NotFound
-from pypireg.http.app import PYPI, RouteContext, routes
-from pypireg.http.auth import Grant
+from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
 from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_type_header
 from pypireg.http.responses import not_modified, redirect
 from pypireg.http.simple_index import project_detail, project_list
@@ -22,27 +21,41 @@ from pypireg.storage import packages as package_store
 class IndexRoutes(RouteContext):
     @routes.route(PYPI + "/simple/", methods=["GET", "HEAD"])
     async def simple_root(self, request: IRequest, project: str) -> bytes:
-        grant = await self._read_access(request, project)
-        media = self._negotiate(request)
-        packages = await package_store.list_packages(self._db, grant.project.id)
-        prefix = f"{self._api_prefix(project)}/simple/" if self._base_url else ""
-        return self._index_response(request, grant, media, project_list(packages, media, prefix))
+        return await self._render_root(request, await self._project_scope(request, project))
 
     @routes.route(PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
     async def simple_package(self, request: IRequest, project: str, name: str) -> bytes:
-        grant = await self._read_access(request, project)
+        scope = await self._project_scope(request, project)
+        return await self._render_package(request, scope, name)
+
+    @routes.route(GROUP_PYPI + "/simple/", methods=["GET", "HEAD"])
+    async def group_simple_root(self, request: IRequest, group: str) -> bytes:
+        return await self._render_root(request, await self._group_scope(request, group))
+
+    @routes.route(GROUP_PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
+    async def group_simple_package(self, request: IRequest, group: str, name: str) -> bytes:
+        scope = await self._group_scope(request, group)
+        return await self._render_package(request, scope, name)
+
+    async def _render_root(self, request: IRequest, scope: ReadScope) -> bytes:
+        media = self._negotiate(request)
+        packages = await package_store.list_packages(self._db, scope.project_ids)
+        prefix = f"{scope.prefix}/simple/" if self._base_url else ""
+        return self._index_response(request, scope, media, project_list(packages, media, prefix))
+
+    async def _render_package(self, request: IRequest, scope: ReadScope, name: str) -> bytes:
         if not is_valid_name(name):
             raise NotFound(f"No package named {name!r}.")
         normalized = normalize_name(name)
         if normalized != name:
-            return redirect(request, f"{self._api_prefix(project)}/simple/{normalized}/")
+            return redirect(request, f"{scope.prefix}/simple/{normalized}/")
         media = self._negotiate(request)
-        files = await package_store.list_files(self._db, grant.project.id, normalized)
+        files = await package_store.list_files(self._db, scope.project_ids, normalized)
         if not files:
-            raise NotFound(f"No package named {name!r} in this project.")
-        files_prefix = f"{self._api_prefix(project)}/files/" if self._base_url else "../../files/"
+            raise NotFound(f"No package named {name!r} here.")
+        files_prefix = f"{scope.prefix}/files/" if self._base_url else "../../files/"
         body = project_detail(normalized, files, media, files_prefix)
-        return self._index_response(request, grant, media, body)
+        return self._index_response(request, scope, media, body)
 
     def _negotiate(self, request: IRequest) -> str:
         format_param = request.args.get(b"format", [b""])[0].decode("latin-1")
@@ -55,9 +68,9 @@ class IndexRoutes(RouteContext):
             )
         return media
 
-    def _index_response(self, request: IRequest, grant: Grant, media: str, body: bytes
+    def _index_response(self, request: IRequest, scope: ReadScope, media: str, body: bytes
                         ) -> bytes:
-        visibility = b"public" if grant.project.public else b"private"
+        visibility = b"public" if scope.public else b"private"
         request.setHeader(b"Content-Type", content_type_header(media))
         request.setHeader(b"Vary", b"Accept, Authorization")
         request.setHeader(b"Cache-Control", visibility + b", max-age=0, must-revalidate")

@@ -7,6 +7,7 @@ duplicates), and readers see the most recent row per file name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,37 +124,43 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
     return await db.run_interaction(body)
 
 
-async def list_packages(db: Database, project_id: int) -> list[PackageSummary]:
-    """Packages of a project that have at least one file, by normalised name."""
+def _ids(projects: int | Sequence[int]) -> list[int]:
+    """One project, or several (a group's index reads across its projects)."""
+    return [projects] if isinstance(projects, int) else list(projects)
+
+
+async def list_packages(db: Database, projects: int | Sequence[int]) -> list[PackageSummary]:
+    """Packages with at least one file, once each by normalised name."""
     rows = await db.fetch_all(
-        "SELECT p.name, p.display_name FROM packages p WHERE p.project_id = %s"
+        "SELECT p.name, min(p.display_name) FROM packages p WHERE p.project_id = ANY(%s)"
         " AND EXISTS (SELECT 1 FROM package_files f WHERE f.package_id = p.id)"
-        " ORDER BY p.name",
-        (project_id,),
+        " GROUP BY p.name ORDER BY p.name",
+        (_ids(projects),),
     )
     return [PackageSummary(*r) for r in rows]
 
 
-async def list_files(db: Database, project_id: int, name: str) -> list[PackageFile]:
+async def list_files(db: Database, projects: int | Sequence[int], name: str
+                     ) -> list[PackageFile]:
     """The files of package *name* (normalised): the newest row per file name."""
     rows = await db.fetch_all(
         f"SELECT DISTINCT ON (f.filename) {_FILE_COLUMNS}"
         " FROM package_files f JOIN packages p ON p.id = f.package_id"
-        " WHERE p.project_id = %s AND p.name = %s"
+        " WHERE p.project_id = ANY(%s) AND p.name = %s"
         " ORDER BY f.filename, f.id DESC",
-        (project_id, name),
+        (_ids(projects), name),
     )
     return [_file(r) for r in rows]
 
 
-async def find_file(db: Database, project_id: int, sha256: str, filename: str
+async def find_file(db: Database, projects: int | Sequence[int], sha256: str, filename: str
                     ) -> PackageFile | None:
-    """The newest row of *filename* with this content in the project, if any."""
+    """The newest row of *filename* with this content in the project(s), if any."""
     row = await db.fetch_one(
         f"SELECT {_FILE_COLUMNS} FROM package_files f JOIN packages p ON p.id = f.package_id"
-        " WHERE p.project_id = %s AND f.sha256 = %s AND f.filename = %s"
+        " WHERE p.project_id = ANY(%s) AND f.sha256 = %s AND f.filename = %s"
         " ORDER BY f.id DESC LIMIT 1",
-        (project_id, sha256, filename),
+        (_ids(projects), sha256, filename),
     )
     return _file(row) if row else None
 

@@ -140,3 +140,40 @@ def test_uv_install_and_publish(registry: tuple[Daemon, str, str, str], tmp_path
                  "-d", str(tmp_path / "dl"), "uv-demo")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "dl" / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+PDM = shutil.which("pdm", path=str(BIN)) or shutil.which("pdm")
+
+
+@pytest.mark.skipif(PDM is None, reason="pdm is installed with the test extras")
+def test_pdm_publish_and_add(registry: tuple[Daemon, str, str, str], tmp_path: Path) -> None:
+    daemon, project, write_token, read = registry
+    assert PDM is not None
+    env = {**os.environ, "PDM_HOME": str(tmp_path / "pdm-home"), "PDM_CHECK_UPDATE": "false",
+           "PDM_CACHE_DIR": str(tmp_path / "pdm-cache"), "PDM_IGNORE_SAVED_PYTHON": "1"}
+    env.pop("VIRTUAL_ENV", None)
+    app = tmp_path / "app"
+    (app / "dist").mkdir(parents=True)
+    write(app / "dist", wheel_filename("pdm-demo", "0.2"), wheel_bytes("pdm-demo", "0.2"))
+    result = subprocess.run(
+        [PDM, "publish", "--no-build", "--repository", daemon.api(project), "--username",
+         "__token__", "--password", write_token],
+        cwd=app, capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # A pdm project whose only source ("pypi", replacing the default) is pypireg.
+    (app / "pyproject.toml").write_text(
+        '[project]\nname = "consumer"\nversion = "0.1"\nrequires-python = ">=3.11"\n'
+        "dependencies = []\n\n[tool.pdm]\ndistribution = false\n\n"
+        f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{daemon.index(project, read)}"\n'
+    )
+    result = subprocess.run(
+        [PDM, "add", "--no-self", "-v", "pdm-demo", "meta-demo"],
+        cwd=app, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lock = (app / "pdm.lock").read_text()
+    assert 'name = "pdm-demo"' in lock and 'name = "meta-demo"' in lock
+    site = list(app.glob(".venv/lib/python*/site-packages"))
+    assert site and (site[0] / "pdm_demo" / "__init__.py").exists()

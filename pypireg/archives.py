@@ -9,6 +9,7 @@ tarball full of junk can tie up a worker for long.
 
 from __future__ import annotations
 
+import gzip
 import tarfile
 import warnings
 import zipfile
@@ -23,8 +24,9 @@ from pypireg.filenames import DistFilename
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 MAX_MEMBERS = 100_000
-# How far into a tarball's decompressed stream we look for PKG-INFO.
-MAX_TAR_SCAN_BYTES = 2 * 1024 * 1024 * 1024
+# How much of a tarball we decompress while looking for PKG-INFO (which
+# sdist builders put first); bounds the work a gzip bomb can cause.
+MAX_TAR_SCAN_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,31 @@ def _parse(raw: bytes, filename: str) -> CoreMetadata:
     )
 
 
+def _is_top_level(member: str, leaf: str) -> bool:
+    """`<dir>/<leaf>` with a real directory name (not "", "." or "..")."""
+    parts = member.split("/")
+    return len(parts) == 2 and parts[1] == leaf and parts[0] not in ("", ".", "..")
+
+
+class _BoundedReader:
+    """A file-like reader that refuses to deliver more than *limit* bytes."""
+
+    def __init__(self, fileobj: gzip.GzipFile, limit: int, filename: str) -> None:
+        self._fileobj = fileobj
+        self._limit = limit
+        self._filename = filename
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fileobj.read(size)
+        self.count += len(data)
+        if self.count > self._limit:
+            raise BadUpload(
+                f"{self._filename}: no PKG-INFO in the first {self._limit} decompressed bytes."
+            )
+        return data
+
+
 def _bad_archive(filename: str, kind: str) -> BadUpload:
     return BadUpload(f"{filename} is not a valid {kind} archive.")
 
@@ -113,7 +140,7 @@ def _wheel_metadata(path: Path, filename: str) -> bytes:
     with _open_zip(path, filename, "wheel (zip)") as zf:
         candidates = [
             info for info in zf.infolist()
-            if info.filename.count("/") == 1
+            if _is_top_level(info.filename, "METADATA")
             and info.filename.endswith(".dist-info/METADATA")
         ]
         if len(candidates) != 1:
@@ -123,41 +150,44 @@ def _wheel_metadata(path: Path, filename: str) -> bytes:
             )
         try:
             return _read_zip_member(zf, candidates[0], filename)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error):
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
+                RuntimeError):
             raise _bad_archive(filename, "wheel (zip)") from None
 
 
 def _zip_sdist_metadata(path: Path, filename: str) -> bytes:
     with _open_zip(path, filename, "zip") as zf:
         candidates = [
-            info for info in zf.infolist()
-            if info.filename.count("/") == 1 and info.filename.endswith("/PKG-INFO")
+            info for info in zf.infolist() if _is_top_level(info.filename, "PKG-INFO")
         ]
         if len(candidates) != 1:
             raise BadUpload(f"{filename} must contain exactly one top-level PKG-INFO file.")
         try:
             return _read_zip_member(zf, candidates[0], filename)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error):
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
+                RuntimeError):
             raise _bad_archive(filename, "zip") from None
 
 
 def _tar_sdist_metadata(path: Path, filename: str) -> bytes:
     try:
-        # Stream mode: members are read in order, never all listed at once.
-        with tarfile.open(path, mode="r|gz") as tf:
-            for count, member in enumerate(tf):
-                if count >= MAX_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
-                    break
-                parts = member.name.split("/")
-                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
-                    if member.size > MAX_METADATA_BYTES:
-                        raise BadUpload(
-                            f"{member.name} in {filename} has {member.size} bytes; metadata "
-                            f"files may have at most {MAX_METADATA_BYTES}."
-                        )
-                    fobj = tf.extractfile(member)
-                    assert fobj is not None
-                    return fobj.read(MAX_METADATA_BYTES)
+        with gzip.open(path, "rb") as raw:
+            bounded = _BoundedReader(raw, MAX_TAR_SCAN_BYTES, filename)
+            # Stream mode: members are read in order, never all listed at once.
+            with tarfile.open(fileobj=bounded, mode="r|") as tf:  # type: ignore[call-overload]
+                for count, member in enumerate(tf):
+                    if count >= MAX_MEMBERS:
+                        break
+                    if _is_top_level(member.name, "PKG-INFO") and member.isfile():
+                        if member.size > MAX_METADATA_BYTES:
+                            raise BadUpload(
+                                f"{member.name} in {filename} has {member.size} bytes; "
+                                f"metadata files may have at most {MAX_METADATA_BYTES}."
+                            )
+                        fobj = tf.extractfile(member)
+                        assert fobj is not None
+                        data: bytes = fobj.read(MAX_METADATA_BYTES)
+                        return data
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error):
         raise _bad_archive(filename, "gzipped tar") from None
     raise BadUpload(f"{filename} has no top-level PKG-INFO file.")

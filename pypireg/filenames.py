@@ -19,7 +19,7 @@ from pypireg.names import check_name, parse_version
 PackageType = Literal["bdist_wheel", "sdist"]
 ACCEPTED = "wheels (.whl) and source distributions (.tar.gz, .zip)"
 MAX_FILENAME_LENGTH = 255
-_SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+_SAFE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\Z")
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
@@ -31,6 +31,14 @@ class DistFilename:
     packagetype: PackageType
     # The wheel's python tag(s), "source" for sdists (the legacy pyversion).
     python_tag: str
+
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+def is_sha256(text: str) -> bool:
+    """A lower-case hex SHA-256 digest: the only blob names there are."""
+    return _SHA256_RE.match(text) is not None
 
 
 def is_safe_basename(filename: str) -> bool:

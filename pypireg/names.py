@@ -13,11 +13,11 @@ from pypireg.errors import BadUpload
 
 # PEP 508 / core metadata: ASCII letters, digits, ., _ and -, starting and
 # ending with a letter or digit.
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
 _NORMALIZE_RE = re.compile(r"[-_.]+")
 # A project path: one or more segments separated by "/", as GitLab's
 # namespace/project paths are.
-_PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 MAX_NAME_LENGTH = 200
 MAX_VERSION_LENGTH = 100
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pypireg.config import (
@@ -21,6 +21,8 @@ from pypireg.config import (
 )
 
 BASE = Path("/etc/pypireg")
+# Deterministic: the same examples on every run, nothing written to .hypothesis/.
+deterministic = settings(derandomize=True, database=None)
 
 
 def config_error(raw: dict[str, Any]) -> str:
@@ -242,6 +244,7 @@ def test_parse_size_error_names_the_key_it_was_given() -> None:
         parse_size("lots", "some.key")
 
 
+@deterministic
 @given(st.integers(min_value=0, max_value=10**6),
        st.sampled_from([("", 1), ("B", 1), ("KiB", 1024), ("MiB", MIB), ("GiB", 1024 * MIB),
                         ("kB", 1000), ("MB", 10**6), ("GB", 10**9)]),
@@ -252,6 +255,7 @@ def test_parse_size_multiplies_by_the_unit(number: int, unit: tuple[str, int], g
     assert parse_size(f"{number}{gap}{suffix}", "k") == number * factor
 
 
+@deterministic
 @given(st.text(alphabet=string.printable))
 def test_parse_size_only_raises_config_error_on_ascii(text: str) -> None:
     try:

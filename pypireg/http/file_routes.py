@@ -7,19 +7,16 @@ are immutable and their ETag is the hash.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from twisted.web import static
 from twisted.web.iweb import IRequest
 
 from pypireg.errors import NotFound
-from pypireg.filenames import is_safe_basename
+from pypireg.filenames import is_safe_basename, is_sha256
 from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
 from pypireg.http.responses import not_modified
 from pypireg.storage import packages as package_store
-
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FileRoutes(RouteContext):
@@ -40,7 +37,7 @@ class FileRoutes(RouteContext):
         # PEP 658/714: the core metadata lives at "<file URL>.metadata".
         want_metadata = filename.endswith(".metadata")
         dist_filename = filename.removesuffix(".metadata")
-        if not _SHA256_RE.match(sha256) or not is_safe_basename(dist_filename):
+        if not is_sha256(sha256) or not is_safe_basename(dist_filename):
             raise NotFound("No such file.")
         row = await package_store.find_file(self._db, scope.project_ids, sha256, dist_filename)
         if row is None or (want_metadata and row.metadata_sha256 is None):

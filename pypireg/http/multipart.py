@@ -102,7 +102,8 @@ class FormReader:
 
     def _start(self, segment: multipart.MultipartSegment) -> None:
         name = segment.name
-        if segment.disposition != "form-data" or name is None:
+        # The lenient parser reports a missing name as "".
+        if segment.disposition != "form-data" or not name:
             raise BadUpload("Malformed upload form: every part needs "
                             "'Content-Disposition: form-data; name=...'.")
         self._segment = segment

@@ -32,7 +32,7 @@ _log = Logger()
 # The legacy upload API endpoint (twine posts to the repository URL).
 # The project part may be an id, an encoded path or (as the routes also
 # accept) a plain path with slashes.
-UPLOAD_PATH_RE = re.compile(rb"^/api/v4/projects/([^?#]+?)/packages/pypi/?(?:\?.*)?$")
+UPLOAD_PATH_RE = re.compile(rb"^/api/v4/projects/([^?#]+?)/packages/pypi/?(?:\?.*)?\Z")
 MAX_SMALL_BODY = 64 * 1024
 LINGER_SECONDS = 5.0
 

@@ -31,10 +31,10 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from pypireg.errors import InsufficientStorage
+from pypireg.filenames import is_sha256
 
 _log = Logger()
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part$")
+_TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part\Z")
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
 
@@ -91,7 +91,7 @@ class BlobStore:
         return removed
 
     def path_for(self, sha256: str) -> Path:
-        if not _SHA256_RE.match(sha256):
+        if not is_sha256(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.blob_dir / sha256[:2] / sha256[2:4] / sha256
 

@@ -19,7 +19,7 @@ from pypireg.storage.database import Cursor, Database
 _log = Logger()
 # An arbitrary constant shared by every pypireg process: "pypi" in ASCII.
 MIGRATION_LOCK_ID = 0x70797069
-_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql\Z")
 
 
 @dataclass(frozen=True)

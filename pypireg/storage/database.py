@@ -110,3 +110,13 @@ class Database:
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+def id_or_path(ref: str) -> tuple[str, tuple[Any, ...]] | None:
+    """WHERE clause and params finding a row by numeric id or by path, as GitLab does.
+
+    Paths compare case-insensitively. None for an id too large to exist.
+    """
+    if ref.isdigit():
+        return ("id = %s", (int(ref),)) if len(ref) <= 18 else None
+    return ("lower(path) = lower(%s)", (ref,))

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg2
 
-from pypireg.storage.database import Database
+from pypireg.storage.database import Database, id_or_path
 from pypireg.storage.projects import _COLUMNS as _PROJECT_COLUMNS
 from pypireg.storage.projects import Project
 
@@ -48,13 +48,11 @@ async def create_group(db: Database, path: str, *, public: bool = False) -> Grou
 
 async def get_group(db: Database, ref: str) -> Group | None:
     """Find a group by numeric id or by path (case-insensitively)."""
-    if ref.isdigit():
-        if len(ref) > 18:
-            return None
-        row = await db.fetch_one(f"SELECT {_COLUMNS} FROM groups WHERE id = %s", (int(ref),))
-    else:
-        row = await db.fetch_one(
-            f"SELECT {_COLUMNS} FROM groups WHERE lower(path) = lower(%s)", (ref,))
+    condition = id_or_path(ref)
+    if condition is None:
+        return None
+    row = await db.fetch_one(f"SELECT {_COLUMNS} FROM groups WHERE {condition[0]}",
+                             condition[1])
     return _group(row) if row else None
 
 

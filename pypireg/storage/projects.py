@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg2
 
-from pypireg.storage.database import Database
+from pypireg.storage.database import Database, id_or_path
 
 _COLUMNS = "id, path, public, packages_enabled, reject_duplicates, created_at"
 
@@ -48,14 +48,11 @@ async def create_project(db: Database, path: str, *, public: bool = False) -> Pr
 
 async def get_project(db: Database, ref: str) -> Project | None:
     """Find a project by numeric id or by path (compared case-insensitively)."""
-    if ref.isdigit():
-        if len(ref) > 18:
-            return None
-        row = await db.fetch_one(f"SELECT {_COLUMNS} FROM projects WHERE id = %s", (int(ref),))
-    else:
-        row = await db.fetch_one(
-            f"SELECT {_COLUMNS} FROM projects WHERE lower(path) = lower(%s)", (ref,)
-        )
+    condition = id_or_path(ref)
+    if condition is None:
+        return None
+    row = await db.fetch_one(f"SELECT {_COLUMNS} FROM projects WHERE {condition[0]}",
+                             condition[1])
     return _project(row) if row else None
 
 

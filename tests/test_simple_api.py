@@ -188,3 +188,29 @@ async def test_cli_yank_and_metadata_backfill(registry: Any) -> None:
     offered = {f["filename"]: bool(f["core-metadata"]) for f in json.loads(body)["files"]}
     assert offered == {"demo_pkg-0.9.tar.gz": False, "demo_pkg-1.0-py3-none-any.whl": True,
                        "demo_pkg-1.0.tar.gz": True}
+
+
+@pytest_twisted.ensureDeferred
+async def test_pips_own_parser_reads_both_formats(registry: Any) -> None:
+    # pip prefers JSON, so the end-to-end tests exercise that path; this
+    # feeds our HTML (and JSON) to pip's own link parser as well.
+    from pip._internal.index.collector import IndexContent, parse_links
+
+    project, write, read, wheel, _ = await _setup(registry)
+    await treq.put(registry.api(project.id) + "/demo-pkg/1.0/yank",
+                   data=b'{"reason": "bad"}', headers=basic(write))
+    url = registry.api(project.id) + "/simple/demo-pkg/"
+    for media in ("text/html", JSON_V1):
+        resp, body = await get(url, read, media)
+        content_type = resp.headers.getRawHeaders(b"content-type")[0].decode()
+        links = {link.filename: link for link in parse_links(
+            IndexContent(body, content_type, "utf-8", url, cache_link_parsing=False))}
+        assert set(links) == {"demo_pkg-0.9.tar.gz", "demo_pkg-1.0-py3-none-any.whl",
+                              "demo_pkg-1.0.tar.gz"}, media
+        whl = links["demo_pkg-1.0-py3-none-any.whl"]
+        assert whl.hash == hashlib.sha256(wheel).hexdigest(), media
+        assert whl.requires_python == ">=3.8", media
+        assert whl.yanked_reason == "bad", media
+        assert whl.metadata_link() is not None, media
+        assert links["demo_pkg-0.9.tar.gz"].metadata_link() is None, media
+        assert links["demo_pkg-0.9.tar.gz"].yanked_reason is None, media

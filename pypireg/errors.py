@@ -51,12 +51,23 @@ class MethodNotAllowed(RegistryError):
     code = 405
 
 
+class RequestTimeout(RegistryError):
+    code = 408
+
+
 class NotAcceptable(RegistryError):
     code = 406
 
 
 class TooLarge(RegistryError):
     code = 413
+
+
+class TooManyRequests(RegistryError):
+    code = 429
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason, headers={"Retry-After": str(retry_after)})
 
 
 class ServiceUnavailable(RegistryError):

@@ -228,3 +228,49 @@ async def test_any_chunking_stores_the_same_bytes(db: Any, tmp_path: Path) -> No
         sha = hashlib.sha256(wheel).hexdigest()
         assert (blob / sha[:2] / sha[2:4] / sha).read_bytes() == wheel
     assert files_in(tmp_path, "tmp") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_headers_are_cut_off(db: Any, tmp_path: Path) -> None:
+    from twisted.internet.task import Clock
+
+    from pypireg.http import site as site_module
+
+    site, _, _ = await setup(db, tmp_path)
+    clock = Clock()
+    site.clock = clock
+    # Slowloris: a request line, then headers that never end.
+    client = Client(site)
+    client.send(b"GET /api/v4/projects/1/packages/pypi/simple/ HTTP/1.1\r\nHost: x\r\n")
+    clock.advance(site_module.HEADER_TIMEOUT - 1)
+    client.send(b"X-Drip: 1\r\n")
+    assert client.response == b""
+    clock.advance(1)
+    assert client.response.startswith(b"HTTP/1.1 408 "), client.response
+    # A connection that never sends a request line is dropped.
+    silent = Client(site)
+    clock.advance(site_module.HEADER_TIMEOUT)
+    assert silent.transport.disconnecting and silent.response == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_auth_is_rate_limited_but_valid_tokens_pass(registry: Any) -> None:
+    import treq
+
+    from pypireg.http.rate_limit import FAILURES_PER_WINDOW
+    from tests.test_http_routes import basic, project_with_tokens
+
+    project, _, read = await project_with_tokens(registry)
+    url = registry.api(project.id) + "/simple/"
+    bad = basic("pypireg_" + "z" * 43)
+    for _ in range(FAILURES_PER_WINDOW):
+        resp = await treq.get(url, headers=bad)
+        assert resp.code == 401
+        await resp.content()
+    resp = await treq.get(url, headers=bad)
+    assert resp.code == 429
+    assert int(resp.headers.getRawHeaders(b"retry-after")[0]) > 0
+    await resp.content()
+    resp = await treq.get(url, headers=basic(read))  # same address, valid token
+    assert resp.code == 200
+    await resp.content()

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from klein import Klein
 from twisted.web.iweb import IRequest
 
-from pypireg.http.auth import Authorizer, Grant, request_credentials
+from pypireg.http.auth import Authorizer, Grant, client_address, request_credentials
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 
@@ -53,11 +53,11 @@ class RouteContext:
 
     async def _read_access(self, request: IRequest, project: str) -> Grant:
         secret = request_credentials(request.requestHeaders)
-        return await self._authz.authorize(project, secret, "read")
+        return await self._authz.authorize(project, secret, "read", client_address(request))
 
     async def _write_access(self, request: IRequest, project: str) -> Grant:
         secret = request_credentials(request.requestHeaders)
-        return await self._authz.authorize(project, secret, "write")
+        return await self._authz.authorize(project, secret, "write", client_address(request))
 
     async def _project_scope(self, request: IRequest, project: str) -> ReadScope:
         grant = await self._read_access(request, project)
@@ -65,7 +65,7 @@ class RouteContext:
 
     async def _group_scope(self, request: IRequest, group: str) -> ReadScope:
         grant = await self._authz.authorize_group(
-            group, request_credentials(request.requestHeaders))
+            group, request_credentials(request.requestHeaders), client_address(request))
         prefix = f"{self._base_url or ''}/api/v4/groups/{quote(group, safe='')}/-/packages/pypi"
         return ReadScope([p.id for p in grant.projects], grant.group.public, prefix)
 

@@ -20,8 +20,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
 
 from pypireg.errors import Forbidden, NotFound, Unauthorized
+from pypireg.http.rate_limit import FailureLimiter
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
@@ -82,6 +84,12 @@ def credentials_from(authorization: bytes | None, private_token: bytes | None) -
     return password
 
 
+def client_address(request: IRequest) -> str:
+    """The peer's address, the key for rate limiting."""
+    address = request.getClientAddress()
+    return str(getattr(address, "host", address))
+
+
 def request_credentials(headers: Headers) -> str | None:
     """The token presented in a request's headers (see credentials_from)."""
     return credentials_from(
@@ -96,6 +104,7 @@ class Authorizer:
     def __init__(self, db: Database, clock: IReactorTime) -> None:
         self._db = db
         self._used: set[int] = set()
+        self._failures = FailureLimiter(clock)
         self._flusher = LoopingCall(self.flush_last_used)
         self._flusher.clock = clock
 
@@ -114,20 +123,22 @@ class Authorizer:
         except Exception:
             _log.failure("could not record token use for {count} tokens", count=len(used))
 
-    async def authenticate(self, secret: str | None) -> TokenRecord | None:
+    async def authenticate(self, secret: str | None, client: str = "") -> TokenRecord | None:
         if secret is None:
             return None
         token = None
         if looks_like_token(secret):
             token = await token_store.find_live_token(self._db, secret)
         if token is None:
+            self._failures.record_failure(client)
             raise Unauthorized("Invalid, expired or revoked token.")
         self._used.add(token.id)
         return token
 
-    async def authorize(self, project_ref: str, secret: str | None, access: Access) -> Grant:
+    async def authorize(self, project_ref: str, secret: str | None, access: Access,
+                        client: str = "") -> Grant:
         """Return the grant for *access* to *project_ref*, or raise the right error."""
-        token = await self.authenticate(secret)
+        token = await self.authenticate(secret, client)
         project = await project_store.get_project(self._db, project_ref)
         own = project is not None and token is not None and token.project_id == project.id
         if project is None or not (own or (project.public and access == "read")):
@@ -148,13 +159,14 @@ class Authorizer:
             raise NotFound("The package registry is disabled for this project.")
         return Grant(project, token)
 
-    async def authorize_group(self, group_ref: str, secret: str | None) -> GroupGrant:
+    async def authorize_group(self, group_ref: str, secret: str | None, client: str = ""
+                              ) -> GroupGrant:
         """Read access to a group: its public projects, plus the caller's own project.
 
         A private group is visible only to tokens of a project inside it;
         anonymous callers get 401 and other tokens 404, as for projects.
         """
-        token = await self.authenticate(secret)
+        token = await self.authenticate(secret, client)
         group = await group_store.get_group(self._db, group_ref)
         projects = await group_store.projects_in_group(self._db, group) if group else []
         own = token is not None and any(p.id == token.project_id for p in projects)

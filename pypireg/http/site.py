@@ -23,8 +23,8 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from pypireg.errors import RegistryError, TooLarge
-from pypireg.http.auth import request_credentials
+from pypireg.errors import RegistryError, RequestTimeout, TooLarge
+from pypireg.http.auth import client_address, request_credentials
 from pypireg.http.responses import status_line_reason
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
@@ -35,6 +35,9 @@ _log = Logger()
 UPLOAD_PATH_RE = re.compile(rb"^/api/v4/projects/([^?#]+?)/packages/pypi/?(?:\?.*)?\Z")
 MAX_SMALL_BODY = 64 * 1024
 LINGER_SECONDS = 5.0
+# A request's line and headers must arrive within this time (slowloris);
+# bodies are covered by the idle timeout (server.timeout).
+HEADER_TIMEOUT = 30.0
 
 
 @implementer(IPushProducer)
@@ -71,6 +74,20 @@ class RegistryRequest(server.Request):
 
     def __init__(self, channel: Any, queued: object = None) -> None:
         super().__init__(channel, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]
+        # Created when the request line arrived: the headers must follow soon.
+        channel.pypireg_seen_request = True
+        site = getattr(channel, "site", None)
+        self._header_deadline: IDelayedCall | None = None
+        if isinstance(site, RegistrySite):
+            self._header_deadline = site.clock.callLater(HEADER_TIMEOUT, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self.refuse_early(RequestTimeout(
+            f"The request headers did not arrive within {HEADER_TIMEOUT:g} seconds."))
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None and self._header_deadline.active():
+            self._header_deadline.cancel()
 
     @property
     def registry_site(self) -> RegistrySite:
@@ -81,6 +98,7 @@ class RegistryRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         # Headers are complete and no body byte was read yet. The request
         # line lives on the channel until requestReceived.
+        self._cancel_header_deadline()
         command: bytes = getattr(self.channel, "_command", b"")
         path: bytes = getattr(self.channel, "_path", b"")
         match = UPLOAD_PATH_RE.match(path) if command == b"POST" else None
@@ -109,6 +127,7 @@ class RegistryRequest(server.Request):
             content_length=length,
             content_type=self.requestHeaders.getRawHeaders(b"content-type", [None])[0],
             credentials=lambda: request_credentials(self.requestHeaders),
+            client=client_address(self),
             producer=_PauseCounter(self.channel.transport),
             refuse=self.refuse_early,
             send_continue=send_continue,
@@ -168,6 +187,7 @@ class RegistryRequest(server.Request):
         Deferred.fromCoroutine(upload.finish()).addBoth(done)
 
     def connectionLost(self, reason: Failure) -> None:
+        self._cancel_header_deadline()
         if self.upload is not None:
             Deferred.fromCoroutine(self.upload.abort())
         if self._linger is not None and self._linger.active():
@@ -227,7 +247,25 @@ class RegistrySite(server.Site):
         self.clock = clock
         self._parsePOSTFormSubmission = False
 
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        # A connection must send its first request line in time as well.
+        deadline = self.clock.callLater(HEADER_TIMEOUT, _drop_if_silent, protocol)
+        protocol.pypireg_first_line_deadline = deadline
+        return protocol
+
     def log_refusal(self, request: RegistryRequest, code: int, size: int) -> None:
         request.code = code
         request.sentLength = size
         self.log(request)
+
+
+def _drop_if_silent(protocol: Any) -> None:
+    channel = getattr(protocol, "_channel", protocol)
+    if getattr(channel, "pypireg_seen_request", False):
+        return
+    transport = getattr(channel, "transport", None)
+    if transport is not None and not getattr(transport, "disconnected", False):
+        _log.info("dropping a connection that sent no request line in {seconds} seconds",
+                  seconds=HEADER_TIMEOUT)
+        transport.abortConnection()

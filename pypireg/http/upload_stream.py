@@ -72,6 +72,7 @@ class UploadReceiver:
         content_length: int | None,
         content_type: bytes | None,
         credentials: Callable[[], str | None],
+        client: str,
         producer: IPushProducer,
         refuse: Callable[[RegistryError], None],
         send_continue: Callable[[], None] | None,
@@ -81,6 +82,7 @@ class UploadReceiver:
         self._content_length = content_length
         self._content_type = content_type
         self._credentials = credentials
+        self._client = client
         self._producer = producer
         self._refuse = refuse
         self._send_continue = send_continue
@@ -116,7 +118,8 @@ class UploadReceiver:
     async def _check(self, boundary: str) -> None:
         try:
             secret = self._credentials()
-            grant = await self._context.authorizer.authorize(self._project_ref, secret, "write")
+            grant = await self._context.authorizer.authorize(
+                self._project_ref, secret, "write", self._client)
         except RegistryError as e:
             self._producer.resumeProducing()
             self._fail(e)

@@ -20,6 +20,7 @@ from twisted.internet.task import react
 
 from pypireg.config import ConfigError, load_config
 from pypireg.errors import RegistryError
+from pypireg.fsck import fsck
 from pypireg.metadata_backfill import backfill_metadata
 from pypireg.names import is_valid_project_path, normalize_name, parse_version
 from pypireg.service import open_database
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
             yank.add_argument("--reason", default=None, help="shown to installers")
     sub.add_parser("backfill-metadata",
                    help="extract PEP 658 core metadata for files uploaded without it")
+    check = sub.add_parser("fsck", help="check that every file row has its intact blob")
+    check.add_argument("--repair", action="store_true",
+                       help="remove stale temp files and rows whose blob is missing or corrupt")
+    check.add_argument("--no-verify", action="store_true",
+                       help="only check that blobs exist, without re-hashing them")
     gc = sub.add_parser("gc", help="delete blob files no row references")
     gc.add_argument("--grace-hours", type=float, default=DEFAULT_GRACE_SECONDS / 3600,
                     help="keep unreferenced blobs younger than this (default 1)")
@@ -205,6 +211,14 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
             raise CommandError("no storage configured")
         done, skipped = await backfill_metadata(db, blobs)
         return f"Extracted core metadata for {done} files; {skipped} have none to serve."
+    if args.group == "fsck":
+        if blobs is None:  # pragma: no cover - main() always passes it
+            raise CommandError("no storage configured")
+        report = await fsck(db, blobs, repair=args.repair, verify_hashes=not args.no_verify)
+        text = "\n".join(report.lines())
+        if not report.ok:
+            raise CommandError(text)
+        return text
     if args.group == "gc":
         if blobs is None:  # pragma: no cover - main() always passes it
             raise CommandError("no storage configured")

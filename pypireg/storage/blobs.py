@@ -71,8 +71,9 @@ class BlobStore:
         """Delete temp files left by crashed processes; return how many went."""
         return await self.in_thread(self._remove_stale_sync)  # type: ignore[no-any-return]
 
-    def _remove_stale_sync(self) -> int:
-        removed = 0
+    def stale_temp_files(self) -> list[Path]:
+        """Temp files of processes that are gone (blocking: call in a thread)."""
+        stale = []
         for entry in os.scandir(self.tmp_dir):
             match = _TEMP_RE.match(entry.name)
             if match is None:
@@ -81,8 +82,14 @@ class BlobStore:
             # Another live daemon on the same storage keeps its in-flight files.
             if pid != os.getpid() and _process_alive(pid):
                 continue
+            stale.append(Path(entry.path))
+        return stale
+
+    def _remove_stale_sync(self) -> int:
+        removed = 0
+        for path in self.stale_temp_files():
             try:
-                os.unlink(entry.path)
+                os.unlink(path)
                 removed += 1
             except FileNotFoundError:
                 pass

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from pypireg.config import Config
 from pypireg.http.auth import Authorizer
+from pypireg.http.metrics import Metrics
 from pypireg.http.routes import RegistryApp
 from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
@@ -59,11 +60,14 @@ async def build_site(reactor: Any, config: Config, db: Database) -> tuple[Regist
     blobs.prepare()
     await blobs.remove_stale_temp_files()
     authorizer = Authorizer(db, reactor)
-    app = RegistryApp(reactor, db, authorizer, blobs, base_url=config.server.base_url)
+    metrics = Metrics()
+    metrics.track_pool(db.in_use, lambda: db.size)
+    app = RegistryApp(reactor, db, authorizer, blobs, metrics, base_url=config.server.base_url)
     site = RegistrySite(
         app.resource(),
         UploadContext(authorizer, blobs, config.uploads.max_size),
         clock=reactor,
+        metrics=metrics,
         timeout=config.server.timeout,
     )
     return site, authorizer

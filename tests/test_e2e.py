@@ -302,3 +302,52 @@ def test_failed_start_exits_non_zero(tmp_path: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "could not start" in result.stdout + result.stderr
+
+
+def test_systemd_socket_activation(tmp_path: Path) -> None:
+    # As systemd (or systemd-socket-activate) does: a listening socket on fd 3
+    # with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, and the systemd: endpoint.
+    dsn = os.environ.get("PYPIREG_TEST_DSN")
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-systemd-"))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    (folder / "pypireg.toml").write_text(
+        '[server]\nlisten = ["systemd:domain=INET:index=0"]\n'
+        + (f'[database]\ndsn = "{dsn}"\n' if dsn else "")
+    )
+    fd = listener.fileno()
+
+    def as_systemd_does() -> None:
+        os.dup2(fd, 3)
+        os.environ["LISTEN_FDS"] = "1"
+        os.environ["LISTEN_PID"] = str(os.getpid())
+        os.environ["LISTEN_FDNAMES"] = "pypireg.socket"
+
+    proc = subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config",
+         str(folder / "pypireg.toml")],
+        # Descriptors are closed after preexec_fn runs: keep 3, the dup.
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(3,),
+        preexec_fn=as_systemd_does,
+    )
+    listener.close()  # the daemon owns the socket now
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/health", timeout=2) as r:
+                    assert r.read() == b"ok\n"
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "no answer through the passed socket"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)

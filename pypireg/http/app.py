@@ -17,6 +17,7 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from pypireg.http.auth import Authorizer, Grant, client_address, request_credentials
+from pypireg.http.metrics import Metrics
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 
@@ -41,11 +42,12 @@ class RouteContext:
     app = routes
 
     def __init__(self, reactor: Any, db: Database, authorizer: Authorizer, blobs: BlobStore,
-                 base_url: str | None = None) -> None:
+                 metrics: Metrics, base_url: str | None = None) -> None:
         self._reactor = reactor
         self._db = db
         self._authz = authorizer
         self._blobs = blobs
+        self._metrics = metrics
         self._base_url = base_url
 
     def resource(self) -> Any:

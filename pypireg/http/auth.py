@@ -147,10 +147,11 @@ class Authorizer:
             if not own and (project is None or not project.public):
                 raise NotFound("Project not found.")
             if access == "write":
-                raise Forbidden("This token is not allowed to upload to this project.")
+                raise Forbidden("This token may not change this project (uploads, yanks, deletes).")
         assert project is not None
         if access == "write" and token is not None and own and token.scope != "write":
-            raise Forbidden("This token has read scope; uploading needs a write token.")
+            raise Forbidden(
+                "This token has read scope; uploads, yanks and deletes need a write token.")
         if access == "write" and token is None:
             raise Unauthorized()
         if not project.packages_enabled:

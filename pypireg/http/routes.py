@@ -8,6 +8,15 @@ HTTP layer. Each concern has its module; all register on `app.routes`.
     GET/HEAD   /api/v4/projects/<project>/packages/pypi/files/<sha256>/<filename>[.metadata]
                                                                          file_routes
     PUT/DELETE /api/v4/projects/<project>/packages/pypi/<name>/<version>/yank  yank_routes
+    GET        /-/health, /-/ready, /-/metrics                          ops_routes
+    GET/HEAD   /api/v4/projects/<project>/packages/pypi/pypi/<name>[/<version>]/json
+                                                                         json_api_routes
+    GET        /api/v4/projects/<project>/packages                      packages_api_routes
+    GET/DELETE /api/v4/projects/<project>/packages/<package_id>         packages_api_routes
+    GET        /api/v4/projects/<project>/packages/<package_id>/package_files
+                                                                         packages_api_routes
+    DELETE     /api/v4/projects/<project>/packages/<package_id>/package_files/<file_id>
+                                                                         packages_api_routes
 """
 
 from __future__ import annotations
@@ -15,9 +24,13 @@ from __future__ import annotations
 from pypireg.http.error_funnel import ErrorFunnel
 from pypireg.http.file_routes import FileRoutes
 from pypireg.http.index_routes import IndexRoutes
+from pypireg.http.json_api_routes import JsonApiRoutes
+from pypireg.http.ops_routes import OpsRoutes
+from pypireg.http.packages_api_routes import PackagesApiRoutes
 from pypireg.http.upload_route import UploadRoute
 from pypireg.http.yank_routes import YankRoutes
 
 
-class RegistryApp(UploadRoute, IndexRoutes, FileRoutes, YankRoutes, ErrorFunnel):
+class RegistryApp(UploadRoute, IndexRoutes, FileRoutes, YankRoutes, JsonApiRoutes,
+                  PackagesApiRoutes, OpsRoutes, ErrorFunnel):
     """All routes over one set of dependencies (see app.RouteContext)."""

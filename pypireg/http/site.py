@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from pypireg.errors import RegistryError, RequestTimeout, TooLarge
 from pypireg.http.auth import client_address, request_credentials
+from pypireg.http.metrics import Metrics
 from pypireg.http.responses import status_line_reason
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
@@ -71,6 +72,7 @@ class RegistryRequest(server.Request):
     _refused = False
     _linger: IDelayedCall | None = None
     _body_size = 0
+    _counted_in_flight = False
 
     def __init__(self, channel: Any, queued: object = None) -> None:
         super().__init__(channel, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]
@@ -78,7 +80,9 @@ class RegistryRequest(server.Request):
         channel.pypireg_seen_request = True
         site = getattr(channel, "site", None)
         self._header_deadline: IDelayedCall | None = None
+        self.started_at: float | None = None
         if isinstance(site, RegistrySite):
+            self.started_at = site.clock.seconds()
             self._header_deadline = site.clock.callLater(HEADER_TIMEOUT, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
@@ -132,7 +136,15 @@ class RegistryRequest(server.Request):
             refuse=self.refuse_early,
             send_continue=send_continue,
         )
+        self._in_flight(True)
         self.upload.start()
+
+    def _in_flight(self, receiving: bool) -> None:
+        """Keep the uploads-in-flight gauge: +1 on start, -1 once when it ends."""
+        if receiving != self._counted_in_flight:
+            self._counted_in_flight = receiving
+            gauge = self.registry_site.metrics.uploads_in_flight
+            gauge.inc() if receiving else gauge.dec()
 
     def _send_continue(self) -> None:
         transport = self.channel.transport
@@ -159,6 +171,7 @@ class RegistryRequest(server.Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:
             # The answer went out already; the client has sent its body.
+            self._in_flight(False)
             self._close_refused()
             return
         if self.upload is None:
@@ -171,6 +184,7 @@ class RegistryRequest(server.Request):
         upload = self.upload
 
         def done(result: ReceivedUpload | Failure) -> None:
+            self._in_flight(False)
             if isinstance(result, Failure):
                 if isinstance(result.value, RegistryError):
                     self.upload_error = result.value
@@ -188,6 +202,7 @@ class RegistryRequest(server.Request):
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_header_deadline()
+        self._in_flight(False)
         if self.upload is not None:
             Deferred.fromCoroutine(self.upload.abort())
         if self._linger is not None and self._linger.active():
@@ -240,11 +255,12 @@ class RegistrySite(server.Site):
     """The site: builds RegistryRequests and holds what uploads need."""
 
     def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
-                 timeout: float = 60.0) -> None:
+                 metrics: Metrics, timeout: float = 60.0) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             resource, requestFactory=RegistryRequest, timeout=timeout)
         self.upload_context = upload_context
         self.clock = clock
+        self.metrics = metrics
         self._parsePOSTFormSubmission = False
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -258,6 +274,13 @@ class RegistrySite(server.Site):
         request.code = code
         request.sentLength = size
         self.log(request)
+
+    def log(self, request: Any) -> None:
+        super().log(request)
+        started = getattr(request, "started_at", None)
+        elapsed = self.clock.seconds() - started if started is not None else 0.0
+        self.metrics.observe_request(request.uri, request.method, request.code, elapsed,
+                                     request.sentLength)
 
 
 def _drop_if_silent(protocol: Any) -> None:

@@ -72,6 +72,7 @@ class UploadRoute(RouteContext):
         finally:
             if blob is not None:
                 await blob.discard()
+        self._metrics.bytes_uploaded.inc(record.size)
         _log.info("stored {filename} ({size} bytes) in project {project}",
                   filename=record.filename, size=record.size, project=grant.project.path)
         request.setResponseCode(201, b"Created")

@@ -71,6 +71,28 @@ class Database:
         await pool.start()
         self._pool = pool
 
+    @property
+    def size(self) -> int:
+        return self._pool_size
+
+    def in_use(self) -> int:
+        """Connections checked out right now (for metrics)."""
+        if self._pool is None:
+            return 0
+        semaphore = self._pool._semaphore
+        return int(semaphore.limit - semaphore.tokens)
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True if the database answers a trivial query within *timeout* seconds."""
+        if self._pool is None:
+            return False
+        d = Deferred.fromCoroutine(self.fetch_one("SELECT 1"))
+        d.addTimeout(timeout, self._reactor)  # type: ignore[arg-type]
+        try:
+            return await d == (1,)
+        except Exception:
+            return False
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()

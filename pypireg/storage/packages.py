@@ -83,16 +83,13 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
     """Insert the file row (and the package row on first upload) in one transaction."""
 
     async def body(cur: Cursor) -> PackageFile:
+        # The upsert locks the package row until commit: concurrent uploads of
+        # one package serialise (so the duplicate check below cannot race),
+        # and a delete of the row in between is waited for, not missed.
         await cur.execute(
             "INSERT INTO packages (project_id, name, display_name) VALUES (%s, %s, %s)"
-            " ON CONFLICT (project_id, name) DO NOTHING",
+            " ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
             (new.project_id, new.name, new.display_name),
-        )
-        # Locking the package row serialises concurrent uploads of one
-        # package, so the duplicate check below cannot race.
-        await cur.execute(
-            "SELECT id FROM packages WHERE project_id = %s AND name = %s FOR UPDATE",
-            (new.project_id, new.name),
         )
         row = cur.fetchone()
         assert row is not None
@@ -119,6 +116,12 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
         )
         inserted = cur.fetchone()
         assert inserted is not None
+        # The release's row (its id in the package API; see package_api).
+        await cur.execute(
+            "INSERT INTO package_versions (package_id, version) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (package_id, new.version),
+        )
         return _file(inserted)
 
     return await db.run_interaction(body)

@@ -1,0 +1,76 @@
+"""Prometheus metrics for the daemon.
+
+HTTP layer. One registry per site (no global state), filled from the access
+log hook (every finished request), the upload path and the pool. Route
+labels come from a fixed classification of the path, so their number is
+bounded whatever clients request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_ROUTES: tuple[tuple[str, re.Pattern[bytes]], ...] = (
+    ("simple_root", re.compile(rb"^/api/v4/(projects|groups)/.+/packages/pypi/simple/?$")),
+    ("simple_package", re.compile(rb"^/api/v4/(projects|groups)/.+/packages/pypi/simple/")),
+    ("metadata", re.compile(rb"^/api/v4/(projects|groups)/.+/packages/pypi/files/.+\.metadata$")),
+    ("files", re.compile(rb"^/api/v4/(projects|groups)/.+/packages/pypi/files/")),
+    ("json_api", re.compile(rb"^/api/v4/projects/.+/packages/pypi/pypi/")),
+    ("yank", re.compile(rb"^/api/v4/projects/.+/packages/pypi/.+/yank$")),
+    ("upload", re.compile(rb"^/api/v4/projects/.+/packages/pypi/?$")),
+    ("packages_api", re.compile(rb"^/api/v4/projects/.+/packages(/|$)")),
+    ("ops", re.compile(rb"^/-/")),
+)
+
+
+def route_of(path: bytes) -> str:
+    path = path.split(b"?", 1)[0]
+    for name, pattern in _ROUTES:
+        if pattern.match(path):
+            return name
+    return "other"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("pypireg_http_requests", "Finished HTTP requests",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "pypireg_http_request_duration_seconds", "Time from request line to response end",
+            ["route"], registry=self.registry,
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        self.bytes_served = Counter("pypireg_http_response_bytes",
+                                    "Response body bytes sent", ["route"],
+                                    registry=self.registry)
+        self.bytes_uploaded = Counter("pypireg_uploaded_bytes",
+                                      "Bytes of distributions stored", registry=self.registry)
+        self.uploads_in_flight = Gauge("pypireg_uploads_in_flight",
+                                       "Upload bodies being received", registry=self.registry)
+        self.pool_in_use = Gauge("pypireg_db_pool_connections_in_use",
+                                 "Database connections checked out", registry=self.registry)
+        self.pool_size = Gauge("pypireg_db_pool_connections",
+                               "Database connections in the pool", registry=self.registry)
+        self.cache_hits = Counter("pypireg_cache_hits", "Answers served from a cache",
+                                  ["cache"], registry=self.registry)
+        self.not_modified = Counter("pypireg_not_modified",
+                                    "Conditional requests answered 304", registry=self.registry)
+
+    def observe_request(self, path: bytes, method: bytes, status: int, seconds: float,
+                        sent: int) -> None:
+        route = route_of(path)
+        self.requests.labels(route, method.decode("latin-1")[:10], str(status)).inc()
+        self.latency.labels(route).observe(max(seconds, 0.0))
+        self.bytes_served.labels(route).inc(sent)
+        if status == 304:
+            self.not_modified.inc()
+
+    def track_pool(self, in_use: Callable[[], int], size: Callable[[], int]) -> None:
+        self.pool_in_use.set_function(in_use)
+        self.pool_size.set_function(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

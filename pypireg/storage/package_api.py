@@ -1,0 +1,257 @@
+"""Releases and their files as GitLab's package API sees them.
+
+Storage layer. GitLab calls one (name, version) pair a "package"; here that
+is a release, a `package_versions` row whose id is the API's package id.
+Upload creates the row (packages.record_file); deletes here remove rows
+only, and the blob garbage collector (gc.py) removes the files later.
+
+Deletes lock the package row first, as uploads do, so a delete and an
+upload of the same package run one after the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from packaging.version import InvalidVersion, Version
+
+from pypireg.storage.database import Cursor, Database
+
+T = TypeVar("T")
+
+RELEASE_ORDERS = ("created_at", "name", "version", "type")
+FILE_ORDERS = ("id", "file_name", "created_at")
+
+_RELEASE_COLUMNS = "v.id, v.package_id, p.name, p.display_name, v.version, v.created_at"
+_FILE_COLUMNS = "f.id, v.id, f.filename, f.size, f.md5, f.sha256, f.uploaded_at"
+# Only releases that have a file are listed (every row has one unless a
+# writer outside this module left it empty).
+_HAS_FILES = ("EXISTS (SELECT 1 FROM package_files f"
+              " WHERE f.package_id = v.package_id AND f.version = v.version)")
+# Every order ends on the id, so pages never overlap or skip rows. Names
+# compare byte-wise (they are ASCII), whatever the database's collation.
+_RELEASE_ORDER_SQL = {
+    "created_at": ("v.created_at", "v.id"),
+    "name": ('p.name COLLATE "C"', "v.id"),
+    "type": ("v.id",),  # every package is a pypi package
+}
+_FILE_ORDER_SQL = {
+    "id": ("f.id",),
+    "file_name": ('f.filename COLLATE "C"', "f.id"),
+    "created_at": ("f.uploaded_at", "f.id"),
+}
+
+
+@dataclass(frozen=True)
+class Release:
+    """One version of one package: a "package" in GitLab's API."""
+
+    id: int
+    package_id: int
+    name: str
+    display_name: str
+    version: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    id: int
+    release_id: int
+    filename: str
+    size: int
+    md5: str
+    sha256: str
+    uploaded_at: datetime
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing, and how many items the whole listing has."""
+
+    items: list[T]
+    total: int
+
+
+def _release(row: tuple[Any, ...]) -> Release:
+    return Release(*row)
+
+
+def _order_by(columns: tuple[str, ...], descending: bool) -> str:
+    direction = " DESC" if descending else ""
+    return ", ".join(c + direction for c in columns)
+
+
+def _version_key(release: Release) -> tuple[tuple[int, Version | str], str, int]:
+    try:
+        version: tuple[int, Version | str] = (0, Version(release.version))
+    except InvalidVersion:
+        version = (1, release.version)
+    return (version, release.name, release.id)
+
+
+async def list_releases(db: Database, project_id: int, *, name_contains: str | None = None,
+                        version: str | None = None, order_by: str = "created_at",
+                        descending: bool = False, limit: int = 20, offset: int = 0
+                        ) -> Page[Release]:
+    """A page of the project's releases.
+
+    *name_contains* is matched against the normalised name (pass it
+    normalised); *version* must equal the stored (normalised) version.
+    """
+    if order_by not in RELEASE_ORDERS:
+        raise ValueError(f"unknown order {order_by!r}")
+    where = ["p.project_id = %s", _HAS_FILES]
+    params: list[Any] = [project_id]
+    if name_contains:
+        where.append("strpos(p.name, %s) > 0")
+        params.append(name_contains)
+    if version is not None:
+        where.append("v.version = %s")
+        params.append(version)
+    matching = (f"FROM package_versions v JOIN packages p ON p.id = v.package_id"
+                f" WHERE {' AND '.join(where)}")
+
+    if order_by == "version":
+        # PostgreSQL cannot order PEP 440 versions (1.10 > 1.9 > 1.9rc1), so
+        # this order is applied here, over every matching release.
+        rows = await db.fetch_all(f"SELECT {_RELEASE_COLUMNS} {matching}", params)
+        ordered = sorted((_release(r) for r in rows), key=_version_key, reverse=descending)
+        return Page(ordered[offset:offset + limit], len(ordered))
+
+    order = _order_by(_RELEASE_ORDER_SQL[order_by], descending)
+
+    async def body(cur: Cursor) -> Page[Release]:
+        await cur.execute(f"SELECT count(*) {matching}", params)
+        counted = cur.fetchone()
+        assert counted is not None
+        await cur.execute(f"SELECT {_RELEASE_COLUMNS} {matching} ORDER BY {order}"
+                          " LIMIT %s OFFSET %s", [*params, limit, offset])
+        return Page([_release(r) for r in cur.fetchall()], counted[0])
+
+    return await db.run_interaction(body)
+
+
+async def get_release(db: Database, project_id: int, release_id: int) -> Release | None:
+    row = await db.fetch_one(
+        f"SELECT {_RELEASE_COLUMNS} FROM package_versions v JOIN packages p"
+        " ON p.id = v.package_id WHERE v.id = %s AND p.project_id = %s",
+        (release_id, project_id),
+    )
+    return _release(row) if row else None
+
+
+async def list_release_files(db: Database, project_id: int, release_id: int, *,
+                             order_by: str = "id", descending: bool = False, limit: int = 20,
+                             offset: int = 0) -> Page[ReleaseFile] | None:
+    """A page of one release's file rows (duplicate uploads included), None if no release."""
+    if order_by not in FILE_ORDERS:
+        raise ValueError(f"unknown order {order_by!r}")
+    order = _order_by(_FILE_ORDER_SQL[order_by], descending)
+    matching = ("FROM package_versions v JOIN packages p ON p.id = v.package_id"
+                " JOIN package_files f ON f.package_id = v.package_id AND f.version = v.version"
+                " WHERE v.id = %s AND p.project_id = %s")
+
+    async def body(cur: Cursor) -> Page[ReleaseFile] | None:
+        await cur.execute(
+            "SELECT 1 FROM package_versions v JOIN packages p ON p.id = v.package_id"
+            " WHERE v.id = %s AND p.project_id = %s", (release_id, project_id))
+        if cur.fetchone() is None:
+            return None
+        await cur.execute(f"SELECT count(*) {matching}", (release_id, project_id))
+        counted = cur.fetchone()
+        assert counted is not None
+        await cur.execute(f"SELECT {_FILE_COLUMNS} {matching} ORDER BY {order}"
+                          " LIMIT %s OFFSET %s", (release_id, project_id, limit, offset))
+        return Page([ReleaseFile(*r) for r in cur.fetchall()], counted[0])
+
+    return await db.run_interaction(body)
+
+
+async def _lock_release(cur: Cursor, project_id: int, release_id: int
+                        ) -> tuple[int, str] | None:
+    """Lock the release's package row; return (package_id, version), None if no release."""
+    await cur.execute(
+        "SELECT v.package_id, v.version FROM package_versions v JOIN packages p"
+        " ON p.id = v.package_id WHERE v.id = %s AND p.project_id = %s FOR UPDATE OF p",
+        (release_id, project_id),
+    )
+    row = cur.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+async def _drop_if_empty(cur: Cursor, package_id: int) -> bool:
+    """Delete the package row if none of its files remain; True if it was deleted."""
+    await cur.execute(
+        "DELETE FROM packages p WHERE p.id = %s"
+        " AND NOT EXISTS (SELECT 1 FROM package_files f WHERE f.package_id = p.id)"
+        " RETURNING p.id",
+        (package_id,),
+    )
+    return cur.fetchone() is not None
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a delete removed."""
+
+    files: list[str]
+    package_removed: bool
+
+
+async def delete_release(db: Database, project_id: int, release_id: int) -> Deleted | None:
+    """Delete a release's file rows and its row (and the package's if it is left empty).
+
+    Returns None if the project has no such release.
+    """
+
+    async def body(cur: Cursor) -> Deleted | None:
+        locked = await _lock_release(cur, project_id, release_id)
+        if locked is None:
+            return None
+        package_id, version = locked
+        # Another delete may have removed it while we waited for the lock.
+        await cur.execute("DELETE FROM package_versions WHERE id = %s RETURNING id",
+                          (release_id,))
+        if cur.fetchone() is None:
+            return None
+        await cur.execute(
+            "DELETE FROM package_files WHERE package_id = %s AND version = %s"
+            " RETURNING filename",
+            (package_id, version),
+        )
+        files = sorted(r[0] for r in cur.fetchall())
+        return Deleted(files, await _drop_if_empty(cur, package_id))
+
+    return await db.run_interaction(body)
+
+
+async def delete_release_file(db: Database, project_id: int, release_id: int, file_id: int
+                              ) -> Deleted | None:
+    """Delete one file row of a release; the release's row goes with its last file.
+
+    Returns None if the project has no such file in that release.
+    """
+
+    async def body(cur: Cursor) -> Deleted | None:
+        locked = await _lock_release(cur, project_id, release_id)
+        if locked is None:
+            return None
+        package_id, version = locked
+        await cur.execute(
+            "DELETE FROM package_files WHERE id = %s AND package_id = %s AND version = %s"
+            " RETURNING filename",
+            (file_id, package_id, version),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        await cur.execute(
+            "DELETE FROM package_versions v WHERE v.id = %s AND NOT " + _HAS_FILES,
+            (release_id,),
+        )
+        return Deleted([row[0]], await _drop_if_empty(cur, package_id))
+
+    return await db.run_interaction(body)

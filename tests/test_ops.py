@@ -1,0 +1,59 @@
+"""Health, readiness and metrics endpoints."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pytest_twisted
+import treq
+
+from tests.distributions import wheel_bytes, wheel_filename
+from tests.test_http_routes import basic, project_with_tokens, upload
+
+
+async def get(url: str) -> tuple[int, str]:
+    resp = await treq.get(url)
+    return resp.code, (await resp.content()).decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_and_readiness(registry: Any) -> None:
+    assert await get(registry.url + "/-/health") == (200, "ok\n")
+    assert await get(registry.url + "/-/ready") == (200, "ready\n")
+    shutil.rmtree(registry.storage / "tmp")
+    code, text = await get(registry.url + "/-/ready")
+    assert code == 503 and "storage not writable" in text
+    (registry.storage / "tmp").mkdir()
+    assert (await get(registry.url + "/-/ready"))[0] == 200
+    registry.db.close()
+    code, text = await get(registry.url + "/-/ready")
+    assert code == 503 and "database unreachable" in text
+    assert (await get(registry.url + "/-/health"))[0] == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_count_requests_bytes_and_uploads(registry: Any) -> None:
+    project, write, read = await project_with_tokens(registry)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    assert (await upload(registry, project.id, write, wheel_filename("demo-pkg", "1.0"),
+                         wheel))[0] == 201
+    resp = await treq.get(registry.api(project.id) + "/simple/demo-pkg/", headers=basic(read))
+    etag = resp.headers.getRawHeaders(b"etag")[0]
+    await resp.content()
+    resp = await treq.get(registry.api(project.id) + "/simple/demo-pkg/",
+                          headers={**basic(read), b"If-None-Match": [etag]})
+    assert resp.code == 304
+    await resp.content()
+    code, text = await get(registry.url + "/-/metrics")
+    assert code == 200
+    lines = text.splitlines()
+    assert 'pypireg_http_requests_total{method="POST",route="upload",status="201"} 1.0' in lines
+    assert ('pypireg_http_requests_total{method="GET",route="simple_package",status="200"} 1.0'
+            in lines)
+    assert f"pypireg_uploaded_bytes_total {float(len(wheel))}" in lines
+    assert "pypireg_uploads_in_flight 0.0" in lines
+    assert "pypireg_not_modified_total 1.0" in lines
+    assert any(line.startswith("pypireg_db_pool_connections ") for line in lines)
+    assert any(line.startswith('pypireg_http_request_duration_seconds_bucket{le="0.005",'
+                               'route="upload"}') for line in lines)

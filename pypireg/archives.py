@@ -37,6 +37,8 @@ class CoreMetadata:
     summary: str | None
     requires_python: str | None
     raw: bytes
+    description: str | None = None
+    description_content_type: str | None = None
 
     @property
     def is_reliable_sdist_metadata(self) -> bool:
@@ -79,6 +81,8 @@ def _parse(raw: bytes, filename: str) -> CoreMetadata:
         summary=dist.summary,
         requires_python=dist.requires_python,
         raw=raw,
+        description=dist.description,
+        description_content_type=dist.description_content_type,
     )
 
 

@@ -66,6 +66,9 @@ class UploadRoute(RouteContext):
                     metadata_version=meta.metadata_version,
                     uploaded_by_token_id=grant.token.id if grant.token else None,
                     metadata_sha256=metadata_sha256,
+                    description=meta.description or field(received.fields, "description"),
+                    description_content_type=meta.description_content_type or field(
+                        received.fields, "description_content_type"),
                 ),
                 reject_duplicates=grant.project.reject_duplicates,
             )

@@ -67,6 +67,8 @@ class NewFile:
     metadata_version: str | None
     uploaded_by_token_id: int | None
     metadata_sha256: str | None
+    description: str | None = None
+    description_content_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,15 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
         await cur.execute(
             "WITH f AS (INSERT INTO package_files (package_id, version, filename, packagetype,"
             " python_version, size, sha256, md5, blake2_256, requires_python, summary,"
-            " metadata_version, uploaded_by_token_id, metadata_sha256)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *)"
+            " metadata_version, uploaded_by_token_id, metadata_sha256, description,"
+            " description_content_type)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING *)"
             f" SELECT {_FILE_COLUMNS} FROM f JOIN packages p ON p.id = f.package_id",
             (package_id, new.version, new.filename, new.packagetype, new.python_version,
              new.size, new.sha256, new.md5, new.blake2_256, new.requires_python, new.summary,
-             new.metadata_version, new.uploaded_by_token_id, new.metadata_sha256),
+             new.metadata_version, new.uploaded_by_token_id, new.metadata_sha256,
+             new.description, new.description_content_type),
         )
         inserted = cur.fetchone()
         assert inserted is not None

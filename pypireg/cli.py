@@ -33,6 +33,7 @@ from pypireg.storage.database import Database
 from pypireg.storage.gc import DEFAULT_GRACE_SECONDS, collect_garbage
 from pypireg.storage.groups import Group, GroupExists
 from pypireg.storage.projects import Project, ProjectExists
+from pypireg.transfer import ImportSummary, export_project, import_folder
 
 
 class CommandError(Exception):
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
             yank.add_argument("--reason", default=None, help="shown to installers")
     sub.add_parser("backfill-metadata",
                    help="extract PEP 658 core metadata for files uploaded without it")
+    imp = sub.add_parser("import", help="import a folder of distributions (pypiserver, devpi "
+                         "export) into a project, validating each as an upload")
+    imp.add_argument("folder", type=Path)
+    imp.add_argument("--project", required=True, help="project path or id")
+    exp = sub.add_parser("export", help="write a project's files and a manifest to a folder")
+    exp.add_argument("folder", type=Path)
+    exp.add_argument("--project", required=True, help="project path or id")
     check = sub.add_parser("fsck", help="check that every file row has its intact blob")
     check.add_argument("--repair", action="store_true",
                        help="remove stale temp files and rows whose blob is missing or corrupt")
@@ -211,6 +219,21 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
             raise CommandError("no storage configured")
         done, skipped = await backfill_metadata(db, blobs)
         return f"Extracted core metadata for {done} files; {skipped} have none to serve."
+    if args.group in ("import", "export"):
+        if blobs is None:  # pragma: no cover - main() always passes it
+            raise CommandError("no storage configured")
+        p = await _project(db, args.project)
+        if args.group == "export":
+            count = await export_project(db, blobs, p, args.folder)
+            return f"Exported {count} files of {p.path} to {args.folder}."
+        if not args.folder.is_dir():
+            raise CommandError(f"{args.folder} is not a folder")
+        bar = _TqdmProgress(quiet=as_json)
+        try:
+            summary = await import_folder(db, blobs, p, args.folder, bar)
+        finally:
+            bar.close()
+        return _import_report(summary, as_json)
     if args.group == "fsck":
         if blobs is None:  # pragma: no cover - main() always passes it
             raise CommandError("no storage configured")
@@ -265,6 +288,41 @@ async def _group_command(db: Database, args: argparse.Namespace) -> str:
 
 def _group_row(g: Group) -> dict[str, Any]:
     return {"id": g.id, "path": g.path, "public": g.public}
+
+
+class _TqdmProgress:
+    """A progress bar on stderr (hidden when stderr is not a terminal)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self._quiet = quiet
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="file", file=sys.stderr,
+                         disable=True if self._quiet else None)
+
+    def advance(self, name: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(name[:40], refresh=False)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _import_report(summary: ImportSummary, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"imported": summary.imported, "skipped": summary.skipped,
+                           "refused": [{"file": f, "reason": r} for f, r in summary.refused],
+                           "ignored": summary.ignored})
+    lines = [f"refused {f}: {r}" for f, r in summary.refused]
+    lines.append(f"Imported {len(summary.imported)}, skipped {len(summary.skipped)} already "
+                 f"present, refused {len(summary.refused)}; ignored {summary.ignored} other "
+                 "files.")
+    return "\n".join(lines)
 
 
 def _iso(value: Any) -> str | None:

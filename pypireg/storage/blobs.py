@@ -108,6 +108,16 @@ class BlobStore:
         fileobj = await self.in_thread(_open_exclusive, path)
         return TempBlob(self, path, fileobj, producer)
 
+    async def copy_in(self, source: Path) -> TempBlob:
+        """A finished temp blob with a copy of *source* (for imports), hashed on the way."""
+        temp = await self.open_temp(None)
+        try:
+            await self.in_thread(temp.fill_from_sync, source)
+        except BaseException:
+            await temp.discard()
+            raise
+        return temp
+
     async def commit(self, temp: TempBlob) -> Path:
         """Move a finished temp file to its content address, durably."""
         digests = temp.digests
@@ -285,6 +295,16 @@ class TempBlob:
         self.digests = Digests(self.size, self._sha256.hexdigest(), self._md5.hexdigest(),
                                self._blake2.hexdigest())
         return self.digests
+
+    def fill_from_sync(self, source: Path) -> None:
+        """Copy *source* in, hash it, fsync and close (blocking: run in a thread)."""
+        with source.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                self._write_sync(chunk)
+                self.size += len(chunk)
+        self._sync_and_close()
+        self.digests = Digests(self.size, self._sha256.hexdigest(), self._md5.hexdigest(),
+                               self._blake2.hexdigest())
 
     def _sync_and_close(self) -> None:
         assert self._file is not None

@@ -173,6 +173,27 @@ async def find_file(db: Database, projects: int | Sequence[int], sha256: str, fi
     return _file(row) if row else None
 
 
+async def files_named(db: Database, project_id: int, filename: str) -> list[PackageFile]:
+    """Every row (duplicates included) of *filename* in the project."""
+    rows = await db.fetch_all(
+        f"SELECT {_FILE_COLUMNS} FROM package_files f JOIN packages p ON p.id = f.package_id"
+        " WHERE p.project_id = %s AND f.filename = %s ORDER BY f.id",
+        (project_id, filename),
+    )
+    return [_file(r) for r in rows]
+
+
+async def all_files(db: Database, project_id: int) -> list[PackageFile]:
+    """The newest row of every file name in the project."""
+    rows = await db.fetch_all(
+        f"SELECT DISTINCT ON (f.filename) {_FILE_COLUMNS}"
+        " FROM package_files f JOIN packages p ON p.id = f.package_id"
+        " WHERE p.project_id = %s ORDER BY f.filename, f.id DESC",
+        (project_id,),
+    )
+    return [_file(r) for r in rows]
+
+
 async def set_yanked(db: Database, project_id: int, name: str, version: str, *, yanked: bool,
                      reason: str | None = None) -> int:
     """Yank (or unyank) every file of one release; return how many files changed."""

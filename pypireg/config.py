@@ -11,6 +11,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,15 @@ class ServerConfig:
     # Idle connections (and clients that stop sending mid-request) are cut
     # off after this many seconds.
     timeout: float = 60.0
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    # Also write structured JSON log events (twisted.logger's format) to
+    # this file; "-" is standard output. None: only the text log.
+    json_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
     def pgdata(self) -> Path:
@@ -83,12 +94,14 @@ def load_config(path: Path | None) -> Config:
 
 def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
     """Turn a parsed TOML document into a Config; relative paths hang off *base*."""
-    _only_keys(raw, "", {"server", "storage", "database", "uploads"})
+    _only_keys(raw, "", {"server", "storage", "database", "uploads", "logging"})
     server = _table(raw, "server")
     storage = _table(raw, "storage")
     database = _table(raw, "database")
     uploads = _table(raw, "uploads")
-    _only_keys(server, "server", {"listen", "base_url", "timeout"})
+    logging = _table(raw, "logging")
+    _only_keys(server, "server", {"listen", "base_url", "timeout", "trusted_proxies"})
+    _only_keys(logging, "logging", {"json_file"})
     _only_keys(storage, "storage", {"path"})
     _only_keys(database, "database", {"dsn", "pool_size"})
     _only_keys(uploads, "uploads", {"max_size"})
@@ -118,6 +131,21 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
             or not math.isfinite(timeout) or timeout <= 0):
         raise ConfigError("server.timeout must be a positive number of seconds")
 
+    proxies = server.get("trusted_proxies", [])
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise ConfigError('server.trusted_proxies must be a list of addresses or networks, '
+                          'e.g. ["127.0.0.1", "10.0.0.0/8"]')
+    try:
+        trusted = tuple(ip_network(p, strict=False) for p in proxies)
+    except ValueError as e:
+        raise ConfigError(f"server.trusted_proxies: {e}") from None
+
+    json_file = logging.get("json_file")
+    if json_file is not None and (not isinstance(json_file, str) or not json_file):
+        raise ConfigError('logging.json_file must be a file path or "-" for standard output')
+    if json_file not in (None, "-") and not Path(json_file).is_absolute():
+        json_file = str(base / json_file)
+
     spath = storage.get("path", DEFAULT_STORAGE)
     if not isinstance(spath, str) or not spath:
         raise ConfigError("storage.path must be a non-empty string")
@@ -139,10 +167,12 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
         raise ConfigError('uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"')
 
     return Config(
-        server=ServerConfig(listen=tuple(listen), base_url=base_url, timeout=float(timeout)),
+        server=ServerConfig(listen=tuple(listen), base_url=base_url, timeout=float(timeout),
+                            trusted_proxies=trusted),
         storage=StorageConfig(path=storage_path),
         database=DatabaseConfig(dsn=dsn, pool_size=pool_size),
         uploads=UploadsConfig(max_size=max_size),
+        logging=LoggingConfig(json_file=json_file),
     )
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import IO, Any
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher, jsonFileLogObserver
 from twisted.python.failure import Failure
 
 from pypireg.config import Config
@@ -69,6 +69,7 @@ async def build_site(reactor: Any, config: Config, db: Database) -> tuple[Regist
         clock=reactor,
         metrics=metrics,
         timeout=config.server.timeout,
+        trusted_proxies=config.server.trusted_proxies,
     )
     return site, authorizer
 
@@ -88,10 +89,12 @@ class RegistryService(MultiService):
         self.site: RegistrySite | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._authorizer: Authorizer | None = None
+        self._json_observer: Any = None
 
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
         self.running = True
+        self._start_json_log()
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._start_failed)
 
@@ -128,6 +131,15 @@ class RegistryService(MultiService):
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
 
+    def _start_json_log(self) -> None:
+        target = self.config.logging.json_file
+        if target is None:
+            return
+        stream: IO[str] = sys.stdout if target == "-" else open(
+            target, "a", encoding="utf-8")
+        self._json_observer = jsonFileLogObserver(stream)
+        globalLogPublisher.addObserver(self._json_observer)
+
     async def _stop(self) -> None:
         await super().stopService()  # type: ignore[no-untyped-call]
         if self._authorizer is not None:
@@ -136,3 +148,5 @@ class RegistryService(MultiService):
             self.db.close()
         if self._embedded is not None:
             await self._embedded.stop()
+        if self._json_observer is not None:
+            globalLogPublisher.removeObserver(self._json_observer)

@@ -57,3 +57,32 @@ async def test_metrics_count_requests_bytes_and_uploads(registry: Any) -> None:
     assert any(line.startswith("pypireg_db_pool_connections ") for line in lines)
     assert any(line.startswith('pypireg_http_request_duration_seconds_bucket{le="0.005",'
                                'route="upload"}') for line in lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_forwarded_headers_only_from_trusted_proxies(db: Any, tmp_path: Any) -> None:
+
+    from pypireg.config import parse_config
+    from pypireg.http.rate_limit import FAILURES_PER_WINDOW
+    from pypireg.service import build_site
+    from tests.conftest import reactor
+
+    for trusted, expect_separate in ((["127.0.0.0/8"], True), ([], False)):
+        config = parse_config({"storage": {"path": str(tmp_path / "data")},
+                               "server": {"trusted_proxies": trusted}})
+        site, _ = await build_site(reactor, config, db)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        url = f"http://127.0.0.1:{port.getHost().port}/api/v4/projects/1/packages/pypi/simple/"
+        try:
+            bad = basic("pypireg_" + "q" * 43)
+            for _ in range(FAILURES_PER_WINDOW + 1):
+                resp = await treq.get(url, headers={**bad, b"X-Forwarded-For": [b"1.2.3.4"]})
+                await resp.content()
+            assert resp.code == 429
+            resp = await treq.get(url, headers={**bad, b"X-Forwarded-For": [b"5.6.7.8"]})
+            await resp.content()
+            # Behind a trusted proxy each client has its own budget; otherwise
+            # the header is ignored and it is all one client, the proxy.
+            assert resp.code == (401 if expect_separate else 429)
+        finally:
+            await port.stopListening()

@@ -12,9 +12,11 @@ see the answer instead of a connection reset.
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import unquote
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
@@ -139,6 +141,36 @@ class RegistryRequest(server.Request):
         self._in_flight(True)
         self.upload.start()
 
+    def getClientAddress(self) -> Any:
+        """The peer, or the client it forwards for when the peer is a trusted proxy."""
+        peer = super().getClientAddress()  # type: ignore[no-untyped-call]
+        forwarded = self._forwarded_for(peer)
+        return forwarded if forwarded is not None else peer
+
+    def isSecure(self) -> bool:
+        if self._from_trusted_proxy(super().getClientAddress()):  # type: ignore[no-untyped-call]
+            proto = self.requestHeaders.getRawHeaders(b"x-forwarded-proto", [b""])[-1]
+            if proto.strip().lower() in (b"https", b"http"):
+                return proto.strip().lower() == b"https"
+        return bool(super().isSecure())  # type: ignore[no-untyped-call]
+
+    def _from_trusted_proxy(self, peer: Any) -> bool:
+        site = getattr(self.channel, "site", None)
+        networks = getattr(site, "trusted_proxies", ())
+        return bool(networks) and _in_networks(getattr(peer, "host", None), networks)
+
+    def _forwarded_for(self, peer: Any) -> Any:
+        if not self._from_trusted_proxy(peer):
+            return None
+        header = b",".join(self.requestHeaders.getRawHeaders(b"x-forwarded-for", []))
+        hops = [h.strip().decode("latin-1") for h in header.split(b",") if h.strip()]
+        networks = self.registry_site.trusted_proxies
+        # The nearest hop that is not one of our proxies is the client.
+        for hop in reversed(hops):
+            if not _in_networks(hop, networks):
+                return _address(hop)
+        return _address(hops[0]) if hops else None
+
     def _in_flight(self, receiving: bool) -> None:
         """Keep the uploads-in-flight gauge: +1 on start, -1 once when it ends."""
         if receiving != self._counted_in_flight:
@@ -255,12 +287,14 @@ class RegistrySite(server.Site):
     """The site: builds RegistryRequests and holds what uploads need."""
 
     def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
-                 metrics: Metrics, timeout: float = 60.0) -> None:
+                 metrics: Metrics, timeout: float = 60.0,
+                 trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             resource, requestFactory=RegistryRequest, timeout=timeout)
         self.upload_context = upload_context
         self.clock = clock
         self.metrics = metrics
+        self.trusted_proxies = trusted_proxies
         self._parsePOSTFormSubmission = False
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -292,3 +326,21 @@ def _drop_if_silent(protocol: Any) -> None:
         _log.info("dropping a connection that sent no request line in {seconds} seconds",
                   seconds=HEADER_TIMEOUT)
         transport.abortConnection()
+
+
+def _in_networks(host: str | None, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    if not host:
+        return False
+    try:
+        ip = ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _address(host: str) -> IPv4Address | IPv6Address | None:
+    try:
+        ip = ip_address(host)
+    except ValueError:
+        return None
+    return (IPv4Address if ip.version == 4 else IPv6Address)("TCP", str(ip), 0)

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
+from pypireg.backup import BackupError, backup, restore
 from pypireg.config import ConfigError, load_config
 from pypireg.errors import RegistryError
 from pypireg.fsck import fsck
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a project's files and a manifest to a folder")
     exp.add_argument("folder", type=Path)
     exp.add_argument("--project", required=True, help="project path or id")
+    back = sub.add_parser("backup", help="pg_dump the database and copy the blobs to a folder")
+    back.add_argument("folder", type=Path)
+    rest = sub.add_parser("restore", help="load a backup folder (replaces the database)")
+    rest.add_argument("folder", type=Path)
     check = sub.add_parser("fsck", help="check that every file row has its intact blob")
     check.add_argument("--repair", action="store_true",
                        help="remove stale temp files and rows whose blob is missing or corrupt")
@@ -234,6 +239,14 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
         finally:
             bar.close()
         return _import_report(summary, as_json)
+    if args.group in ("backup", "restore"):
+        if blobs is None:  # pragma: no cover - main() always passes it
+            raise CommandError("no storage configured")
+        operation = backup if args.group == "backup" else restore
+        try:
+            return await operation(blobs.reactor, db.dsn, blobs, args.folder)
+        except BackupError as e:
+            raise CommandError(str(e)) from None
     if args.group == "fsck":
         if blobs is None:  # pragma: no cover - main() always passes it
             raise CommandError("no storage configured")
@@ -336,6 +349,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
         raise CommandError(str(e)) from None
     db, embedded = await open_database(reactor, config)
     blobs = BlobStore(reactor, config.storage.path)
+    blobs.prepare()
     try:
         output = await run_command(db, args, blobs)
     finally:

@@ -351,3 +351,40 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_backup_and_restore(built: Path, tmp_path: Path) -> None:
+    # Embedded PostgreSQL on both sides, whatever PYPIREG_TEST_DSN says: a
+    # restore replaces the whole database.
+    source = Daemon(Path(tempfile.mkdtemp(prefix="pypireg-e2e-backup-")), None)
+    target = Daemon(Path(tempfile.mkdtemp(prefix="pypireg-e2e-restore-")), None)
+    try:
+        source.start()
+        project = source.cli("project", "create", "precious").stdout.strip()
+        write = source.cli("token", "create", "--project", project, "--scope", "write"
+                           ).stdout.splitlines()[-1]
+        read = source.cli("token", "create", "--project", project, "--scope", "read"
+                          ).stdout.splitlines()[-1]
+        assert twine(source, project, write, *built.iterdir()).returncode == 0
+        blobs = sum(1 for p in (source.folder / "data" / "blobs").rglob("*") if p.is_file())
+        assert blobs >= 3  # two distributions and their core metadata
+        out = source.cli("backup", str(tmp_path / "backup")).stdout
+        assert f"Backed up the database and {blobs} blob files" in out
+        source.stop()
+
+        restored = target.cli("restore", str(tmp_path / "backup")).stdout
+        assert f"Restored the database and {blobs} blob files" in restored
+        assert target.cli("fsck").returncode == 0
+        target.start()
+        dl = tmp_path / "dl"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+             "--disable-pip-version-check", "--index-url", target.index(project, read),
+             "-d", str(dl), "e2e-demo"],
+            check=True, capture_output=True, timeout=120)
+        wheel = next(p for p in built.iterdir() if p.suffix == ".whl")
+        assert (dl / wheel.name).read_bytes() == wheel.read_bytes()
+    finally:
+        for d in (source, target):
+            d.stop()
+            shutil.rmtree(d.folder, ignore_errors=True)

@@ -55,6 +55,10 @@ class BlobStore:
         self.tmp_dir = self.root / "tmp"
 
     @property
+    def reactor(self) -> Any:
+        return self._reactor
+
+    @property
     def _pool(self) -> ThreadPool:
         return self._reactor.getThreadPool()  # type: ignore[no-any-return]
 

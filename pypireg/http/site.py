@@ -60,7 +60,8 @@ class _PauseCounter:
         if self._count == 0:
             return
         self._count -= 1
-        if self._count == 0:
+        # A refused request's connection is closing: leave it alone.
+        if self._count == 0 and not getattr(self._transport, "disconnecting", False):
             self._transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -228,9 +229,22 @@ class RegistryRequest(server.Request):
                     )
             else:
                 self.received_upload = result
-            self.process()  # type: ignore[no-untyped-call]
+            self.process()
 
         Deferred.fromCoroutine(upload.finish()).addBoth(done)
+
+    def process(self) -> None:
+        # Klein would log a traceback for a path that is not UTF-8; it is
+        # the client's mistake, so answer it here.
+        try:
+            self.path.decode("utf-8")
+        except UnicodeDecodeError:
+            self.setResponseCode(400, b"Bad Request")
+            self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            self.write(b"The URL path is not valid UTF-8.\n")  # type: ignore[no-untyped-call]
+            self.finish()  # type: ignore[no-untyped-call]
+            return
+        super().process()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_header_deadline()
@@ -246,7 +260,7 @@ class RegistryRequest(server.Request):
         if self._refused:
             return
         self._refused = True
-        transport: Any = self.channel.transport
+        transport: Any = getattr(getattr(self, "channel", None), "transport", None)
         if transport is None:
             return
         # The request line is still on the channel; the access log wants it.
@@ -278,7 +292,9 @@ class RegistryRequest(server.Request):
     def _close_refused(self) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
-        transport = self.channel.transport
+        # twisted.web drops the channel once the connection is gone.
+        channel = getattr(self, "channel", None)
+        transport = getattr(channel, "transport", None)
         if transport is not None:
             transport.loseConnection()
 

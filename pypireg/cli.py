@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
+from pypireg import cli_access
 from pypireg.backup import BackupError, backup, restore
 from pypireg.config import ConfigError, load_config
 from pypireg.errors import RegistryError
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--project", required=True, help="project path or id")
     trevoke = token.add_parser("revoke", help="revoke a token by id")
     trevoke.add_argument("token_id", type=int)
+
+    cli_access.add_parsers(sub)
 
     for verb, text in (("yank", "mark a release yanked (PEP 592)"),
                        ("unyank", "undo a yank")):
@@ -182,29 +185,21 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
             record, secret = await token_store.create_token(
                 db, p.id, args.scope, expires_in_days=args.expires_in,
                 description=args.description)
-            if as_json:
-                return json.dumps({"id": record.id, "project_id": p.id, "scope": record.scope,
-                                   "expires_at": _iso(record.expires_at), "token": secret})
-            expiry = _iso(record.expires_at) or "never"
-            return (f"Created {record.scope} token {record.id} for project {p.path} "
-                    f"(id {p.id}), expires: {expiry}.\n"
-                    "Store it now; it is not shown again:\n" + secret)
+            return cli_access.token_created(record, secret, f"project {p.path} (id {p.id})",
+                                            as_json)
         if args.command == "list":
             p = await _project(db, args.project)
-            tokens = await token_store.list_tokens(db, p.id)
-            rows = [{"id": t.id, "scope": t.scope, "hint": t.hint + "…",
-                     "description": t.description, "created_at": _iso(t.created_at),
-                     "expires_at": _iso(t.expires_at), "revoked_at": _iso(t.revoked_at),
-                     "last_used_at": _iso(t.last_used_at)} for t in tokens]
+            rows = cli_access.token_rows(await token_store.list_tokens(db, p.id))
             if as_json:
                 return json.dumps(rows)
-            return _table([list(r.values()) for r in rows],
-                          ["ID", "SCOPE", "TOKEN", "DESCRIPTION", "CREATED", "EXPIRES",
-                           "REVOKED", "LAST USED"])
+            return _table([list(r.values()) for r in rows], cli_access.TOKEN_HEADERS)
         if args.command == "revoke":
             if not await token_store.revoke_token(db, args.token_id):
                 raise CommandError(f"no active token with id {args.token_id}")
             return f"Revoked token {args.token_id}."
+    if args.group in ("user", "member", "deploy-token"):
+        return await cli_access.run(db, args, lambda ref: _project(db, ref), _table,
+                                    CommandError)
     if args.group in ("yank", "unyank"):
         p = await _project(db, args.project)
         name = normalize_name(args.name)
@@ -338,8 +333,6 @@ def _import_report(summary: ImportSummary, as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat(timespec="seconds") if value is not None else None
 
 
 async def _main(reactor: Any, args: argparse.Namespace) -> None:

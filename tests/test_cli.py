@@ -80,3 +80,29 @@ def test_tap_reports_config_errors(tmp_path: Path) -> None:
     options.parseOptions(["--config", str(good)])
     service = makeService(options)
     assert service.config.storage.path == tmp_path / "data"  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_members_and_token_kinds(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    assert await cli(db, "user", "create", "alice") == "1"
+    out = await cli(db, "user", "token", "create", "alice", "--scope", "api",
+                    "--description", "laptop")
+    assert "personal token 1 (api) for user alice" in out
+    assert out.splitlines()[-1].startswith("pypireg_")
+    assert await cli(db, "member", "add", "acme", "alice", "--role", "developer") == \
+        "alice is developer of acme."
+    assert "developer" in await cli(db, "member", "list", "acme")
+    deploy = json.loads(await cli(db, "--json", "deploy-token", "create", "--project", "acme",
+                                  "--scope", "read_package_registry"))
+    assert deploy["kind"] == "deploy" and deploy["scope"] == "read_package_registry"
+    assert deploy["username"] == f"gitlab+deploy-token-{deploy['id']}"
+    listed = await cli(db, "token", "list", "--project", "acme")
+    assert "read_package_registry" in listed and deploy["username"] in listed
+    assert "laptop" in await cli(db, "user", "token", "list", "alice")
+    assert await cli(db, "user", "block", "alice") == "Blocked user alice."
+    assert await cli(db, "member", "remove", "acme", "alice") == "Removed alice from acme."
+    with pytest.raises(CommandError, match="not a member"):
+        await cli(db, "member", "remove", "acme", "alice")
+    with pytest.raises(CommandError, match="exists already"):
+        await cli(db, "user", "create", "ALICE")

@@ -57,9 +57,11 @@ class RouteContext:
         secret = request_credentials(request.requestHeaders)
         return await self._authz.authorize(project, secret, "read", client_address(request))
 
-    async def _write_access(self, request: IRequest, project: str) -> Grant:
+    async def _maintain_access(self, request: IRequest, project: str) -> Grant:
+        """Yanks and deletes (uploads are checked by the streaming request)."""
         secret = request_credentials(request.requestHeaders)
-        return await self._authz.authorize(project, secret, "write", client_address(request))
+        return await self._authz.authorize(project, secret, "maintain",
+                                           client_address(request))
 
     async def _project_scope(self, request: IRequest, project: str) -> ReadScope:
         grant = await self._read_access(request, project)

@@ -1,7 +1,14 @@
-"""The token check: who is calling, and may they read or write this project.
+"""The token check: who is calling, and what may they do to this project.
 
-HTTP layer. Credentials come as HTTP Basic (password = token, user name
-ignored, as GitLab does for personal tokens) or a `PRIVATE-TOKEN` header.
+HTTP layer. Credentials come as HTTP Basic (password = token) or a
+`PRIVATE-TOKEN` header. As in GitLab, the Basic user name is ignored for
+project and personal tokens and must match for deploy tokens.
+
+Levels: read (the index and files), write (uploads) and maintain (yanks
+and deletes). Project and deploy tokens reach their one project: read scope
+reads, write scope does everything. Personal tokens reach the projects
+their user is a member of: the role caps the level (reporter reads,
+developer uploads, maintainer maintains) and read_api scope caps it at read.
 
 Answers are chosen so that nothing leaks: an anonymous caller gets 401 for
 any project that is not public (existing or not), so pip prompts for a
@@ -27,6 +34,7 @@ from pypireg.http.rate_limit import FailureLimiter
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
+from pypireg.storage import users as user_store
 from pypireg.storage.database import Database
 from pypireg.storage.groups import Group
 from pypireg.storage.projects import Project
@@ -34,8 +42,16 @@ from pypireg.storage.tokens import TokenRecord
 from pypireg.tokens import looks_like_token
 
 _log = Logger()
-Access = Literal["read", "write"]
+Access = Literal["read", "write", "maintain"]
+_LEVEL: dict[str, int] = {"read": 1, "write": 2, "maintain": 3}
+_ROLE_LEVEL: dict[str, int] = {"reporter": 1, "developer": 2, "maintainer": 3}
 LAST_USED_FLUSH_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    secret: str
+    username: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,14 +70,15 @@ class Grant:
     token: TokenRecord | None
 
 
-def credentials_from(authorization: bytes | None, private_token: bytes | None) -> str | None:
+def credentials_from(authorization: bytes | None, private_token: bytes | None
+                     ) -> Credentials | None:
     """The token the client presented, or None if it presented none.
 
     Raises Unauthorized for credentials that cannot be parsed.
     """
     if private_token:
         try:
-            return private_token.decode("ascii").strip()
+            return Credentials(private_token.decode("ascii").strip())
         except UnicodeDecodeError:
             raise Unauthorized("Invalid PRIVATE-TOKEN header.") from None
     if not authorization:
@@ -69,7 +86,7 @@ def credentials_from(authorization: bytes | None, private_token: bytes | None) -
     scheme, _, value = authorization.partition(b" ")
     if scheme.lower() == b"bearer":
         try:
-            return value.decode("ascii").strip()
+            return Credentials(value.decode("ascii").strip())
         except UnicodeDecodeError:
             raise Unauthorized("Invalid Bearer credentials.") from None
     if scheme.lower() != b"basic":
@@ -78,10 +95,10 @@ def credentials_from(authorization: bytes | None, private_token: bytes | None) -
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("Invalid Basic credentials.") from None
-    _user, sep, password = decoded.partition(":")
+    user, sep, password = decoded.partition(":")
     if not sep:
         raise Unauthorized("Invalid Basic credentials.")
-    return password
+    return Credentials(password, user)
 
 
 def client_address(request: IRequest) -> str:
@@ -90,7 +107,7 @@ def client_address(request: IRequest) -> str:
     return str(getattr(address, "host", address))
 
 
-def request_credentials(headers: Headers) -> str | None:
+def request_credentials(headers: Headers) -> Credentials | None:
     """The token presented in a request's headers (see credentials_from)."""
     return credentials_from(
         headers.getRawHeaders(b"authorization", [None])[0],
@@ -104,7 +121,7 @@ class Authorizer:
     def __init__(self, db: Database, clock: IReactorTime) -> None:
         self._db = db
         self._used: set[int] = set()
-        self._failures = FailureLimiter(clock)
+        self.failures = FailureLimiter(clock)
         self._flusher = LoopingCall(self.flush_last_used)
         self._flusher.clock = clock
 
@@ -123,61 +140,87 @@ class Authorizer:
         except Exception:
             _log.failure("could not record token use for {count} tokens", count=len(used))
 
-    async def authenticate(self, secret: str | None, client: str = "") -> TokenRecord | None:
-        if secret is None:
+    async def authenticate(self, credentials: Credentials | str | None, client: str = ""
+                           ) -> TokenRecord | None:
+        if credentials is None:
             return None
+        if isinstance(credentials, str):
+            credentials = Credentials(credentials)
         token = None
-        if looks_like_token(secret):
-            token = await token_store.find_live_token(self._db, secret)
+        if looks_like_token(credentials.secret):
+            token = await token_store.find_live_token(self._db, credentials.secret)
+        if token is not None and token.kind == "deploy" and token.username != credentials.username:
+            token = None  # a deploy token only works with its own user name
+        if token is not None and token.user_id is not None and await user_store.is_blocked(
+                self._db, token.user_id):
+            token = None
         if token is None:
-            self._failures.record_failure(client)
-            raise Unauthorized("Invalid, expired or revoked token.")
+            self.failures.record_failure(client)
+            raise Unauthorized("Invalid, expired or revoked token (deploy tokens also need "
+                               "their own user name).")
         self._used.add(token.id)
         return token
 
-    async def authorize(self, project_ref: str, secret: str | None, access: Access,
-                        client: str = "") -> Grant:
+    async def _levels(self, token: TokenRecord | None, projects: list[Project]
+                      ) -> dict[int, int]:
+        """The level the token grants in each of these projects (absent: none)."""
+        if token is None or not projects:
+            return {}
+        scope_cap = _LEVEL["read"] if token.scope == "read" else _LEVEL["maintain"]
+        if token.kind == "personal":
+            assert token.user_id is not None
+            roles = await user_store.roles_of(self._db, token.user_id, [p.id for p in projects])
+            return {pid: min(_ROLE_LEVEL[role], scope_cap) for pid, role in roles.items()}
+        return {p.id: scope_cap for p in projects if p.id == token.project_id}
+
+    async def authorize(self, project_ref: str, credentials: Credentials | str | None,
+                        access: Access, client: str = "") -> Grant:
         """Return the grant for *access* to *project_ref*, or raise the right error."""
-        token = await self.authenticate(secret, client)
+        token = await self.authenticate(credentials, client)
         project = await project_store.get_project(self._db, project_ref)
-        own = project is not None and token is not None and token.project_id == project.id
-        if project is None or not (own or (project.public and access == "read")):
+        levels = await self._levels(token, [project] if project else [])
+        level = levels.get(project.id, 0) if project else 0
+        if project is None or not (level or project.public):
             if token is None:
                 raise Unauthorized()
-            if not own and (project is None or not project.public):
-                raise NotFound("Project not found.")
-            if access == "write":
-                raise Forbidden("This token may not change this project (uploads, yanks, deletes).")
-        assert project is not None
-        if access == "write" and token is not None and own and token.scope != "write":
-            raise Forbidden(
-                "This token has read scope; uploads, yanks and deletes need a write token.")
-        if access == "write" and token is None:
-            raise Unauthorized()
+            raise NotFound("Project not found.")
+        if access != "read":
+            if token is None:
+                raise Unauthorized()
+            if level < _LEVEL[access]:
+                raise Forbidden(_refusal(token, level, access))
         if not project.packages_enabled:
-            if access == "write" and own:
+            if access != "read":
                 raise Forbidden("The package registry is disabled for this project.")
             raise NotFound("The package registry is disabled for this project.")
         return Grant(project, token)
 
-    async def authorize_group(self, group_ref: str, secret: str | None, client: str = ""
-                              ) -> GroupGrant:
-        """Read access to a group: its public projects, plus the caller's own project.
+    async def authorize_group(self, group_ref: str, credentials: Credentials | str | None,
+                              client: str = "") -> GroupGrant:
+        """Read access to a group: its public projects, plus those the token reaches.
 
-        A private group is visible only to tokens of a project inside it;
-        anonymous callers get 401 and other tokens 404, as for projects.
+        A private group is visible only to callers who reach a project inside
+        it; anonymous callers get 401 and others 404, as for projects.
         """
-        token = await self.authenticate(secret, client)
+        token = await self.authenticate(credentials, client)
         group = await group_store.get_group(self._db, group_ref)
         projects = await group_store.projects_in_group(self._db, group) if group else []
-        own = token is not None and any(p.id == token.project_id for p in projects)
-        if group is None or not (group.public or own):
+        levels = await self._levels(token, projects)
+        if group is None or not (group.public or levels):
             if token is None:
                 raise Unauthorized()
             raise NotFound("Group not found.")
-        readable = [
-            p for p in projects
-            if p.packages_enabled and (p.public or (token is not None
-                                                    and token.project_id == p.id))
-        ]
+        readable = [p for p in projects
+                    if p.packages_enabled and (p.public or levels.get(p.id, 0))]
         return GroupGrant(group, readable)
+
+
+def _refusal(token: TokenRecord, level: int, access: Access) -> str:
+    what = {"write": "uploads", "maintain": "yanks and deletes"}[access]
+    if level == 0:
+        return f"This token does not reach this project for {what}."
+    if token.kind == "personal" and token.scope == "write":
+        needed = "developer" if access == "write" else "maintainer"
+        return f"{what.capitalize()} need the {needed} role in this project."
+    return (f"This token has {token.scope_name} scope; {what} need a token with write "
+            "access.")

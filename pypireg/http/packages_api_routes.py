@@ -155,7 +155,7 @@ class PackagesApiRoutes(RouteContext):
     @routes.route(PACKAGE, methods=["DELETE"])
     async def gitlab_delete_package(self, request: IRequest, project: str, package_id: int
                                     ) -> bytes:
-        grant = await self._write_access(request, project)
+        grant = await self._maintain_access(request, project)
         deleted = await api_store.delete_release(self._db, grant.project.id, package_id)
         if deleted is None:
             raise NotFound(f"No package {package_id} in this project.")
@@ -168,7 +168,7 @@ class PackagesApiRoutes(RouteContext):
     @routes.route(PACKAGE + f"/package_files/<{_ID}:file_id>", methods=["DELETE"])
     async def gitlab_delete_package_file(self, request: IRequest, project: str,
                                          package_id: int, file_id: int) -> bytes:
-        grant = await self._write_access(request, project)
+        grant = await self._maintain_access(request, project)
         deleted = await api_store.delete_release_file(self._db, grant.project.id, package_id,
                                                       file_id)
         if deleted is None:

@@ -24,7 +24,7 @@ class FailureLimiter:
     def __init__(self, clock: IReactorTime, limit: int = FAILURES_PER_WINDOW,
                  window: float = WINDOW_SECONDS) -> None:
         self._clock = clock
-        self._limit = limit
+        self.limit = limit
         self._window = window
         # client → (start of its current window, failures in it)
         self._windows: dict[str, tuple[float, int]] = {}
@@ -39,7 +39,7 @@ class FailureLimiter:
         if len(self._windows) >= _MAX_TRACKED and client not in self._windows:
             self._prune(now)
         self._windows[client] = (start, count)
-        if count > self._limit:
+        if count > self.limit:
             retry_after = max(1, math.ceil(start + self._window - now))
             raise TooManyRequests(
                 f"Too many failed authentication attempts from {client}; retry in "

@@ -17,6 +17,8 @@ HTTP layer. Each concern has its module; all register on `app.routes`.
                                                                          packages_api_routes
     DELETE     /api/v4/projects/<project>/packages/<package_id>/package_files/<file_id>
                                                                          packages_api_routes
+    GET        /<project path>/-/packages[/<name>]                     ui_routes (web pages)
+    GET        /groups/<group path>/-/packages                          ui_routes (web pages)
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from pypireg.http.index_routes import IndexRoutes
 from pypireg.http.json_api_routes import JsonApiRoutes
 from pypireg.http.ops_routes import OpsRoutes
 from pypireg.http.packages_api_routes import PackagesApiRoutes
+from pypireg.http.ui_routes import UiRoutes
 from pypireg.http.upload_route import UploadRoute
 from pypireg.http.yank_routes import YankRoutes
 
 
 class RegistryApp(UploadRoute, IndexRoutes, FileRoutes, YankRoutes, JsonApiRoutes,
-                  PackagesApiRoutes, OpsRoutes, ErrorFunnel):
+                  PackagesApiRoutes, OpsRoutes, UiRoutes, ErrorFunnel):
     """All routes over one set of dependencies (see app.RouteContext)."""

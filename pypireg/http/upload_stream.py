@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pypireg.errors import BadUpload, RegistryError, TooLarge
-from pypireg.http.auth import Authorizer, Grant
+from pypireg.http.auth import Authorizer, Credentials, Grant
 from pypireg.http.multipart import MAX_FIELD_BYTES, FormReader, boundary_from
 from pypireg.storage.blobs import BlobStore, TempBlob
 
@@ -71,7 +71,7 @@ class UploadReceiver:
         *,
         content_length: int | None,
         content_type: bytes | None,
-        credentials: Callable[[], str | None],
+        credentials: Callable[[], Credentials | None],
         client: str,
         producer: IPushProducer,
         refuse: Callable[[RegistryError], None],

@@ -35,7 +35,7 @@ class YankRoutes(RouteContext):
     @routes.route(PYPI + "/<name>/<version>/yank", methods=["PUT", "DELETE"])
     async def yank(self, request: IRequest, project: str, name: str, version: str) -> bytes:
         """PUT yanks a release (JSON body {"reason": "..."} optional), DELETE unyanks it."""
-        grant = await self._write_access(request, project)
+        grant = await self._maintain_access(request, project)
         if not is_valid_name(name):
             raise NotFound(f"No package named {name!r}.")
         parsed = str(parse_version(version))

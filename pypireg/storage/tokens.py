@@ -1,6 +1,6 @@
-"""Project access tokens: only their hashes are stored.
+"""Access tokens (project, deploy and personal): only their hashes are stored.
 
-Storage layer.
+Storage layer. See schema/0006 for what each kind reaches.
 """
 
 from __future__ import annotations
@@ -14,14 +14,21 @@ from pypireg.storage.database import Database
 from pypireg.tokens import generate_token, hash_token
 
 Scope = Literal["read", "write"]
+Kind = Literal["project", "deploy", "personal"]
 _COLUMNS = ("id, project_id, scope, hint, description, created_at, expires_at, revoked_at,"
-            " last_used_at")
+            " last_used_at, kind, user_id, username")
+# The GitLab names of each kind's scopes.
+SCOPE_NAMES: dict[Kind, dict[Scope, str]] = {
+    "project": {"read": "read", "write": "write"},
+    "deploy": {"read": "read_package_registry", "write": "write_package_registry"},
+    "personal": {"read": "read_api", "write": "api"},
+}
 
 
 @dataclass(frozen=True)
 class TokenRecord:
     id: int
-    project_id: int
+    project_id: int | None
     scope: Scope
     hint: str
     description: str
@@ -29,6 +36,13 @@ class TokenRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    kind: Kind = "project"
+    user_id: int | None = None
+    username: str | None = None
+
+    @property
+    def scope_name(self) -> str:
+        return SCOPE_NAMES[self.kind][self.scope]
 
 
 def _token(row: tuple[Any, ...]) -> TokenRecord:
@@ -37,21 +51,32 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
 
 async def create_token(
     db: Database,
-    project_id: int,
+    project_id: int | None,
     scope: Scope,
     *,
     expires_in_days: int | None = None,
     description: str = "",
+    kind: Kind = "project",
+    user_id: int | None = None,
+    username: str | None = None,
 ) -> tuple[TokenRecord, str]:
-    """Create a token; return its record and the secret, which is never stored."""
+    """Create a token; return its record and the secret, which is never stored.
+
+    Deploy tokens without a user name get GitLab's `gitlab+deploy-token-<id>`.
+    """
     secret = generate_token()
     row = await db.fetch_one(
-        "INSERT INTO tokens (project_id, scope, token_hash, hint, description, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s,"
-        "  CASE WHEN %s::int IS NULL THEN NULL ELSE now() + make_interval(days => %s::int) END)"
-        f" RETURNING {_COLUMNS}",
+        "WITH next AS (SELECT nextval(pg_get_serial_sequence('tokens', 'id')) AS id)"
+        " INSERT INTO tokens (id, project_id, scope, token_hash, hint, description,"
+        " expires_at, kind, user_id, username)"
+        " SELECT next.id, %s, %s, %s, %s, %s,"
+        "  CASE WHEN %s::int IS NULL THEN NULL ELSE now() + make_interval(days => %s::int) END,"
+        "  %s, %s,"
+        "  CASE WHEN %s = 'deploy' THEN coalesce(%s, 'gitlab+deploy-token-' || next.id)"
+        "  ELSE NULL END"
+        f" FROM next RETURNING {_COLUMNS}",
         (project_id, scope, hash_token(secret), secret[:12], description,
-         expires_in_days, expires_in_days),
+         expires_in_days, expires_in_days, kind, user_id, kind, username),
     )
     assert row is not None
     return _token(row), secret
@@ -68,8 +93,17 @@ async def find_live_token(db: Database, secret: str) -> TokenRecord | None:
 
 
 async def list_tokens(db: Database, project_id: int) -> list[TokenRecord]:
+    """A project's project and deploy tokens."""
     rows = await db.fetch_all(
         f"SELECT {_COLUMNS} FROM tokens WHERE project_id = %s ORDER BY id", (project_id,)
+    )
+    return [_token(r) for r in rows]
+
+
+async def list_user_tokens(db: Database, user_id: int) -> list[TokenRecord]:
+    """A user's personal tokens."""
+    rows = await db.fetch_all(
+        f"SELECT {_COLUMNS} FROM tokens WHERE user_id = %s ORDER BY id", (user_id,)
     )
     return [_token(r) for r in rows]
 

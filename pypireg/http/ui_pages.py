@@ -1,0 +1,573 @@
+"""The Packages web pages (GitLab's shape), rendered on the server.
+
+HTTP layer: pure functions from rows to HTML. Every value that comes from
+the database or the request is escaped here; long descriptions go through
+readme-renderer, which renders and sanitises them as PyPI does
+(`render_description` is slow on large READMEs: call it in a worker thread).
+The pages carry one inline stylesheet and no script, and load nothing from
+anywhere else, so they work without JavaScript and on a closed network.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.message
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from urllib.parse import quote, urlsplit
+
+import readme_renderer.markdown
+import readme_renderer.rst
+import readme_renderer.txt
+from packaging.version import InvalidVersion, Version
+
+from pypireg.storage.groups import Group
+from pypireg.storage.projects import Project
+from pypireg.storage.ui_queries import FileDetail, ReleaseSummary
+
+# The name of the repository in the .pypirc snippets.
+PYPIRC_NAME = "pypireg"
+# Shell variable the install snippets of private projects take the token from.
+SHELL_VARIABLE = "PYPIREG_TOKEN"
+
+STYLE = """
+:root{--fg:#1b1f24;--muted:#4a5360;--line:#d0d7de;--soft:#f3f5f7;--link:#0a55c2;
+--bar:#1f2a37;--warn-fg:#8d1a14;--warn-bg:#fdeceb;--ok-fg:#0f5c2e;--ok-bg:#e3f4e9}
+*{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%}
+body{margin:0;color:var(--fg);background:#fff;
+font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
+a{color:var(--link)}
+a:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #c25e00;
+outline-offset:2px}
+.skip{position:absolute;left:-999px;top:0;background:#fff;padding:.5rem}
+.skip:focus{left:.5rem}
+.top{background:var(--bar);color:#fff;padding:.6rem 1rem;display:flex;gap:.75rem;
+align-items:baseline;flex-wrap:wrap}
+.top .brand{font-weight:700;font-size:1.1rem}
+.top .role{color:#d6dde6}
+.crumbs{background:var(--soft);border-bottom:1px solid var(--line)}
+.crumbs ol{list-style:none;margin:0 auto;max-width:76rem;padding:.5rem 1rem;display:flex;
+flex-wrap:wrap;gap:.3rem}
+.crumbs li{overflow-wrap:anywhere}
+.crumbs li+li::before{content:"/";margin-right:.3rem;color:var(--muted)}
+main{display:block;max-width:76rem;margin:0 auto;padding:1rem 1rem 3rem}
+h1{font-size:1.75rem;line-height:1.25;margin:.5rem 0;overflow-wrap:anywhere}
+h2{font-size:1.3rem;margin:1.75rem 0 .6rem}
+h3{font-size:1.1rem;margin:1.25rem 0 .4rem}
+.sub,.meta{color:var(--muted);margin:.25rem 0}
+.summary{font-size:1.1rem;margin:.25rem 0 .75rem}
+.badge{display:inline-block;font-size:.8rem;font-weight:600;line-height:1.4;
+padding:.05rem .5rem;border-radius:1rem;border:1px solid var(--line);background:var(--soft);
+color:var(--fg);vertical-align:middle}
+.badge.yanked{background:var(--warn-bg);color:var(--warn-fg);border-color:#f0b4ae}
+.badge.latest{background:var(--ok-bg);color:var(--ok-fg);border-color:#a6d8b8}
+.yank-reason{color:var(--warn-fg);margin:.25rem 0}
+.version{color:var(--muted);font-weight:400}
+.facts{list-style:none;padding:0;margin:.5rem 0;display:flex;flex-wrap:wrap;gap:.25rem 1.5rem;
+color:var(--muted)}
+.facts strong{color:var(--fg)}
+form.filter{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:1rem 0}
+form.filter label{font-weight:600;flex-basis:100%}
+form.filter input{font:inherit;padding:.4rem .6rem;border:1px solid #6b7480;border-radius:4px;
+min-width:0;flex:1 1 12rem;max-width:24rem}
+form.filter button{font:inherit;padding:.4rem 1rem;border:1px solid var(--bar);
+border-radius:4px;background:var(--bar);color:#fff;cursor:pointer}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.5rem;border-bottom:1px solid var(--line);vertical-align:top}
+th{font-size:.9rem;color:var(--muted);border-bottom-width:2px}
+td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+.filename{font-weight:600;overflow-wrap:anywhere}
+.hash{display:block;font:.78rem/1.4 ui-monospace,"DejaVu Sans Mono",monospace;
+color:var(--muted);word-break:break-all}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
+pre{background:var(--soft);border:1px solid var(--line);border-radius:4px;padding:.6rem .75rem;
+overflow-x:auto;font-size:.85rem;line-height:1.45}
+.snippet code{white-space:pre-wrap;overflow-wrap:anywhere}
+.note{font-size:.9rem;color:var(--muted)}
+.empty{padding:1rem;background:var(--soft);border-radius:4px}
+.readme{overflow-wrap:anywhere;border:1px solid var(--line);border-radius:6px;padding:0 1rem .75rem}
+.readme img{max-width:100%;height:auto}
+.readme table{display:block;overflow-x:auto}
+.readme h1{font-size:1.4rem}.readme h2{font-size:1.2rem}
+.release{border-top:1px solid var(--line);padding-top:.25rem}
+.release h3{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);
+white-space:nowrap}
+@media (min-width:62rem){
+.layout{display:grid;grid-template-columns:minmax(0,1fr) 24rem;grid-template-rows:auto auto 1fr;
+gap:0 2.5rem}
+.layout>.install{grid-column:2;grid-row:1}
+.layout>.publish{grid-column:2;grid-row:2}
+.layout>.content{grid-column:1;grid-row:1/span 3}
+}
+@media (max-width:40rem){
+h1{font-size:1.5rem}
+table.cards thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+table.cards,table.cards tbody,table.cards tr,table.cards td{display:block;width:100%}
+table.cards tr{border:1px solid var(--line);border-radius:6px;margin:0 0 .75rem;
+padding:.35rem .75rem}
+table.cards td{border:0;padding:.2rem 0;display:grid;grid-template-columns:8rem minmax(0,1fr);
+gap:.5rem}
+table.cards td::before{content:attr(data-label);font-weight:600;color:var(--muted)}
+}
+""".strip()
+# The Content-Security-Policy allows this stylesheet by its hash: no other
+# style, no script, no frame; README images may come from https URLs.
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self' https: data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+@dataclass(frozen=True)
+class PackageOverview:
+    """One row of a list page: a package in a project."""
+
+    project_path: str
+    name: str
+    display_name: str
+    latest: str
+    file_count: int
+    last_upload: datetime
+
+
+@dataclass(frozen=True)
+class SiteUrls:
+    """Where things are on this registry.
+
+    *links* prefixes links between pages and to files: '' (host-relative
+    paths) or the configured base_url. *origin* is this registry's absolute
+    URL, for the snippets people copy into a shell or a config file.
+    """
+
+    links: str
+    origin: str
+
+    def project_packages(self, path: str) -> str:
+        return f"{self.links}/{quote(path)}/-/packages"
+
+    def package(self, path: str, name: str) -> str:
+        return f"{self.project_packages(path)}/{quote(name)}"
+
+    def group_packages(self, path: str) -> str:
+        return f"{self.links}/groups/{quote(path)}/-/packages"
+
+    def project_api(self, project_id: int, *, absolute: bool = False) -> str:
+        root = self.origin if absolute else self.links
+        return f"{root}/api/v4/projects/{project_id}/packages/pypi"
+
+    def group_api(self, group_id: int) -> str:
+        return f"{self.origin}/api/v4/groups/{group_id}/-/packages/pypi"
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    # Uploads only accept PEP 440 versions; anything else sorts lowest.
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def _is_prerelease(version: str) -> bool:
+    try:
+        return Version(version).is_prerelease
+    except InvalidVersion:
+        return True
+
+
+def newest_first(versions: Sequence[str]) -> list[str]:
+    return sorted(versions, key=_version_key, reverse=True)
+
+
+def latest_version(yanked: Mapping[str, bool]) -> str:
+    """The version the pages call latest, as PyPI (and pypi_json_document) choose it.
+
+    *yanked* maps each version to whether the whole release is yanked. The
+    highest final release that is not yanked; failing that the highest
+    release that is not yanked; failing that (all yanked) the highest.
+    """
+    ordered = newest_first(list(yanked))
+    live = [v for v in ordered if not yanked[v]]
+    final = [v for v in live if not _is_prerelease(v)]
+    return (final or live or ordered)[0]
+
+
+def release_latest(files: Sequence[FileDetail]) -> str:
+    """The latest version among a package's files (see latest_version)."""
+    yanked: dict[str, bool] = {}
+    for f in files:
+        yanked[f.version] = yanked.get(f.version, True) and f.yanked
+    return latest_version(yanked)
+
+
+def summarise(releases: Sequence[ReleaseSummary]) -> list[PackageOverview]:
+    """One overview per package (and project) from its releases, in the input's order."""
+    grouped: dict[tuple[str, str], list[ReleaseSummary]] = {}
+    for release in releases:
+        grouped.setdefault((release.project_path, release.name), []).append(release)
+    overviews = []
+    for (project_path, name), rows in grouped.items():
+        overviews.append(PackageOverview(
+            project_path=project_path,
+            name=name,
+            display_name=min(r.display_name for r in rows),
+            latest=latest_version({r.version: r.yanked for r in rows}),
+            file_count=sum(r.file_count for r in rows),
+            last_upload=max(r.last_upload for r in rows),
+        ))
+    return overviews
+
+
+def human_size(size: int) -> str:
+    """Sizes as people read them: 812 B, 14.2 KiB, 3.0 MiB."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    units = ["KiB", "MiB", "GiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
+
+
+def _time(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    return (f'<time datetime="{utc.strftime("%Y-%m-%dT%H:%M:%SZ")}">'
+            f'{utc.strftime("%Y-%m-%d %H:%M")} UTC</time>')
+
+
+# PyPI's renderers by Description-Content-Type; no type at all means
+# reStructuredText, an unknown one plain text (as on PyPI).
+_RENDERERS: dict[str, Callable[..., str | None]] = {
+    "text/plain": readme_renderer.txt.render,
+    "text/x-rst": readme_renderer.rst.render,
+    "text/markdown": readme_renderer.markdown.render,
+}
+
+
+def render_description(text: str, content_type: str | None) -> str:
+    """A long description as sanitised HTML, rendered as PyPI renders it.
+
+    Blocking and possibly slow: call it in a worker thread. Text that its
+    renderer refuses (invalid reStructuredText, say) falls back to plain
+    text, as on PyPI.
+    """
+    mime, variant = "text/x-rst", None
+    if content_type:
+        message = email.message.EmailMessage()
+        # A header value cannot span lines; a malformed type reads as text/plain.
+        message["content-type"] = " ".join(content_type.split())
+        mime = message.get_content_type()
+        variant = message["content-type"].params.get("variant")
+    renderer: Callable[..., str | None] = _RENDERERS.get(mime, readme_renderer.txt.render)
+    # The markdown variant (GFM or CommonMark) is the one parameter a
+    # renderer takes; others (charset) are not for them.
+    if mime == "text/markdown" and variant:
+        rendered = renderer(text, variant=variant)
+    else:
+        rendered = renderer(text)
+    if rendered is None:
+        rendered = readme_renderer.txt.render(text)
+    return rendered or ""
+
+
+def plain_description(text: str) -> str:
+    """The long description as escaped preformatted text (if rendering failed)."""
+    return f"<pre>{_e(text)}</pre>"
+
+
+def _page(title: str, crumbs: Sequence[tuple[str, str | None]], body: str) -> bytes:
+    items = "".join(
+        f'<li><a href="{_e(href)}">{_e(label)}</a></li>' if href is not None
+        else f'<li aria-current="page">{_e(label)}</li>'
+        for label, href in crumbs
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="referrer" content="same-origin">\n'
+        f"<title>{_e(title)} · pypireg</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
+        '<a class="skip" href="#pypireg-main">Skip to content</a>\n'
+        '<header class="top"><span class="brand">pypireg</span>'
+        '<span class="role">Package registry</span></header>\n'
+        f'<nav class="crumbs" aria-label="Breadcrumb"><ol>{items}</ol></nav>\n'
+        f'<main id="pypireg-main">\n{body}\n</main>\n</body>\n</html>\n'
+    ).encode()
+
+
+def _visibility(public: bool) -> str:
+    return '<span class="badge">Public</span>' if public else '<span class="badge">Private</span>'
+
+
+def _filter_form(action: str, query: str) -> str:
+    clear = f' <a href="{_e(action)}">Clear filter</a>' if query else ""
+    return (
+        f'<form class="filter" role="search" method="get" action="{_e(action)}">'
+        '<label for="pypireg-q">Filter by name</label>'
+        f'<input id="pypireg-q" name="q" type="search" value="{_e(query)}" maxlength="200"'
+        ' autocomplete="off" spellcheck="false">'
+        f'<button type="submit">Filter</button>{clear}</form>'
+    )
+
+
+def _package_table(urls: SiteUrls, packages: Sequence[PackageOverview], caption: str,
+                   with_project: bool) -> str:
+    head = ['<th scope="col">Package</th>']
+    if with_project:
+        head.append('<th scope="col">Project</th>')
+    head += ['<th scope="col">Latest version</th>', '<th scope="col">Files</th>',
+             '<th scope="col">Last upload</th>']
+    rows = []
+    for p in packages:
+        cells = [f'<td data-label="Package"><a href="{_e(urls.package(p.project_path, p.name))}">'
+                 f"{_e(p.display_name)}</a></td>"]
+        if with_project:
+            cells.append(f'<td data-label="Project"><a href="'
+                         f'{_e(urls.project_packages(p.project_path))}">{_e(p.project_path)}'
+                         "</a></td>")
+        cells += [f'<td data-label="Latest version">{_e(p.latest)}</td>',
+                  f'<td data-label="Files" class="num">{p.file_count}</td>',
+                  f'<td data-label="Last upload">{_time(p.last_upload)}</td>']
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<table class="cards packages"><caption class="visually-hidden">{_e(caption)}'
+            f"</caption><thead><tr>{''.join(head)}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _listing(urls: SiteUrls, packages: Sequence[PackageOverview], query: str, action: str,
+             caption: str, with_project: bool) -> str:
+    parts = [_filter_form(action, query)]
+    if packages:
+        count = len(packages)
+        noun = "package" if count == 1 else "packages"
+        matching = f" matching “{_e(query)}”" if query else ""
+        parts.append(f'<p class="meta" role="status">{count} {noun}{matching}</p>')
+        parts.append(_package_table(urls, packages, caption, with_project))
+    elif query:
+        parts.append(f'<p class="empty" role="status">No package name contains “{_e(query)}”.'
+                     "</p>")
+    else:
+        parts.append('<p class="empty" role="status">No packages yet.</p>')
+    return "".join(parts)
+
+
+def _index_url(api: str, public: bool) -> str:
+    """The simple index URL to give pip; private ones carry the token variable."""
+    simple = f"{api}/simple"
+    if public:
+        return simple
+    parts = urlsplit(simple)
+    return simple.replace(f"{parts.scheme}://",
+                          f"{parts.scheme}://__token__:${{{SHELL_VARIABLE}}}@", 1)
+
+
+def _snippet(label: str, text: str) -> str:
+    return (f'<pre class="snippet" aria-label="{_e(label)}" tabindex="0"><code>{_e(text)}'
+            "</code></pre>")
+
+
+def _token_note(public: bool, scope: str) -> str:
+    if public:
+        return ""
+    return (f'<p class="note">This project is private: set <code>{SHELL_VARIABLE}</code> to a '
+            f"{scope} token of this project first.</p>")
+
+
+def _pypirc(urls: SiteUrls, project: Project) -> str:
+    return (
+        "[distutils]\n"
+        f"index-servers = {PYPIRC_NAME}\n\n"
+        f"[{PYPIRC_NAME}]\n"
+        f"repository = {urls.project_api(project.id, absolute=True)}\n"
+        "username = __token__\n"
+        "password = <a write token of this project>\n"
+    )
+
+
+def _publish_section(urls: SiteUrls, project: Project) -> str:
+    return (
+        '<section aria-labelledby="pypireg-publish"><h2 id="pypireg-publish">Publish</h2>'
+        '<p class="note">Add this to <code>~/.pypirc</code>, then upload with twine:</p>'
+        f"{_snippet('.pypirc', _pypirc(urls, project))}"
+        f"{_snippet('twine command', f'twine upload --repository {PYPIRC_NAME} dist/*')}"
+        "</section>"
+    )
+
+
+def project_list_page(urls: SiteUrls, project: Project, packages: Sequence[PackageOverview],
+                      query: str) -> bytes:
+    """A project's packages, filtered by *query* (already applied to *packages*)."""
+    here = urls.project_packages(project.path)
+    index = _index_url(urls.project_api(project.id, absolute=True), project.public)
+    body = (
+        f"<h1>Packages</h1>"
+        f'<p class="sub">Project <strong>{_e(project.path)}</strong> '
+        f"{_visibility(project.public)}</p>"
+        f"{_listing(urls, packages, query, here, f'Packages of {project.path}', False)}"
+        '<section aria-labelledby="pypireg-use"><h2 id="pypireg-use">Install</h2>'
+        f"{_token_note(project.public, 'read or write')}"
+        f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} PACKAGE')}"
+        "</section>"
+        f"{_publish_section(urls, project)}"
+    )
+    return _page(f"Packages · {project.path}", [(project.path, here), ("Packages", None)], body)
+
+
+def group_list_page(urls: SiteUrls, group: Group, packages: Sequence[PackageOverview],
+                    query: str) -> bytes:
+    """The packages of a group's projects that the caller may read."""
+    here = urls.group_packages(group.path)
+    index = _index_url(urls.group_api(group.id), group.public)
+    body = (
+        f"<h1>Packages</h1>"
+        f'<p class="sub">Group <strong>{_e(group.path)}</strong> {_visibility(group.public)}'
+        "</p>"
+        f"{_listing(urls, packages, query, here, f'Packages in {group.path}', True)}"
+        '<section aria-labelledby="pypireg-use"><h2 id="pypireg-use">Install</h2>'
+        '<p class="note">The group index serves the packages of all its projects that your '
+        "token may read.</p>"
+        f"{_token_note(group.public, 'read or write')}"
+        f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} PACKAGE')}"
+        "</section>"
+    )
+    return _page(f"Packages · {group.path}", [(group.path, here), ("Packages", None)], body)
+
+
+def _quoted(url: str) -> str:
+    # Double quotes: the shell still expands the token variable.
+    return f'"{url}"'
+
+
+def _uploader(f: FileDetail) -> str:
+    if f.uploader_token_id is None:
+        return '<span class="meta">unknown</span>'
+    if not f.uploader:
+        return f"token #{f.uploader_token_id}"
+    return _e(f.uploader)
+
+
+def _first(values: Sequence[str | None]) -> str | None:
+    return next((v for v in values if v), None)
+
+
+def _release_section(urls: SiteUrls, project: Project, version: str,
+                     files: Sequence[FileDetail], latest: str) -> str:
+    newest = sorted(files, key=lambda f: f.id, reverse=True)
+    yanked = all(f.yanked for f in files)
+    anchor = f"pypireg-v-{version}"
+    badges = ""
+    if version == latest:
+        badges += ' <span class="badge latest">latest</span>'
+    if yanked:
+        badges += ' <span class="badge yanked">yanked</span>'
+    parts = [f'<section class="release" aria-labelledby="{_e(anchor)}">'
+             f'<h3 id="{_e(anchor)}">{_e(version)}{badges}</h3>']
+    if yanked:
+        reason = _first([f.yanked_reason for f in newest])
+        parts.append(f'<p class="yank-reason">Yanked: {_e(reason)}</p>' if reason
+                     else '<p class="yank-reason">Yanked (no reason given)</p>')
+    facts = []
+    summary = _first([f.summary for f in newest])
+    if summary:
+        facts.append(_e(summary))
+    requires = _first([f.requires_python for f in newest])
+    if requires:
+        facts.append(f"Requires Python {_e(requires)}")
+    if facts:
+        parts.append(f'<p class="meta">{" · ".join(facts)}</p>')
+    rows = []
+    for f in sorted(files, key=lambda f: f.filename):
+        href = f"{urls.project_api(project.id)}/files/{f.sha256}/{quote(f.filename)}"
+        kind = "wheel" if f.packagetype == "bdist_wheel" else "sdist"
+        rows.append(
+            f'<tr><td data-label="File"><div><a class="filename" href="{_e(href)}">'
+            f'{_e(f.filename)}</a><span class="hash">sha256: {_e(f.sha256)}</span></div></td>'
+            f'<td data-label="Type">{kind}</td>'
+            f'<td data-label="Size" class="num">{human_size(f.size)}</td>'
+            f'<td data-label="Uploaded">{_time(f.uploaded_at)}</td>'
+            f'<td data-label="Uploaded by">{_uploader(f)}</td></tr>'
+        )
+    parts.append(
+        f'<table class="cards files"><caption class="visually-hidden">Files of {_e(version)}'
+        '</caption><thead><tr><th scope="col">File</th><th scope="col">Type</th>'
+        '<th scope="col">Size</th><th scope="col">Uploaded</th>'
+        f'<th scope="col">Uploaded by</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        "</section>"
+    )
+    return "".join(parts)
+
+
+def package_page(urls: SiteUrls, project: Project, name: str, files: Sequence[FileDetail],
+                 readme_html: str | None) -> bytes:
+    """One package: install and publish snippets, README, every version with its files.
+
+    *name* is the normalised name, *files* are not empty; *readme_html* is
+    the latest release's rendered long description (already sanitised).
+    """
+    releases: dict[str, list[FileDetail]] = {}
+    for f in files:
+        releases.setdefault(f.version, []).append(f)
+    latest = release_latest(files)
+    newest = sorted(releases[latest], key=lambda f: f.id, reverse=True)
+    display_name = newest[0].display_name
+    summary = _first([f.summary for f in newest])
+    requires = _first([f.requires_python for f in newest])
+    last_upload = max(f.uploaded_at for f in files)
+    index = _index_url(urls.project_api(project.id, absolute=True), project.public)
+    requirement = f"{name}=={latest}"
+
+    facts = [f'<li>Project <a href="{_e(urls.project_packages(project.path))}">'
+             f"<strong>{_e(project.path)}</strong></a> {_visibility(project.public)}</li>"]
+    if requires:
+        facts.append(f"<li>Requires Python <strong>{_e(requires)}</strong></li>")
+    facts.append(f"<li>Last upload {_time(last_upload)}</li>")
+    header = (
+        f'<h1>{_e(display_name)} <span class="version">{_e(latest)}</span></h1>'
+        + (f'<p class="summary">{_e(summary)}</p>' if summary else "")
+        + f'<ul class="facts">{"".join(facts)}</ul>'
+    )
+    api = urls.project_api(project.id)
+    # Phones read install, description, versions, then publish; wide
+    # screens put install and publish in a column beside the rest.
+    install = (
+        '<section class="install" aria-labelledby="pypireg-install">'
+        '<h2 id="pypireg-install">Install</h2>'
+        f"{_token_note(project.public, 'read or write')}"
+        "<h3>pip</h3>"
+        f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} {requirement}')}"
+        "<h3>uv</h3>"
+        f"{_snippet('uv command', f'uv pip install --index-url {_quoted(index)} {requirement}')}"
+        "</section>"
+    )
+    publish = (
+        f'<div class="publish">{_publish_section(urls, project)}'
+        '<section aria-labelledby="pypireg-links"><h2 id="pypireg-links">API</h2><ul>'
+        f'<li><a href="{_e(api)}/simple/{_e(quote(name))}/">Simple index page</a></li>'
+        f'<li><a href="{_e(api)}/pypi/{_e(quote(name))}/json">JSON metadata</a></li>'
+        "</ul></section></div>"
+    )
+    readme = (f'<div class="readme">{readme_html}</div>' if readme_html
+              else '<p class="empty">This release has no description.</p>')
+    versions = "".join(_release_section(urls, project, v, releases[v], latest)
+                       for v in newest_first(list(releases)))
+    content = (
+        '<div class="content">'
+        '<section aria-labelledby="pypireg-readme"><h2 id="pypireg-readme">Description</h2>'
+        f"{readme}</section>"
+        '<section aria-labelledby="pypireg-versions"><h2 id="pypireg-versions">Versions</h2>'
+        f"{versions}</section></div>"
+    )
+    listing = urls.project_packages(project.path)
+    crumbs = [(project.path, listing), ("Packages", listing),
+              (display_name, None)]
+    return _page(f"{display_name} {latest} · {project.path}", crumbs,
+                 f'{header}<div class="layout">{install}{content}{publish}</div>')

@@ -1,0 +1,164 @@
+"""The Packages web pages, at GitLab's web URLs.
+
+HTTP layer.
+
+    GET /<project path>/-/packages               a project's packages (?q= filters by name)
+    GET /<project path>/-/packages/<name>        one package: versions, files, README
+    GET /groups/<group path>/-/packages          the packages of a group's projects
+
+Access is that of the index (`_project_scope`, `_group_scope`): anonymous
+callers get 401 with `WWW-Authenticate: Basic` for anything not public, so
+a browser asks for a user (`__token__`) and a password (the token). The
+web paths cannot shadow the API: their `/-/packages` part never occurs in
+an API path at the same place, and a path under the reserved top-level
+names (`api`, `groups`, `-`) is never taken for a project.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from pypireg.errors import NotFound
+from pypireg.http.app import RouteContext, routes
+from pypireg.http.responses import redirect
+from pypireg.http.ui_pages import (
+    CONTENT_SECURITY_POLICY,
+    SiteUrls,
+    group_list_page,
+    package_page,
+    plain_description,
+    project_list_page,
+    release_latest,
+    render_description,
+    summarise,
+)
+from pypireg.names import is_valid_name, normalize_name
+from pypireg.storage import groups as group_store
+from pypireg.storage import projects as project_store
+from pypireg.storage import ui_queries
+from pypireg.storage.projects import Project
+
+_log = Logger()
+PROJECT_PACKAGES = "/<path:project>/-/packages"
+GROUP_PACKAGES = "/groups/<path:group>/-/packages"
+# First path segments that are never a project's (as on GitLab).
+_RESERVED = frozenset({"api", "groups", "-"})
+# A Host header we are willing to echo into snippets: host name or address, port.
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
+MAX_QUERY = 200
+
+
+class UiRoutes(RouteContext):
+    @routes.route(PROJECT_PACKAGES, methods=["GET", "HEAD"])
+    async def ui_project_packages(self, request: IRequest, project: str) -> bytes:
+        found = await self._readable_project(request, project)
+        query = _query(request)
+        urls = self._site_urls(request)
+        if found.path != project:
+            return _canonical(request, urls.project_packages(found.path), query)
+        part = normalize_name(query) if query else ""
+        releases = await ui_queries.release_summaries(self._db, [found.id], part)
+        body = project_list_page(urls, found, summarise(releases), query)
+        return _html(request, found.public, body)
+
+    @routes.route(PROJECT_PACKAGES + "/<name>", methods=["GET", "HEAD"])
+    async def ui_package(self, request: IRequest, project: str, name: str) -> bytes:
+        found = await self._readable_project(request, project)
+        if not is_valid_name(name):
+            raise NotFound(f"No package named {name!r}.")
+        urls = self._site_urls(request)
+        normalized = normalize_name(name)
+        if found.path != project or normalized != name:
+            return redirect(request, urls.package(found.path, normalized), 302)
+        files = await ui_queries.package_files(self._db, found.id, normalized)
+        if not files:
+            raise NotFound(f"No package named {name!r} in this project.")
+        latest = release_latest(files)
+        description = await ui_queries.release_description(self._db, found.id, normalized,
+                                                           latest)
+        readme = None
+        if description is not None:
+            readme = await self._render_readme(description, normalized, latest)
+        return _html(request, found.public, package_page(urls, found, normalized, files, readme))
+
+    @routes.route(GROUP_PACKAGES, methods=["GET", "HEAD"])
+    async def ui_group_packages(self, request: IRequest, group: str) -> bytes:
+        scope = await self._group_scope(request, group)
+        found = await group_store.get_group(self._db, group)
+        if found is None:  # deleted since the access check
+            raise NotFound("Group not found.")
+        query = _query(request)
+        urls = self._site_urls(request)
+        if found.path != group:
+            return _canonical(request, urls.group_packages(found.path), query)
+        part = normalize_name(query) if query else ""
+        releases = await ui_queries.release_summaries(self._db, scope.project_ids, part)
+        body = group_list_page(urls, found, summarise(releases), query)
+        return _html(request, scope.public, body)
+
+    async def _readable_project(self, request: IRequest, ref: str) -> Project:
+        """The project at *ref*, if the caller may read it (the index's access rules)."""
+        if ref.split("/", 1)[0].lower() in _RESERVED:
+            raise NotFound("No such URL on this registry.")
+        scope = await self._project_scope(request, ref)
+        project = await project_store.get_project(self._db, str(scope.project_ids[0]))
+        if project is None:  # deleted since the access check
+            raise NotFound("Project not found.")
+        return project
+
+    async def _render_readme(self, description: ui_queries.Description, name: str,
+                             version: str) -> str:
+        # readme-renderer takes a while on a large README: keep it off the reactor.
+        try:
+            html: str = await self._blobs.in_thread(
+                render_description, description.text, description.content_type)
+        except CancelledError:
+            raise  # the client went away
+        except Exception:
+            _log.failure("could not render the description of {name} {version}",
+                         name=name, version=version)
+            return plain_description(description.text)
+        return html
+
+    def _site_urls(self, request: IRequest) -> SiteUrls:
+        """Links as the other routes make them; snippets from base_url or the request."""
+        if self._base_url:
+            return SiteUrls(self._base_url, self._base_url)
+        scheme = "https" if request.isSecure() else "http"
+        host_header = request.getHeader(b"host")
+        host = host_header.decode("latin-1") if host_header else ""
+        if not _HOST_RE.match(host):
+            address = request.getHost()
+            host = (f"[{address.host}]" if ":" in address.host else address.host) + \
+                f":{address.port}"
+        return SiteUrls("", f"{scheme}://{host}")
+
+
+def _query(request: IRequest) -> str:
+    """The name filter (`?q=`), trimmed."""
+    raw = request.args.get(b"q", [b""])[-1]
+    return " ".join(raw.decode("utf-8", "replace").split())[:MAX_QUERY]
+
+
+def _canonical(request: IRequest, location: str, query: str) -> bytes:
+    """Redirect to the page at its canonical path (an id or another case in the URL).
+
+    Not permanent: the id or spelling in the URL stays valid if a path changes.
+    """
+    return redirect(request, location + (f"?q={quote(query)}" if query else ""), 302)
+
+
+def _html(request: IRequest, public: bool, body: bytes) -> bytes:
+    visibility = b"public" if public else b"private"
+    request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+    request.setHeader(b"Cache-Control", visibility + b", no-cache")
+    request.setHeader(b"Vary", b"Authorization")
+    request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY.encode())
+    request.setHeader(b"Referrer-Policy", b"same-origin")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    return body

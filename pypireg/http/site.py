@@ -299,8 +299,31 @@ class RegistryRequest(server.Request):
             transport.loseConnection()
 
 
+class RegistryChannel(http.HTTPChannel):
+    """HTTPChannel that answers an over-long request line or header with 431."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Twisted would just drop the connection; say why instead.
+        if self.transport is not None:
+            body = b"Request line or header too long (limit %d bytes).\n" % self.MAX_LENGTH
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.loseConnection()
+
+
+def _channel_factory(site: Any) -> Any:
+    # The same wrapper Twisted's own factory uses (it negotiates HTTP/2 over
+    # TLS), around our channel.
+    channel = RegistryChannel()  # type: ignore[no-untyped-call]
+    return http._GenericHTTPChannelProtocol(channel)
+
+
 class RegistrySite(server.Site):
     """The site: builds RegistryRequests and holds what uploads need."""
+
+    protocol = _channel_factory
 
     def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
                  metrics: Metrics, timeout: float = 60.0,

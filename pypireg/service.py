@@ -25,6 +25,7 @@ from pypireg.http.routes import RegistryApp
 from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
 from pypireg.storage.blobs import BlobStore
+from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
@@ -54,15 +55,22 @@ async def open_database(reactor: Any, config: Config) -> tuple[Database, Embedde
     return db, embedded
 
 
-async def build_site(reactor: Any, config: Config, db: Database) -> tuple[RegistrySite, Authorizer]:
-    """The HTTP site over *db*, with its storage ready; the caller starts the authorizer."""
+async def build_site(reactor: Any, config: Config, db: Database,
+                     changes: ChangeListener | None = None) -> tuple[RegistrySite, Authorizer]:
+    """The HTTP site over *db*, with its storage ready; the caller starts the authorizer.
+
+    With a started ChangeListener the site caches token checks, index pages
+    and file lookups (dropped on every committed change); without, it does
+    not cache.
+    """
     blobs = BlobStore(reactor, config.storage.path)
     blobs.prepare()
     await blobs.remove_stale_temp_files()
-    authorizer = Authorizer(db, reactor)
+    authorizer = Authorizer(db, reactor, changes)
     metrics = Metrics()
     metrics.track_pool(db.in_use, lambda: db.size)
-    app = RegistryApp(reactor, db, authorizer, blobs, metrics, base_url=config.server.base_url)
+    app = RegistryApp(reactor, db, authorizer, blobs, metrics, base_url=config.server.base_url,
+                      changes=changes)
     site = RegistrySite(
         app.resource(),
         UploadContext(authorizer, blobs, config.uploads.max_size),
@@ -89,6 +97,7 @@ class RegistryService(MultiService):
         self.site: RegistrySite | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._authorizer: Authorizer | None = None
+        self._changes: ChangeListener | None = None
         self._json_observer: Any = None
 
     def startService(self) -> None:
@@ -101,7 +110,10 @@ class RegistryService(MultiService):
     async def _start(self) -> None:
         config = self.config
         self.db, self._embedded = await open_database(self._reactor, config)
-        self.site, self._authorizer = await build_site(self._reactor, config, self.db)
+        self._changes = ChangeListener(self._reactor, self.db.dsn)
+        await self._changes.start()
+        self.site, self._authorizer = await build_site(self._reactor, config, self.db,
+                                                       self._changes)
         self._authorizer.start()
         blobs = BlobStore(self._reactor, config.storage.path)
         db = self.db
@@ -144,6 +156,8 @@ class RegistryService(MultiService):
         await super().stopService()  # type: ignore[no-untyped-call]
         if self._authorizer is not None:
             await self._authorizer.stop()
+        if self._changes is not None:
+            self._changes.stop()
         if self.db is not None:
             self.db.close()
         if self._embedded is not None:

@@ -16,16 +16,23 @@ from urllib.parse import quote
 from klein import Klein
 from twisted.web.iweb import IRequest
 
+from pypireg.cache import Cache
 from pypireg.http.auth import Authorizer, Grant, client_address, request_credentials
 from pypireg.http.metrics import Metrics
 from pypireg.storage.blobs import BlobStore
+from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
+from pypireg.storage.packages import PackageFile
 
 routes = Klein()
 # Twisted has already percent-decoded each segment, so an encoded project
 # path ("group%2Fproject") arrives with its slashes: match them.
 PYPI = "/api/v4/projects/<path:project>/packages/pypi"
 GROUP_PYPI = "/api/v4/groups/<path:group>/-/packages/pypi"
+PAGE_CACHE_ENTRIES = 2_000
+PAGE_CACHE_TTL = 60.0  # a safety net; changes drop entries at once
+_PACKAGE_TABLES = frozenset({"package_files", "packages", "package_versions", "projects",
+                             "groups", "*"})
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,37 @@ class RouteContext:
     app = routes
 
     def __init__(self, reactor: Any, db: Database, authorizer: Authorizer, blobs: BlobStore,
-                 metrics: Metrics, base_url: str | None = None) -> None:
+                 metrics: Metrics, base_url: str | None = None,
+                 changes: ChangeListener | None = None) -> None:
         self._reactor = reactor
         self._db = db
         self._authz = authorizer
         self._blobs = blobs
         self._metrics = metrics
         self._base_url = base_url
+        self._changes = changes
+        # Rendered index pages and file rows, dropped on every committed
+        # change to packages (any process; storage/changes.py).
+        self._pages: Cache[tuple[Any, ...], tuple[bytes, bytes]] = Cache(
+            reactor, PAGE_CACHE_ENTRIES, PAGE_CACHE_TTL)
+        self._file_rows: Cache[tuple[Any, ...], PackageFile] = Cache(
+            reactor, 50_000, PAGE_CACHE_TTL)
+        if changes is not None:
+            changes.subscribe(self._packages_changed)
+
+    def _packages_changed(self, table: str) -> None:
+        if table in _PACKAGE_TABLES:
+            self._pages.clear()
+            self._file_rows.clear()
+
+    @property
+    def _caching(self) -> bool:
+        return self._changes is not None and self._changes.live
+
+    def _wrote_packages(self) -> None:
+        """After this process committed a package change: drop caches at once."""
+        if self._changes is not None:
+            self._changes.notify_local("package_files")
 
     def resource(self) -> Any:
         return self.app.resource()

@@ -29,23 +29,27 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from pypireg.cache import Cache
 from pypireg.errors import Forbidden, NotFound, Unauthorized
 from pypireg.http.rate_limit import FailureLimiter
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage import users as user_store
+from pypireg.storage.changes import EVERYTHING, ChangeListener
 from pypireg.storage.database import Database
 from pypireg.storage.groups import Group
 from pypireg.storage.projects import Project
 from pypireg.storage.tokens import TokenRecord
-from pypireg.tokens import looks_like_token
+from pypireg.tokens import hash_token, looks_like_token
 
 _log = Logger()
 Access = Literal["read", "write", "maintain"]
 _LEVEL: dict[str, int] = {"read": 1, "write": 2, "maintain": 3}
 _ROLE_LEVEL: dict[str, int] = {"reporter": 1, "developer": 2, "maintainer": 3}
 LAST_USED_FLUSH_SECONDS = 30.0
+# A safety net only: cached entries are dropped on change notifications.
+CACHE_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,20 @@ def request_credentials(headers: Headers) -> Credentials | None:
 class Authorizer:
     """Checks tokens against projects and batches `last_used_at` updates."""
 
-    def __init__(self, db: Database, clock: IReactorTime) -> None:
+    def __init__(self, db: Database, clock: IReactorTime,
+                 changes: ChangeListener | None = None) -> None:
         self._db = db
+        self._clock = clock
+        self._changes = changes
+        # Caches of what the token check reads, dropped on every committed
+        # change to their tables (any process; see storage/changes.py) and
+        # bypassed while change notifications are not arriving.
+        self._tokens: Cache[bytes, TokenRecord] = Cache(clock, 10_000, CACHE_TTL)
+        self._projects: Cache[str, Project | None] = Cache(clock, 10_000, CACHE_TTL)
+        self._roles: Cache[tuple[int, int], str | None] = Cache(clock, 50_000, CACHE_TTL)
+        self._blocked: Cache[int, bool] = Cache(clock, 10_000, CACHE_TTL)
+        if changes is not None:
+            changes.subscribe(self._changed)
         self._used: set[int] = set()
         self.failures = FailureLimiter(clock)
         self._flusher = LoopingCall(self.flush_last_used)
@@ -132,6 +148,62 @@ class Authorizer:
         if self._flusher.running:
             self._flusher.stop()
         await self.flush_last_used()
+
+    def _changed(self, table: str) -> None:
+        if table in ("tokens", "users", EVERYTHING):
+            self._tokens.clear()
+        if table in ("projects", EVERYTHING):
+            self._projects.clear()
+        if table in ("members", "users", "projects", EVERYTHING):
+            self._roles.clear()
+        if table in ("users", EVERYTHING):
+            self._blocked.clear()
+
+    @property
+    def _caching(self) -> bool:
+        return self._changes is not None and self._changes.live
+
+    async def _find_token(self, secret: str) -> TokenRecord | None:
+        key = hash_token(secret)
+        token = self._tokens.get(key) if self._caching else None
+        if token is None:
+            token = await token_store.find_live_token(self._db, secret)
+            if token is not None and self._caching:
+                self._tokens.put(key, token)
+        if token is not None and token.expires_at is not None and (
+                token.expires_at.timestamp() <= self._clock.seconds()):
+            return None
+        return token
+
+    async def _find_project(self, ref: str) -> Project | None:
+        key = ref.lower()
+        if self._caching:
+            cached = self._projects.get(key)
+            if cached is not None:
+                return cached
+        project = await project_store.get_project(self._db, ref)
+        if project is not None and self._caching:
+            self._projects.put(key, project)
+        return project
+
+    async def _user_blocked(self, user_id: int) -> bool:
+        cached = self._blocked.get(user_id) if self._caching else None
+        if cached is None:
+            cached = await user_store.is_blocked(self._db, user_id)
+            if self._caching:
+                self._blocked.put(user_id, cached)
+        return cached
+
+    async def _roles_of(self, user_id: int, project_ids: list[int]) -> dict[int, str]:
+        if self._caching and len(project_ids) == 1:
+            key = (user_id, project_ids[0])
+            cached = self._roles.get(key)
+            if cached is not None:
+                return {project_ids[0]: cached} if cached else {}
+            roles = await user_store.roles_of(self._db, user_id, project_ids)
+            self._roles.put(key, roles.get(project_ids[0], ""))
+            return dict(roles)
+        return dict(await user_store.roles_of(self._db, user_id, project_ids))
 
     async def flush_last_used(self) -> None:
         used, self._used = self._used, set()
@@ -148,11 +220,11 @@ class Authorizer:
             credentials = Credentials(credentials)
         token = None
         if looks_like_token(credentials.secret):
-            token = await token_store.find_live_token(self._db, credentials.secret)
+            token = await self._find_token(credentials.secret)
         if token is not None and token.kind == "deploy" and token.username != credentials.username:
             token = None  # a deploy token only works with its own user name
-        if token is not None and token.user_id is not None and await user_store.is_blocked(
-                self._db, token.user_id):
+        if token is not None and token.user_id is not None and await self._user_blocked(
+                token.user_id):
             token = None
         if token is None:
             self.failures.record_failure(client)
@@ -169,7 +241,7 @@ class Authorizer:
         scope_cap = _LEVEL["read"] if token.scope == "read" else _LEVEL["maintain"]
         if token.kind == "personal":
             assert token.user_id is not None
-            roles = await user_store.roles_of(self._db, token.user_id, [p.id for p in projects])
+            roles = await self._roles_of(token.user_id, [p.id for p in projects])
             return {pid: min(_ROLE_LEVEL[role], scope_cap) for pid, role in roles.items()}
         return {p.id: scope_cap for p in projects if p.id == token.project_id}
 
@@ -177,7 +249,7 @@ class Authorizer:
                         access: Access, client: str = "") -> Grant:
         """Return the grant for *access* to *project_ref*, or raise the right error."""
         token = await self.authenticate(credentials, client)
-        project = await project_store.get_project(self._db, project_ref)
+        project = await self._find_project(project_ref)
         levels = await self._levels(token, [project] if project else [])
         level = levels.get(project.id, 0) if project else 0
         if project is None or not (level or project.public):

@@ -39,7 +39,13 @@ class FileRoutes(RouteContext):
         dist_filename = filename.removesuffix(".metadata")
         if not is_sha256(sha256) or not is_safe_basename(dist_filename):
             raise NotFound("No such file.")
-        row = await package_store.find_file(self._db, scope.project_ids, sha256, dist_filename)
+        key = (tuple(scope.project_ids), sha256, dist_filename)
+        row = self._file_rows.get(key) if self._caching else None
+        if row is None:
+            row = await package_store.find_file(self._db, scope.project_ids, sha256,
+                                                dist_filename)
+            if row is not None and self._caching:
+                self._file_rows.put(key, row)
         if row is None or (want_metadata and row.metadata_sha256 is None):
             raise NotFound("No such file.")
         blob_sha256 = row.metadata_sha256 if want_metadata else sha256

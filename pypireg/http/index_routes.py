@@ -39,9 +39,13 @@ class IndexRoutes(RouteContext):
 
     async def _render_root(self, request: IRequest, scope: ReadScope) -> bytes:
         media = self._negotiate(request)
-        packages = await package_store.list_packages(self._db, scope.project_ids)
-        prefix = f"{scope.prefix}/simple/" if self._base_url else ""
-        return self._index_response(request, scope, media, project_list(packages, media, prefix))
+        key = ("", tuple(scope.project_ids), media, scope.prefix)
+        page = self._cached_page(key)
+        if page is None:
+            packages = await package_store.list_packages(self._db, scope.project_ids)
+            prefix = f"{scope.prefix}/simple/" if self._base_url else ""
+            page = self._cache_page(key, project_list(packages, media, prefix))
+        return self._index_response(request, scope, media, page)
 
     async def _render_package(self, request: IRequest, scope: ReadScope, name: str) -> bytes:
         if not is_valid_name(name):
@@ -50,12 +54,29 @@ class IndexRoutes(RouteContext):
         if normalized != name:
             return redirect(request, f"{scope.prefix}/simple/{normalized}/")
         media = self._negotiate(request)
-        files = await package_store.list_files(self._db, scope.project_ids, normalized)
-        if not files:
-            raise NotFound(f"No package named {name!r} here.")
-        files_prefix = f"{scope.prefix}/files/" if self._base_url else "../../files/"
-        body = project_detail(normalized, files, media, files_prefix)
-        return self._index_response(request, scope, media, body)
+        key = (normalized, tuple(scope.project_ids), media, scope.prefix)
+        page = self._cached_page(key)
+        if page is None:
+            files = await package_store.list_files(self._db, scope.project_ids, normalized)
+            if not files:
+                raise NotFound(f"No package named {name!r} here.")
+            files_prefix = f"{scope.prefix}/files/" if self._base_url else "../../files/"
+            page = self._cache_page(key, project_detail(normalized, files, media, files_prefix))
+        return self._index_response(request, scope, media, page)
+
+    def _cached_page(self, key: tuple[object, ...]) -> tuple[bytes, bytes] | None:
+        if not self._caching:
+            return None
+        page = self._pages.get(key)
+        if page is not None:
+            self._metrics.cache_hits.labels("index").inc()
+        return page
+
+    def _cache_page(self, key: tuple[object, ...], body: bytes) -> tuple[bytes, bytes]:
+        page = (body, f'"{hashlib.sha256(body).hexdigest()}"'.encode())
+        if self._caching:
+            self._pages.put(key, page)
+        return page
 
     def _negotiate(self, request: IRequest) -> str:
         format_param = request.args.get(b"format", [b""])[0].decode("latin-1")
@@ -68,11 +89,11 @@ class IndexRoutes(RouteContext):
             )
         return media
 
-    def _index_response(self, request: IRequest, scope: ReadScope, media: str, body: bytes
-                        ) -> bytes:
+    def _index_response(self, request: IRequest, scope: ReadScope, media: str,
+                        page: tuple[bytes, bytes]) -> bytes:
+        body, etag = page
         visibility = b"public" if scope.public else b"private"
         request.setHeader(b"Content-Type", content_type_header(media))
         request.setHeader(b"Vary", b"Accept, Authorization")
         request.setHeader(b"Cache-Control", visibility + b", max-age=0, must-revalidate")
-        etag = f'"{hashlib.sha256(body).hexdigest()}"'.encode()
         return b"" if not_modified(request, etag) else body

@@ -157,6 +157,7 @@ class PackagesApiRoutes(RouteContext):
                                     ) -> bytes:
         grant = await self._maintain_access(request, project)
         deleted = await api_store.delete_release(self._db, grant.project.id, package_id)
+        self._wrote_packages()
         if deleted is None:
             raise NotFound(f"No package {package_id} in this project.")
         _log.info("deleted package {package_id} ({files}) from project {project}",
@@ -171,6 +172,7 @@ class PackagesApiRoutes(RouteContext):
         grant = await self._maintain_access(request, project)
         deleted = await api_store.delete_release_file(self._db, grant.project.id, package_id,
                                                       file_id)
+        self._wrote_packages()
         if deleted is None:
             raise NotFound(f"No file {file_id} in package {package_id} of this project.")
         _log.info("deleted file {file_id} ({filename}) of package {package_id} from project"

@@ -34,6 +34,7 @@ class UploadRoute(RouteContext):
         finally:
             if blob is not None:
                 await blob.discard()
+        self._wrote_packages()
         self._metrics.bytes_uploaded.inc(record.size)
         _log.info("stored {filename} ({size} bytes) in project {project}",
                   filename=record.filename, size=record.size, project=grant.project.path)

@@ -45,6 +45,7 @@ class YankRoutes(RouteContext):
         changed = await package_store.set_yanked(
             self._db, grant.project.id, normalize_name(name), parsed, yanked=yanked,
             reason=reason)
+        self._wrote_packages()
         if not changed:
             raise NotFound(f"No release {name} {version} in this project.")
         _log.info("{action} {name} {version} in project {project}",

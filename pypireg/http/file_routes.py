@@ -18,6 +18,17 @@ from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
 from pypireg.http.responses import not_modified
 from pypireg.storage import packages as package_store
 
+# Reads of 1 MiB rather than Twisted's 64 KiB: a quarter of a millisecond
+# from the page cache, and a sixteenth of the per-chunk overhead.
+READ_SIZE = 1024 * 1024
+
+
+class _BlobFile(static.File):
+    def makeProducer(self, request: IRequest, fileForReading: Any) -> Any:  # noqa: N803
+        producer = super().makeProducer(request, fileForReading)  # type: ignore[no-untyped-call]
+        producer.bufferSize = READ_SIZE
+        return producer
+
 
 class FileRoutes(RouteContext):
     @routes.route(PYPI + "/files/<sha256>/<filename>", methods=["GET", "HEAD"])
@@ -58,8 +69,8 @@ class FileRoutes(RouteContext):
             request.setHeader(
                 b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
             )
-        resource = static.File(str(self._blobs.path_for(blob_sha256)),
-                               defaultType="application/octet-stream")
+        resource = _BlobFile(str(self._blobs.path_for(blob_sha256)),
+                             defaultType="application/octet-stream")
         resource.type = "text/plain; charset=utf-8" if want_metadata else "application/octet-stream"
         resource.encoding = None
         return resource

@@ -6,6 +6,7 @@ default) unless PYPIREG_TEST_DSN names a server, as CI's second run does.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -388,3 +389,24 @@ def test_backup_and_restore(built: Path, tmp_path: Path) -> None:
         for d in (source, target):
             d.stop()
             shutil.rmtree(d.folder, ignore_errors=True)
+
+
+def test_json_event_log(tmp_path: Path) -> None:
+    dsn = os.environ.get("PYPIREG_TEST_DSN")
+    if dsn:
+        reset_schema(dsn)
+    daemon = Daemon(Path(tempfile.mkdtemp(prefix="pypireg-e2e-json-")), dsn)
+    with daemon.config.open("a") as f:
+        f.write('[logging]\njson_file = "events.json"\n')
+    try:
+        daemon.start()
+        with urllib.request.urlopen(daemon.url + "/-/health") as resp:
+            assert resp.status == 200
+        daemon.stop()
+        events = [json.loads(line) for line in
+                  (daemon.folder / "events.json").read_text().splitlines() if line.strip()]
+        assert any(e.get("log_namespace") == "pypireg.service" for e in events)
+        assert any("/-/health" in json.dumps(e) for e in events)  # the access log too
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.folder, ignore_errors=True)

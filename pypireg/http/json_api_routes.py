@@ -21,6 +21,7 @@ from urllib.parse import quote
 from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
+from pypireg import versions
 from pypireg.errors import NotFound
 from pypireg.http.app import PYPI, RouteContext, routes
 from pypireg.http.responses import not_modified, redirect
@@ -28,20 +29,7 @@ from pypireg.http.simple_index import upload_time
 from pypireg.names import is_valid_name, normalize_name
 from pypireg.storage import packages as package_store
 from pypireg.storage.packages import PackageFile
-
-
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (0, Version(version))
-    except InvalidVersion:
-        return (1, version)
-
-
-def _is_prerelease(version: str) -> bool:
-    try:
-        return Version(version).is_prerelease
-    except InvalidVersion:
-        return True
+from pypireg.versions import version_key
 
 
 def _release_yanked(files: Sequence[PackageFile]) -> bool:
@@ -50,15 +38,8 @@ def _release_yanked(files: Sequence[PackageFile]) -> bool:
 
 
 def latest_version(releases: dict[str, list[PackageFile]]) -> str:
-    """PyPI's choice: the highest final release that is not yanked.
-
-    Failing that the highest release that is not yanked (a pre-release),
-    and failing that the highest release.
-    """
-    versions = sorted(releases, key=_version_key)
-    live = [v for v in versions if not _release_yanked(releases[v])]
-    final = [v for v in live if not _is_prerelease(v)]
-    return (final or live or versions)[-1]
+    """PyPI's choice of the release `info` describes (see versions.latest_version)."""
+    return versions.latest_version({v: _release_yanked(f) for v, f in releases.items()})
 
 
 def find_version(releases: dict[str, list[PackageFile]], version: str) -> str | None:
@@ -69,8 +50,8 @@ def find_version(releases: dict[str, list[PackageFile]], version: str) -> str | 
         wanted = Version(version)
     except InvalidVersion:
         return None
-    return next((v for v in sorted(releases, key=_version_key)
-                 if _version_key(v) == (0, wanted)), None)
+    return next((v for v in sorted(releases, key=version_key)
+                 if version_key(v) == (1, wanted)), None)
 
 
 def _file_document(f: PackageFile, prefix: str) -> dict[str, Any]:
@@ -141,7 +122,7 @@ def pypi_json_document(name: str, files: Sequence[PackageFile], prefix: str,
     unknown *version*.
     """
     releases: dict[str, list[PackageFile]] = {}
-    for f in sorted(files, key=lambda f: (_version_key(f.version), f.filename)):
+    for f in sorted(files, key=lambda f: (version_key(f.version), f.filename)):
         releases.setdefault(f.version, []).append(f)
     selected = latest_version(releases) if version is None else find_version(releases, version)
     if selected is None:

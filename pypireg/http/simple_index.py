@@ -16,10 +16,11 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pypireg.http.negotiation import JSON_V1
 from pypireg.storage.packages import PackageFile, PackageSummary
+from pypireg.versions import version_key
 
 API_VERSION = "1.4"
 _HEAD = (
@@ -30,15 +31,8 @@ _HEAD = (
 _TAIL = "</body>\n</html>\n"
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (0, Version(version))
-    except InvalidVersion:
-        return (1, version)
-
-
 def _file_key(f: PackageFile) -> tuple[tuple[int, Version | str], str]:
-    return (_version_key(f.version), f.filename)
+    return (version_key(f.version), f.filename)
 
 
 def upload_time(moment: datetime) -> str:
@@ -64,7 +58,7 @@ def project_detail(name: str, files: Sequence[PackageFile], media: str,
     """One package's files; *name* is normalised, *files_prefix* leads to files/."""
     ordered = sorted(files, key=_file_key)
     if media == JSON_V1:
-        versions = sorted({f.version for f in ordered}, key=_version_key)
+        versions = sorted({f.version for f in ordered}, key=version_key)
         return _json({
             "meta": {"api-version": API_VERSION},
             "name": name,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import email.message
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -22,11 +22,11 @@ from urllib.parse import quote, urlsplit
 import readme_renderer.markdown
 import readme_renderer.rst
 import readme_renderer.txt
-from packaging.version import InvalidVersion, Version
 
 from pypireg.storage.groups import Group
 from pypireg.storage.projects import Project
 from pypireg.storage.ui_queries import FileDetail, ReleaseSummary
+from pypireg.versions import latest_version, version_key
 
 # The name of the repository in the .pypirc snippets.
 PYPIRC_NAME = "pypireg"
@@ -169,36 +169,8 @@ class SiteUrls:
         return f"{self.origin}/api/v4/groups/{group_id}/-/packages/pypi"
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
-    # Uploads only accept PEP 440 versions; anything else sorts lowest.
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
-
-
-def _is_prerelease(version: str) -> bool:
-    try:
-        return Version(version).is_prerelease
-    except InvalidVersion:
-        return True
-
-
 def newest_first(versions: Sequence[str]) -> list[str]:
-    return sorted(versions, key=_version_key, reverse=True)
-
-
-def latest_version(yanked: Mapping[str, bool]) -> str:
-    """The version the pages call latest, as PyPI (and pypi_json_document) choose it.
-
-    *yanked* maps each version to whether the whole release is yanked. The
-    highest final release that is not yanked; failing that the highest
-    release that is not yanked; failing that (all yanked) the highest.
-    """
-    ordered = newest_first(list(yanked))
-    live = [v for v in ordered if not yanked[v]]
-    final = [v for v in live if not _is_prerelease(v)]
-    return (final or live or ordered)[0]
+    return sorted(versions, key=version_key, reverse=True)
 
 
 def release_latest(files: Sequence[FileDetail]) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pypireg.storage.database import Cursor, Database
+from pypireg.versions import version_key
 
 T = TypeVar("T")
 
@@ -84,12 +85,8 @@ def _order_by(columns: tuple[str, ...], descending: bool) -> str:
     return ", ".join(c + direction for c in columns)
 
 
-def _version_key(release: Release) -> tuple[tuple[int, Version | str], str, int]:
-    try:
-        version: tuple[int, Version | str] = (0, Version(release.version))
-    except InvalidVersion:
-        version = (1, release.version)
-    return (version, release.name, release.id)
+def _release_key(release: Release) -> tuple[tuple[int, Version | str], str, int]:
+    return (version_key(release.version), release.name, release.id)
 
 
 async def list_releases(db: Database, project_id: int, *, name_contains: str | None = None,
@@ -118,7 +115,7 @@ async def list_releases(db: Database, project_id: int, *, name_contains: str | N
         # PostgreSQL cannot order PEP 440 versions (1.10 > 1.9 > 1.9rc1), so
         # this order is applied here, over every matching release.
         rows = await db.fetch_all(f"SELECT {_RELEASE_COLUMNS} {matching}", params)
-        ordered = sorted((_release(r) for r in rows), key=_version_key, reverse=descending)
+        ordered = sorted((_release(r) for r in rows), key=_release_key, reverse=descending)
         return Page(ordered[offset:offset + limit], len(ordered))
 
     order = _order_by(_RELEASE_ORDER_SQL[order_by], descending)

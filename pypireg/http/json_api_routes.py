@@ -1,6 +1,6 @@
 """PyPI's JSON API (`/pypi/<name>/json`), which poetry and many tools read.
 
-HTTP layer. The documents have the shape of https://pypi.org/pypi/<name>/json:
+HTTP layer. The documents have the shape of the public index's /pypi/<name>/json API:
 `info` about the latest release (or the one asked for), `releases` (project
 document only, as on PyPI), `urls` (the files of that release),
 `last_serial` and `vulnerabilities`. Metadata the registry does not keep

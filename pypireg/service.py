@@ -7,6 +7,7 @@ finish), then the token-use flush, the pool and the embedded PostgreSQL.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import IO, Any
@@ -118,17 +119,22 @@ class RegistryService(MultiService):
         blobs = BlobStore(self._reactor, config.storage.path)
         db = self.db
 
-        def gc() -> Deferred[Any]:
+        def collect_blobs() -> Deferred[Any]:
             d = Deferred.fromCoroutine(collect_garbage(db, blobs))
             return d.addErrback(lambda f: _log.failure("garbage collection failed", f))
 
-        collector = TimerService(GC_INTERVAL_SECONDS, gc)
+        collector = TimerService(GC_INTERVAL_SECONDS, collect_blobs)
         collector.clock = self._reactor
         collector.setServiceParent(self)
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)
             _log.info("pypireg listening on {endpoint}", endpoint=description)
+        # What start-up allocated lives as long as the process: keep it out
+        # of the cyclic collector's full passes, which would otherwise pause
+        # the reactor for longer and longer as caches fill.
+        gc.collect()
+        gc.freeze()
         _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
 
     def _start_failed(self, failure: Failure) -> None:

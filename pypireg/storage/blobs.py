@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -64,7 +65,7 @@ class BlobStore:
 
     def in_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
         """Run blocking file work in the reactor's (bounded) thread pool."""
-        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+        return deferToThreadPool(self._reactor, self._pool, _background, fn, *args)
 
     def prepare(self) -> None:
         """Create the folders. Blocking, but only called at start-up."""
@@ -157,6 +158,22 @@ class BlobStore:
 
     async def exists(self, sha256: str) -> bool:
         return await self.in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
+
+
+_worker = threading.local()
+# Worker threads run at a lower CPU priority than the reactor thread, so
+# hashing a large upload yields the CPU to index requests (Linux: per thread).
+WORKER_NICENESS = 5
+
+
+def _background(fn: Any, *args: Any) -> Any:
+    if not getattr(_worker, "niced", False):
+        _worker.niced = True
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        except (OSError, AttributeError):
+            pass  # not permitted or not supported: run at normal priority
+    return fn(*args)
 
 
 def _process_alive(pid: int) -> bool:

@@ -29,7 +29,9 @@ async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
     """
     claim = check_form(fields, filename)
     assert blob is not None and blob.digests is not None
-    check_digests(claim, blob.digests)
+    digests = await blobs.complete_digests(blob, md5=claim.form_md5 is not None,
+                                           blake2=claim.form_blake2_256 is not None)
+    check_digests(claim, digests)
     meta: CoreMetadata = await blobs.in_thread(read_core_metadata, blob.path, claim.dist)
     check_metadata(claim, meta)
     # PEP 658: wheels always, sdists from Metadata-Version 2.2 on (before
@@ -38,7 +40,6 @@ async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
     if claim.dist.packagetype == "bdist_wheel" or meta.is_reliable_sdist_metadata:
         metadata_sha256 = await blobs.store_bytes(meta.raw)
     await blobs.commit(blob)
-    digests = blob.digests
     return await package_store.record_file(
         db,
         NewFile(

@@ -97,6 +97,9 @@ def upload_form(name: str, version: str, filename: str, content: bytes, *,
         "pyversion": "py3" if filename.endswith(".whl") else "source",
         "metadata_version": "2.1",
         "sha256_digest": sha256 if sha256 is not None else hashlib.sha256(content).hexdigest(),
+        # As twine < 6 sent them; the registry hashes only what it is sent.
+        "md5_digest": hashlib.md5(content).hexdigest(),
+        "blake2_256_digest": hashlib.blake2b(content, digest_size=32).hexdigest(),
     }
     fields.update(extra or {})
     parts = []

@@ -263,3 +263,32 @@ async def test_too_large_file_is_refused(registry: Any) -> None:
     assert code == 413, text
     assert "uploads.max_size" in text
     assert registry.stored_files() == [] and await registry.settled_temp_files() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_sent_digests_are_computed_and_late_ones_still_checked(registry: Any
+                                                                         ) -> None:
+    project, write, _ = await project_with_tokens(registry)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    name = wheel_filename("demo-pkg", "1.0")
+    # As twine 7 sends it: sha256 and blake2b-256, no md5.
+    ctype, body = upload_form("demo-pkg", "1.0", name, wheel)
+    body = body.replace(b'name="md5_digest"', b'name="ignored_field"')
+    resp = await treq.post(registry.api(project.id), data=body,
+                           headers={**basic(write), b"Content-Type": [ctype]})
+    assert resp.code == 201, await resp.text()
+    row = await registry.db.fetch_one("SELECT md5, blake2_256 FROM package_files")
+    assert row is not None and row[0] is None
+    assert row[1] == hashlib.blake2b(wheel, digest_size=32).hexdigest()
+    # A wrong md5 sent after the file part is still caught.
+    boundary = b"pypiregboundary"
+    late = (b'--' + boundary + b'\r\nContent-Disposition: form-data; name="md5_digest"\r\n\r\n'
+            + b"0" * 32 + b"\r\n--" + boundary + b"--\r\n")
+    ctype, body = upload_form("demo-pkg", "1.1", wheel_filename("demo-pkg", "1.1"),
+                              wheel_bytes("demo-pkg", "1.1"))
+    body = body.replace(b'name="md5_digest"', b'name="ignored_field"')
+    body = body[: -len(b"--" + boundary + b"--\r\n")] + late
+    resp = await treq.post(registry.api(project.id), data=body,
+                           headers={**basic(write), b"Content-Type": [ctype]})
+    assert resp.code == 400
+    assert "md5_digest sent does not match" in await resp.text()

@@ -31,6 +31,8 @@ EXPECTED_FIELDS = {
     ":action": ["file_upload"], "protocol_version": ["1"], "name": ["demo-pkg"],
     "version": ["1.0"], "filetype": ["bdist_wheel"], "pyversion": ["py3"],
     "metadata_version": ["2.1"], "sha256_digest": [hashlib.sha256(WHEEL).hexdigest()],
+    "md5_digest": [hashlib.md5(WHEEL).hexdigest()],
+    "blake2_256_digest": [hashlib.blake2b(WHEEL, digest_size=32).hexdigest()],
     "summary": ["A tést pâckage ✓"],
 }
 

@@ -144,7 +144,10 @@ class UploadReceiver:
         # already had.
         sink = _DeferredSink()
         self._producer.pauseProducing()
-        d = Deferred.fromCoroutine(self._context.blobs.open_temp(self._producer))
+        # twine sends the digest fields before the file: hash only those.
+        sent = self._reader.fields if self._reader is not None else {}
+        d = Deferred.fromCoroutine(self._context.blobs.open_temp(
+            self._producer, md5="md5_digest" in sent, blake2="blake2_256_digest" in sent))
 
         def opened(blob: TempBlob) -> None:
             self._blob = blob

@@ -44,8 +44,9 @@ LOW_WATER = 1 * 1024 * 1024
 class Digests:
     size: int
     sha256: str
-    md5: str
-    blake2_256: str
+    # Only when asked for (the client sent that digest); see TempBlob.
+    md5: str | None
+    blake2_256: str | None
 
 
 class BlobStore:
@@ -107,11 +108,27 @@ class BlobStore:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.blob_dir / sha256[:2] / sha256[2:4] / sha256
 
-    async def open_temp(self, producer: IPushProducer | None) -> TempBlob:
+    async def open_temp(self, producer: IPushProducer | None, *, md5: bool = True,
+                        blake2: bool = True) -> TempBlob:
+        """A temp file for an upload; sha256 is always computed, md5/blake2 if asked."""
         name = f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
         path = self.tmp_dir / name
         fileobj = await self.in_thread(_open_exclusive, path)
-        return TempBlob(self, path, fileobj, producer)
+        return TempBlob(self, path, fileobj, producer, md5=md5, blake2=blake2)
+
+    async def complete_digests(self, temp: TempBlob, *, md5: bool, blake2: bool) -> Digests:
+        """The digests of a finished temp file, computing any asked for that are missing.
+
+        Needed only when a client sends a digest field after the file part.
+        """
+        digests = temp.digests
+        assert digests is not None
+        if (md5 and digests.md5 is None) or (blake2 and digests.blake2_256 is None):
+            extra_md5, extra_blake2 = await self.in_thread(_hash_file, temp.path)
+            digests = Digests(digests.size, digests.sha256, digests.md5 or extra_md5,
+                              digests.blake2_256 or extra_blake2)
+            temp.digests = digests
+        return digests
 
     async def copy_in(self, source: Path) -> TempBlob:
         """A finished temp blob with a copy of *source* (for imports), hashed on the way."""
@@ -191,6 +208,16 @@ def _open_exclusive(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "wb", buffering=0)
 
 
+def _hash_file(path: Path) -> tuple[str, str]:
+    md5 = hashlib.md5()  # noqa: S324 - a checksum clients send, not security
+    blake2 = hashlib.blake2b(digest_size=32)
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            md5.update(chunk)
+            blake2.update(chunk)
+    return md5.hexdigest(), blake2.hexdigest()
+
+
 def _write_all(f: IO[bytes], data: bytes) -> None:
     # Unbuffered writes may be partial.
     view = memoryview(data)
@@ -223,7 +250,8 @@ class TempBlob:
     """One upload's temp file, fed from the reactor thread, written in a worker."""
 
     def __init__(self, store: BlobStore, path: Path, fileobj: IO[bytes],
-                 producer: IPushProducer | None) -> None:
+                 producer: IPushProducer | None, *, md5: bool = True,
+                 blake2: bool = True) -> None:
         self._store = store
         self.path = path
         self._file: IO[bytes] | None = fileobj
@@ -235,8 +263,9 @@ class TempBlob:
         self._error: Failure | None = None
         self._drained: list[Deferred[None]] = []
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5()  # noqa: S324 - a checksum clients send, not security
-        self._blake2 = hashlib.blake2b(digest_size=32)
+        # Hashing is most of an upload's CPU: only what will be checked.
+        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
+        self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
         self.size = 0
         self.digests: Digests | None = None
         self.committed = False
@@ -274,8 +303,10 @@ class TempBlob:
         # hashlib releases the GIL on large buffers, so hashing here keeps
         # the reactor thread free.
         self._sha256.update(data)
-        self._md5.update(data)
-        self._blake2.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._blake2 is not None:
+            self._blake2.update(data)
 
     def _written(self, _: object) -> None:
         self._busy = False
@@ -313,8 +344,7 @@ class TempBlob:
                     "The registry's disk is full; the upload was not stored. Retry later."
                 )
             self._error.raiseException()
-        self.digests = Digests(self.size, self._sha256.hexdigest(), self._md5.hexdigest(),
-                               self._blake2.hexdigest())
+        self.digests = self._digests()
         return self.digests
 
     def fill_from_sync(self, source: Path) -> None:
@@ -324,14 +354,18 @@ class TempBlob:
                 self._write_sync(chunk)
                 self.size += len(chunk)
         self._sync_and_close()
-        self.digests = Digests(self.size, self._sha256.hexdigest(), self._md5.hexdigest(),
-                               self._blake2.hexdigest())
+        self.digests = self._digests()
 
     def _sync_and_close(self) -> None:
         assert self._file is not None
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
+
+    def _digests(self) -> Digests:
+        return Digests(self.size, self._sha256.hexdigest(),
+                       self._md5.hexdigest() if self._md5 is not None else None,
+                       self._blake2.hexdigest() if self._blake2 is not None else None)
 
     async def discard(self) -> None:
         """Remove the temp file unless it was committed. Safe to call twice."""

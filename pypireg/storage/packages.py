@@ -35,8 +35,8 @@ class PackageFile:
     python_version: str
     size: int
     sha256: str
-    md5: str
-    blake2_256: str
+    md5: str | None
+    blake2_256: str | None
     requires_python: str | None
     summary: str | None
     metadata_version: str | None
@@ -60,8 +60,8 @@ class NewFile:
     python_version: str
     size: int
     sha256: str
-    md5: str
-    blake2_256: str
+    md5: str | None
+    blake2_256: str | None
     requires_python: str | None
     summary: str | None
     metadata_version: str | None

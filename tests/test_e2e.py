@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,23 @@ class Daemon:
     def index(self, project: str, token: str) -> str:
         return f"http://__token__:{token}@127.0.0.1:{self.port}/api/v4/projects/{project}" \
                "/packages/pypi/simple"
+
+
+@contextmanager
+def running_daemon(prefix: str) -> Iterator[Daemon]:
+    """A started daemon in a fresh folder, on PYPIREG_TEST_DSN (reset) or embedded."""
+    dsn = os.environ.get("PYPIREG_TEST_DSN")
+    if dsn:
+        reset_schema(dsn)
+    # Not under pytest's basetemp: pytest resets that to mode 0700 when a
+    # session starts, and the embedded PostgreSQL runs as another user.
+    daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import reset_schema
 from tests.distributions import wheel_bytes, wheel_filename, write
-from tests.test_e2e import BIN, Daemon, twine
+from tests.test_e2e import BIN, Daemon, running_daemon, twine
 
 pytestmark = pytest.mark.e2e
 UV = shutil.which("uv", path=str(BIN)) or shutil.which("uv")
@@ -27,13 +25,7 @@ UV = shutil.which("uv", path=str(BIN)) or shutil.which("uv")
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str, str, str]]:
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
-    if dsn:
-        reset_schema(dsn)
-    folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-clients-"))
-    daemon = Daemon(folder, dsn)
-    daemon.start()
-    try:
+    with running_daemon("pypireg-e2e-clients-") as daemon:
         project = daemon.cli("project", "create", "clients").stdout.strip()
         write_token = daemon.cli("token", "create", "--project", project, "--scope", "write"
                                  ).stdout.splitlines()[-1]
@@ -54,9 +46,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon,
         assert result.returncode == 0, result.stdout + result.stderr
         daemon.cli("yank", project, "yank-demo", "2.0", "--reason", "broken")
         yield daemon, project, write_token, read_token
-    finally:
-        daemon.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pip(*args: str) -> subprocess.CompletedProcess[str]:

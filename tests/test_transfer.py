@@ -23,7 +23,7 @@ from tests.distributions import (
     wheel_filename,
     write,
 )
-from tests.test_e2e import Daemon
+from tests.test_e2e import running_daemon
 
 
 def pypiserver_folder(root: Path) -> dict[str, bytes]:
@@ -82,18 +82,8 @@ async def test_import_validates_and_is_idempotent_then_export(registry: Any,
 @pytest.mark.e2e
 def test_import_command_then_pip_install(tmp_path: Path) -> None:
     import os
-    import shutil
-    import tempfile
 
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
-    if dsn:
-        from tests.conftest import reset_schema
-
-        reset_schema(dsn)
-    folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-import-"))
-    daemon = Daemon(folder, dsn)
-    daemon.start()
-    try:
+    with running_daemon("pypireg-e2e-import-") as daemon:
         project = daemon.cli("project", "create", "imported").stdout.strip()
         read = daemon.cli("token", "create", "--project", project, "--scope", "read"
                           ).stdout.splitlines()[-1]
@@ -111,6 +101,3 @@ def test_import_command_then_pip_install(tmp_path: Path) -> None:
         assert sorted(p.name for p in out.iterdir()) == sorted(
             [wheel_filename("alpha", "1.0"), wheel_filename("beta", "2.0")])
         assert all((out / n).read_bytes() == files[n] for n in os.listdir(out))
-    finally:
-        daemon.stop()
-        shutil.rmtree(folder, ignore_errors=True)

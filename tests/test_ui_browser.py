@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import reset_schema
 from tests.distributions import wheel_bytes, wheel_filename, write
-from tests.test_e2e import Daemon, twine
+from tests.test_e2e import Daemon, running_daemon, twine
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,13 +85,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     _require_browser()
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
-    if dsn:
-        reset_schema(dsn)
-    folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-ui-"))
-    daemon = Daemon(folder, dsn)
-    daemon.start()
-    try:
+    with running_daemon("pypireg-e2e-ui-") as daemon:
         daemon.cli("group", "create", "acme", "--public")
         public_id = daemon.cli("project", "create", "acme/tools", "--public").stdout.strip()
         private_id = daemon.cli("project", "create", "acme/private").stdout.strip()
@@ -118,9 +109,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert result.returncode == 0, result.stdout + result.stderr
         daemon.cli("yank", public_id, "demo-pkg", "2.0", "--reason", "Broken build")
         yield Site(daemon, public_id, private_id, read_token, public_files[1])
-    finally:
-        daemon.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

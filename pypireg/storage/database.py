@@ -134,11 +134,11 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def id_or_path(ref: str) -> tuple[str, tuple[Any, ...]] | None:
-    """WHERE clause and params finding a row by numeric id or by path, as GitLab does.
+def id_or_path(ref: str, column: str = "path") -> tuple[str, tuple[Any, ...]] | None:
+    """WHERE clause and params finding a row by numeric id or by *column*, as GitLab does.
 
-    Paths compare case-insensitively. None for an id too large to exist.
+    Names compare case-insensitively. None for an id too large to exist.
     """
     if ref.isdigit():
         return ("id = %s", (int(ref),)) if len(ref) <= 18 else None
-    return ("lower(path) = lower(%s)", (ref,))
+    return (f"lower({column}) = lower(%s)", (ref,))

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import psycopg2
 
-from pypireg.storage.database import Database
+from pypireg.storage.database import Database, id_or_path
 
 Role = Literal["reporter", "developer", "maintainer"]
 ROLES: tuple[Role, ...] = ("reporter", "developer", "maintainer")
@@ -47,11 +47,11 @@ async def create_user(db: Database, username: str) -> User:
 
 async def get_user(db: Database, ref: str) -> User | None:
     """By numeric id or by user name (case-insensitively)."""
-    if ref.isdigit() and len(ref) <= 18:
-        row = await db.fetch_one(f"SELECT {_COLUMNS} FROM users WHERE id = %s", (int(ref),))
-    else:
-        row = await db.fetch_one(
-            f"SELECT {_COLUMNS} FROM users WHERE lower(username) = lower(%s)", (ref,))
+    condition = id_or_path(ref, "username")
+    if condition is None:
+        return None
+    row = await db.fetch_one(f"SELECT {_COLUMNS} FROM users WHERE {condition[0]}",
+                             condition[1])
     return _user(row) if row else None
 
 

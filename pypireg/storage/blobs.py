@@ -6,10 +6,13 @@ Storage layer. An upload is written to `tmp/` (same filesystem as
 the caller commit the row that makes it visible. Blobs are never deleted on
 a failed commit: another upload of the same bytes may own the same path.
 
-All file work runs in the reactor's thread pool. The writer keeps at most
-one write in flight and asks its producer (the client's transport) to pause
-while too much data waits, so memory stays bounded whatever the upload size
-and however slow the disk.
+File work runs in the reactor's thread pool, except the hashing and
+writing of upload bodies: that is most of an upload's CPU, so it has a
+small pool of its own at a lower priority (`_upload_pool`), which leaves
+the reactor thread to compete with as few CPU-bound threads as there are
+spare cores. The writer keeps at most one write in flight and asks its
+producer (the client's transport) to pause while too much data waits, so
+memory stays bounded whatever the upload size and however slow the disk.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ _log = Logger()
 _TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part\Z")
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class BlobStore:
     def in_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
         """Run blocking file work in the reactor's (bounded) thread pool."""
         return deferToThreadPool(self._reactor, self._pool, _background, fn, *args)
+
+    def in_upload_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
+        """Run CPU-bound upload work (hash and write a body chunk) in its own pool."""
+        return deferToThreadPool(self._reactor, _upload_pool(self._reactor), _upload_background,
+                                 fn, *args)
 
     def prepare(self) -> None:
         """Create the folders. Blocking, but only called at start-up."""
@@ -166,7 +175,7 @@ class BlobStore:
         temp = self.tmp_dir / f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
         try:
             with _open_exclusive(temp) as f:
-                _write_all(f, data)
+                _writev_all(f.fileno(), [data])
                 os.fsync(f.fileno())
             _durable_rename(temp, final)
         finally:
@@ -179,18 +188,57 @@ class BlobStore:
 
 _worker = threading.local()
 # Worker threads run at a lower CPU priority than the reactor thread, so
-# hashing a large upload yields the CPU to index requests (Linux: per thread).
+# file work yields the CPU to index requests (Linux: per thread). Upload
+# hashing is bulk work that can always wait a time slice: lower still.
 WORKER_NICENESS = 5
+UPLOAD_WORKER_NICENESS = 10
+_upload_pools: dict[int, ThreadPool] = {}
 
 
 def _background(fn: Any, *args: Any) -> Any:
-    if not getattr(_worker, "niced", False):
-        _worker.niced = True
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-        except (OSError, AttributeError):
-            pass  # not permitted or not supported: run at normal priority
+    _lower_priority(WORKER_NICENESS)
     return fn(*args)
+
+
+def _upload_background(fn: Any, *args: Any) -> Any:
+    _lower_priority(UPLOAD_WORKER_NICENESS)
+    return fn(*args)
+
+
+def _lower_priority(niceness: int) -> None:
+    if getattr(_worker, "niceness", 0) >= niceness:
+        return
+    _worker.niceness = niceness
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (OSError, AttributeError):
+        pass  # not permitted or not supported: run at normal priority
+
+
+def upload_threads() -> int:
+    """Threads for upload hashing: the cores this process may use, minus the reactor's."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores - 1, 8))
+
+
+def _upload_pool(reactor: Any) -> ThreadPool:
+    # One per reactor, started on first use and stopped with the reactor,
+    # like the reactor's own pool.
+    pool = _upload_pools.get(id(reactor))
+    if pool is None:
+        pool = ThreadPool(minthreads=0, maxthreads=upload_threads(), name="pypireg-upload")
+        _upload_pools[id(reactor)] = pool
+        pool.start()
+
+        def stop() -> None:
+            _upload_pools.pop(id(reactor), None)
+            pool.stop()
+
+        reactor.addSystemEventTrigger("during", "shutdown", stop)
+    return pool
 
 
 def _process_alive(pid: int) -> bool:
@@ -218,12 +266,19 @@ def _hash_file(path: Path) -> tuple[str, str]:
     return md5.hexdigest(), blake2.hexdigest()
 
 
-def _write_all(f: IO[bytes], data: bytes) -> None:
-    # Unbuffered writes may be partial.
-    view = memoryview(data)
-    while view:
-        n = f.write(view)
-        view = view[n or 0:]
+def _writev_all(fd: int, chunks: list[bytes]) -> None:
+    """Write *chunks* in order with as few system calls as the kernel allows."""
+    views = [memoryview(c) for c in chunks if c]
+    first = 0
+    while first < len(views):
+        # writev may be partial: skip what went out, trim the chunk it stopped in.
+        n = os.writev(fd, views[first:first + _IOV_MAX])
+        while n >= len(views[first]):
+            n -= len(views[first])
+            first += 1
+            if first == len(views):
+                return
+        views[first] = views[first][n:]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -290,23 +345,25 @@ class TempBlob:
             self._producer.pauseProducing()
 
     def _start_write(self) -> None:
-        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending.clear()
+        # The chunks go to the worker as they are: joining megabytes here
+        # would be a copy made in the reactor thread.
+        chunks, self._pending = self._pending, []
         self._pending_bytes = 0
         self._busy = True
-        d = self._store.in_thread(self._write_sync, data)
+        d = self._store.in_upload_thread(self._write_sync, chunks)
         d.addCallbacks(self._written, self._failed)
 
-    def _write_sync(self, data: bytes) -> None:
+    def _write_sync(self, chunks: list[bytes]) -> None:
         assert self._file is not None
-        _write_all(self._file, data)
-        # hashlib releases the GIL on large buffers, so hashing here keeps
-        # the reactor thread free.
-        self._sha256.update(data)
-        if self._md5 is not None:
-            self._md5.update(data)
-        if self._blake2 is not None:
-            self._blake2.update(data)
+        _writev_all(self._file.fileno(), chunks)
+        # hashlib releases the GIL on buffers over 2 KiB, so hashing here
+        # keeps the reactor thread free.
+        for data in chunks:
+            self._sha256.update(data)
+            if self._md5 is not None:
+                self._md5.update(data)
+            if self._blake2 is not None:
+                self._blake2.update(data)
 
     def _written(self, _: object) -> None:
         self._busy = False
@@ -351,7 +408,7 @@ class TempBlob:
         """Copy *source* in, hash it, fsync and close (blocking: run in a thread)."""
         with source.open("rb") as f:
             while chunk := f.read(1024 * 1024):
-                self._write_sync(chunk)
+                self._write_sync([chunk])
                 self.size += len(chunk)
         self._sync_and_close()
         self.digests = self._digests()

@@ -1,0 +1,125 @@
+"""The streaming blob writer: back-pressure, digests, partial writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from pypireg.storage import blobs
+from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore
+from tests.conftest import reactor
+
+
+@implementer(IPushProducer)
+class _Producer:
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+
+    def pauseProducing(self) -> None:
+        assert not self.paused
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        assert self.paused
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _sleep(seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+@pytest_twisted.ensureDeferred
+async def test_writer_pauses_the_producer_and_keeps_memory_bounded(tmp_path: Path) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    producer = _Producer()
+    temp = await store.open_temp(producer, md5=True, blake2=True)
+    rng = random.Random(7)
+    expected = hashlib.sha256()
+    md5 = hashlib.md5()
+    blake2 = hashlib.blake2b(digest_size=32)
+    total = 0
+    # Like a transport: deliver reads only while not paused.
+    while total < 40 * 1024 * 1024:
+        if producer.paused:
+            assert temp.buffered <= HIGH_WATER + 256 * 1024
+            await _sleep(0.001)
+            continue
+        chunk = rng.randbytes(rng.choice([1, 100, 4096, 65536, 262144]))
+        temp.write(chunk)
+        for h in (expected, md5, blake2):
+            h.update(chunk)
+        total += len(chunk)
+    digests = await temp.finish()
+    assert producer.pauses > 0 and not producer.paused
+    assert temp.buffered == 0
+    assert digests.size == total == temp.path.stat().st_size
+    assert (digests.sha256, digests.md5, digests.blake2_256) == (
+        expected.hexdigest(), md5.hexdigest(), blake2.hexdigest())
+    final = await store.commit(temp)
+    assert hashlib.sha256(final.read_bytes()).hexdigest() == digests.sha256
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_requested_digests_are_computed(tmp_path: Path) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    temp = await store.open_temp(None, md5=False, blake2=False)
+    temp.write(b"x" * 10_000)
+    digests = await temp.finish()
+    assert digests.md5 is None and digests.blake2_256 is None
+    both = await store.complete_digests(temp, md5=True, blake2=True)
+    assert both.md5 == hashlib.md5(b"x" * 10_000).hexdigest()
+    await temp.discard()
+    assert not temp.path.exists()
+
+
+def test_low_water_is_below_high_water() -> None:
+    assert 0 < LOW_WATER < HIGH_WATER
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_writev_all_survives_partial_writes(tmp_path: Path, seed: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(seed)
+    chunks = [rng.randbytes(rng.choice([0, 1, 7, 1000, 70_000])) for _ in range(rng.randint(1, 40))]
+    real_writev = os.writev
+
+    def partial(fd: int, buffers: Any) -> int:
+        # Write at most a random prefix, as a kernel may.
+        want = sum(len(b) for b in buffers)
+        limit = rng.randint(1, max(1, want))
+        taken, out = 0, []
+        for b in buffers:
+            piece = bytes(b[: limit - taken])
+            out.append(piece)
+            taken += len(piece)
+            if taken >= limit:
+                break
+        return real_writev(fd, out)
+
+    monkeypatch.setattr(blobs.os, "writev", partial)
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        blobs._writev_all(fd, chunks)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(chunks)
+

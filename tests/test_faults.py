@@ -206,3 +206,43 @@ def test_kill_9_during_uploads_loses_nothing_acknowledged(pg_dsn: str) -> None:
     finally:
         daemon.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.e2e
+def test_embedded_postgres_of_a_killed_daemon_is_adopted_and_stopped() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-adopt-"))
+    daemon = Daemon(folder, None)
+    pidfile = folder / "data" / "postgres" / "postmaster.pid"
+    try:
+        daemon.start()
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait()
+        orphan = int(pidfile.read_text().split()[0])
+        assert _alive(orphan), "the killed daemon's PostgreSQL should still run"
+        daemon.start()
+        assert daemon.cli("project", "create", "after-crash").returncode == 0
+        daemon.stop()
+        assert "adopting the embedded PostgreSQL" in daemon.log.read_text()
+        deadline = time.monotonic() + 30
+        while _alive(orphan) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(orphan), "the adopted PostgreSQL was left running"
+        assert not pidfile.exists()
+    finally:
+        daemon.stop()
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited: it only waits for its parent to collect it.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

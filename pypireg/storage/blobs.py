@@ -37,6 +37,7 @@ from twisted.python.threadpool import ThreadPool
 
 from pypireg.errors import InsufficientStorage
 from pypireg.filenames import is_sha256
+from pypireg.processes import process_alive
 
 _log = Logger()
 _TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part\Z")
@@ -99,7 +100,7 @@ class BlobStore:
                 continue
             pid = int(match[1])
             # Another live daemon on the same storage keeps its in-flight files.
-            if pid != os.getpid() and _process_alive(pid):
+            if pid != os.getpid() and process_alive(pid):
                 continue
             stale.append(Path(entry.path))
         return stale
@@ -243,16 +244,6 @@ def _upload_pool(reactor: Any) -> ThreadPool:
 
         reactor.addSystemEventTrigger("during", "shutdown", stop)
     return pool
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _open_exclusive(path: Path) -> IO[bytes]:

@@ -13,7 +13,9 @@ daemon runs it as the system user `pypireg-postgres`.
 
 A server already running on the cluster (started by the daemon while the
 admin command runs, or the other way round) is reused and left running by
-the process that did not start it.
+the process that did not start it. The process that started it is recorded
+beside the cluster; a server whose starter is gone (killed with SIGKILL,
+say) is adopted by the next process, which then stops it as its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from pypireg.processes import process_alive
 
 _log = Logger()
 SYSTEM_USER = "pypireg-postgres"
@@ -132,8 +136,14 @@ class EmbeddedPostgres:
                 "--locale=C", "-U", "postgres", "--no-instructions",
             )
         if await self._is_running():
-            _log.info("reusing the embedded PostgreSQL running in {pgdata}",
-                      pgdata=str(self.pgdata))
+            owner = self._owner()
+            if owner is not None and process_alive(owner):
+                _log.info("reusing the embedded PostgreSQL running in {pgdata}",
+                          pgdata=str(self.pgdata))
+                return self.dsn()
+            _log.info("adopting the embedded PostgreSQL in {pgdata}, left running by a "
+                      "process that is gone", pgdata=str(self.pgdata))
+            self._claim()
         else:
             await self._run(
                 "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60",
@@ -141,9 +151,23 @@ class EmbeddedPostgres:
                 "-o", f"-c listen_addresses='' -k {self.socket_dir} -p {_PORT}",
                 "start",
             )
-            self.started_here = True
+            self._claim()
             _log.info("started embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
         return self.dsn()
+
+    @property
+    def _owner_file(self) -> Path:
+        return self.pgdata.parent / "postgres.owner"
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self._owner_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _claim(self) -> None:
+        self.started_here = True
+        self._owner_file.write_text(f"{os.getpid()}\n")
 
     async def stop(self) -> None:
         """Stop the server if this process started it."""
@@ -151,6 +175,7 @@ class EmbeddedPostgres:
             return
         self.started_here = False
         await self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
+        self._owner_file.unlink(missing_ok=True)
         _log.info("stopped embedded PostgreSQL")
 
     async def _is_running(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -14,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from pypireg.errors import InsufficientStorage
 from pypireg.storage import blobs
 from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore
 from tests.conftest import reactor
@@ -123,3 +125,56 @@ def test_writev_all_survives_partial_writes(tmp_path: Path, seed: int,
         os.close(fd)
     assert path.read_bytes() == b"".join(chunks)
 
+
+
+async def _stream(temp: blobs.TempBlob, producer: _Producer, total: int) -> None:
+    sent = 0
+    while sent < total:
+        if producer.paused:
+            await _sleep(0.001)
+            continue
+        temp.write(b"\x01" * 262144)
+        sent += 262144
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_is_flushed_while_it_streams_in(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    flushed: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(blobs.os, "fdatasync", counting)
+    producer = _Producer()
+    temp = await store.open_temp(producer, md5=False, blake2=False)
+    await _stream(temp, producer, 40 * 1024 * 1024)
+    await temp.finish()
+    # Several flushes before the end, so the final fsync has little to do.
+    assert len(flushed) >= 2
+    assert all(size >= blobs.SYNC_EVERY for size in flushed)
+    await temp.discard()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_flush_is_a_full_disk_and_never_stalls_the_body(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(blobs.os, "fdatasync", full)
+    producer = _Producer()
+    temp = await store.open_temp(producer, md5=False, blake2=False)
+    await _stream(temp, producer, 40 * 1024 * 1024)
+    with pytest.raises(InsufficientStorage):
+        await temp.finish()
+    assert not producer.paused
+    await temp.discard()
+    assert not temp.path.exists()

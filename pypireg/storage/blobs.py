@@ -17,7 +17,6 @@ memory stays bounded whatever the upload size and however slow the disk.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import os
@@ -44,9 +43,11 @@ _TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part\Z")
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
-# Start writing an upload's pages to disk every this many bytes, so that
-# the fsync after the last byte has little left to wait for.
-WRITEBACK_EVERY = 8 * 1024 * 1024
+# An upload's data is flushed to disk (fdatasync, in the file-work pool)
+# every this many bytes while it streams in, so that the fsync after the
+# last byte, which the client waits for, has little left to do. On ext4 a
+# mere writeback hint (sync_file_range) left most of that wait in place.
+SYNC_EVERY = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -276,31 +277,6 @@ def _writev_all(fd: int, chunks: list[bytes]) -> None:
         views[first] = views[first][n:]
 
 
-def _find_sync_file_range() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):  # not Linux
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _find_sync_file_range()
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing a range to disk, without waiting for it.
-
-    The same trick as PostgreSQL's *_flush_after settings: an fsync that
-    follows finds most pages already written. Only a hint: where it is not
-    available or fails, the fsync does all the work, as it would anyway.
-    """
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -334,17 +310,18 @@ class TempBlob:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._busy = False
+        self._writing = 0
+        self._on_disk = 0
+        self._synced = 0
+        self._syncing = False
         self._paused = False
         self._error: Failure | None = None
-        self._drained: list[Deferred[None]] = []
+        self._idle: list[Deferred[None]] = []
         self._sha256 = hashlib.sha256()
         # Hashing is most of an upload's CPU: only what will be checked.
         self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
         self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
         self.size = 0
-        # Worker-side counters (one write in flight at a time).
-        self._on_disk = 0
-        self._writeback_from = 0
         self.digests: Digests | None = None
         self.committed = False
         self.discarded = False
@@ -371,19 +348,14 @@ class TempBlob:
         # The chunks go to the worker as they are: joining megabytes here
         # would be a copy made in the reactor thread.
         chunks, self._pending = self._pending, []
-        self._pending_bytes = 0
+        self._writing, self._pending_bytes = self._pending_bytes, 0
         self._busy = True
         d = self._store.in_upload_thread(self._write_sync, chunks)
         d.addCallbacks(self._written, self._failed)
 
     def _write_sync(self, chunks: list[bytes]) -> None:
         assert self._file is not None
-        fd = self._file.fileno()
-        _writev_all(fd, chunks)
-        self._on_disk += sum(len(c) for c in chunks)
-        if self._on_disk - self._writeback_from >= WRITEBACK_EVERY:
-            _start_writeback(fd, self._writeback_from, self._on_disk - self._writeback_from)
-            self._writeback_from = self._on_disk
+        _writev_all(self._file.fileno(), chunks)
         # hashlib releases the GIL on buffers over 2 KiB, so hashing here
         # keeps the reactor thread free.
         for data in chunks:
@@ -395,28 +367,63 @@ class TempBlob:
 
     def _written(self, _: object) -> None:
         self._busy = False
+        self._on_disk += self._writing
+        self._maybe_sync()
         if self._pending and not self.discarded:
             self._start_write()
         if self._paused and self._pending_bytes <= LOW_WATER and self._producer:
             self._paused = False
             self._producer.resumeProducing()
-        if not self._busy:
-            drained, self._drained = self._drained, []
-            for d in drained:
-                d.callback(None)
+        self._wake_if_idle()
 
     def _failed(self, failure: Failure) -> None:
         self._error = failure
         self._pending.clear()
         self._pending_bytes = 0
+        self._writing = 0
         self._written(None)
+
+    def _maybe_sync(self) -> None:
+        if (self._syncing or self._error is not None or self.discarded or self._file is None
+                or self._on_disk - self._synced < SYNC_EVERY):
+            return
+        self._syncing = True
+        upto = self._on_disk
+        d = self._store.in_thread(os.fdatasync, self._file.fileno())
+
+        def synced(result: object) -> None:
+            self._syncing = False
+            if isinstance(result, Failure):
+                # As a failed write: drop what waits, let the body run out;
+                # finish() reports the error.
+                self._error = self._error or result
+                self._pending.clear()
+                self._pending_bytes = 0
+                if self._paused and self._producer:
+                    self._paused = False
+                    self._producer.resumeProducing()
+            else:
+                self._synced = upto
+            self._wake_if_idle()
+
+        d.addBoth(synced)
+
+    def _wake_if_idle(self) -> None:
+        if not self._busy and not self._syncing:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    async def _until_idle(self) -> None:
+        """Until no write or flush of this file is in flight."""
+        while self._busy or self._syncing:
+            d: Deferred[None] = Deferred()
+            self._idle.append(d)
+            await d
 
     async def finish(self) -> Digests:
         """Wait for queued writes, fsync and close; return the digests."""
-        if self._busy:
-            d: Deferred[None] = Deferred()
-            self._drained.append(d)
-            await d
+        await self._until_idle()
         if self._error is None:
             try:
                 await self._store.in_thread(self._sync_and_close)
@@ -434,10 +441,14 @@ class TempBlob:
 
     def fill_from_sync(self, source: Path) -> None:
         """Copy *source* in, hash it, fsync and close (blocking: run in a thread)."""
+        assert self._file is not None
         with source.open("rb") as f:
             while chunk := f.read(1024 * 1024):
                 self._write_sync([chunk])
                 self.size += len(chunk)
+                if self.size - self._synced >= SYNC_EVERY:
+                    os.fdatasync(self._file.fileno())
+                    self._synced = self.size
         self._sync_and_close()
         self.digests = self._digests()
 
@@ -459,10 +470,7 @@ class TempBlob:
         self.discarded = True
         self._pending.clear()
         self._pending_bytes = 0
-        if self._busy:
-            d: Deferred[None] = Deferred()
-            self._drained.append(d)
-            await d
+        await self._until_idle()
         await self._store.in_thread(self._remove_sync)
 
     def _remove_sync(self) -> None:

@@ -20,6 +20,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 
 from pypireg.config import parse_config
 from pypireg.fsck import fsck
@@ -105,6 +106,13 @@ async def test_database_outage_is_503_then_recovers(tmp_path: Path) -> None:
             return resp.code, resp
 
         assert (await status())[0] == 200
+        tracebacks: list[str] = []
+
+        def observer(event: dict[str, Any]) -> None:
+            if event.get("log_failure") is not None or event.get("isError"):
+                tracebacks.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
         await embedded.stop()
         for _ in range(3):
             started = time.monotonic()
@@ -117,7 +125,10 @@ async def test_database_outage_is_503_then_recovers(tmp_path: Path) -> None:
         while (await status())[0] != 200:
             assert time.monotonic() < deadline, "no recovery within 30 s"
             await deferLater(reactor, 0.2, lambda: None)
+        # An outage is logged as such, not as tracebacks of unhandled errors.
+        assert tracebacks == []
     finally:
+        globalLogPublisher.removeObserver(observer)
         if port is not None:
             await port.stopListening()
         db.close()

@@ -63,6 +63,17 @@ class Database:
                     detector=reconnection.DeadConnectionDetector(reactor=reactor),
                 )
 
+            def doRead(self) -> Any:
+                try:
+                    return super().doRead()
+                except psycopg2.OperationalError as e:
+                    # The server ended an idle connection (restart, shutdown).
+                    # txpostgres raises it into the reactor, which would log
+                    # a traceback; returned instead, it reaches connectionLost,
+                    # where the detector starts reconnecting, as it would anyway.
+                    _log.warn("database connection lost: {error}", error=str(e).strip())
+                    return e
+
         class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
             connectionFactory = _Connection
 

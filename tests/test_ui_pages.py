@@ -22,9 +22,10 @@ from pypireg.storage import groups as group_store
 from pypireg.storage import packages as package_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
+from pypireg.storage import users as user_store
 from pypireg.storage.projects import Project
 from pypireg.storage.ui_queries import FileDetail
-from tests.distributions import wheel_bytes, wheel_filename
+from tests.distributions import upload_form, wheel_bytes, wheel_filename
 from tests.test_http_routes import basic, project_with_tokens, upload
 
 README = """# Demo heading
@@ -328,7 +329,7 @@ def test_package_page_with_base_url() -> None:
     project = Project(7, "acme/tools", False, True, False, datetime(2024, 1, 1, tzinfo=UTC))
     row = FileDetail(1, "Demo.Pkg", "1.0", "demo_pkg-1.0.tar.gz", "sdist", 2048, "a" * 64,
                      None, None, datetime(2024, 5, 1, 12, 30, tzinfo=UTC), False, None, None,
-                     None)
+                     None, None)
     urls = SiteUrls("https://pypi.example/reg", "https://pypi.example/reg")
     page = package_page(urls, project, "demo-pkg", [row], None).decode()
     assert ('href="https://pypi.example/reg/api/v4/projects/7/packages/pypi/files/'
@@ -355,3 +356,27 @@ async def test_head_and_a_description_that_fails_to_render(registry: Any, monkey
     code, page, _ = await get(registry, "/acme/-/packages/demo-pkg")
     assert code == 200
     assert "<pre># Title &lt;b&gt;\n</pre>" in page
+
+
+@pytest_twisted.ensureDeferred
+async def test_uploader_is_the_person_or_deploy_user_behind_the_token(registry: Any) -> None:
+    project = await project_store.create_project(registry.db, "acme/people")
+    alice = await user_store.create_user(registry.db, "alice")
+    await user_store.add_member(registry.db, project.id, alice.id, "developer")
+    _, personal = await token_store.create_token(registry.db, None, "write", kind="personal",
+                                                 user_id=alice.id)
+    deploy, deploy_secret = await token_store.create_token(
+        registry.db, project.id, "write", kind="deploy", username="ci-bot")
+    _, read = await token_store.create_token(registry.db, project.id, "read")
+    await publish(registry, project, personal, "demo-pkg", "1.0")
+    wheel = wheel_bytes("demo-pkg", "1.1")
+    ctype, body = upload_form("demo-pkg", "1.1", wheel_filename("demo-pkg", "1.1"), wheel)
+    resp = await treq.post(registry.api(project.id), data=body, headers={
+        b"Content-Type": [ctype], **basic(deploy_secret, user=deploy.username or "")})
+    assert resp.code == 201, await resp.text()
+
+    code, page, _ = await get(registry, "/acme/people/-/packages/demo-pkg", read)
+    assert code == 200, page
+    assert '<td data-label="Uploaded by">alice</td>' in page
+    assert ('<td data-label="Uploaded by">ci-bot <span class="meta">(deploy token)</span></td>'
+            in page)

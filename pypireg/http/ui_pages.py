@@ -424,6 +424,8 @@ def _uploader(f: FileDetail) -> str:
         return '<span class="meta">unknown</span>'
     if not f.uploader:
         return f"token #{f.uploader_token_id}"
+    if f.uploader_kind == "deploy":
+        return f'{_e(f.uploader)} <span class="meta">(deploy token)</span>'
     return _e(f.uploader)
 
 

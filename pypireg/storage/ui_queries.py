@@ -54,8 +54,10 @@ class FileDetail:
     yanked: bool
     yanked_reason: str | None
     uploader_token_id: int | None
-    # The token's description; '' if it has none, None if the token is gone.
+    # Who uploaded: a personal token's user, a deploy token's user name, a
+    # project token's description ('' if it has none); None if it is gone.
     uploader: str | None
+    uploader_kind: str | None
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,12 @@ async def package_files(db: Database, project_id: int, name: str) -> list[FileDe
         f"WITH visible AS ({_VISIBLE_FILES.format(condition='AND p.name = %(name)s')})"
         " SELECT v.id, p.display_name, v.version, v.filename, v.packagetype, v.size, v.sha256,"
         " v.requires_python, v.summary, v.uploaded_at, v.yanked, v.yanked_reason,"
-        " v.uploaded_by_token_id, t.description"
+        " v.uploaded_by_token_id,"
+        " CASE t.kind WHEN 'personal' THEN u.username WHEN 'deploy' THEN t.username"
+        "  ELSE t.description END, t.kind"
         " FROM visible v JOIN packages p ON p.id = v.package_id"
         " LEFT JOIN tokens t ON t.id = v.uploaded_by_token_id"
+        " LEFT JOIN users u ON u.id = t.user_id"
         ' ORDER BY v.version, v.filename COLLATE "C"',
         {"projects": [project_id], "name": name},
     )

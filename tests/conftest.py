@@ -107,15 +107,22 @@ class Registry:
         return self.temp_files()
 
 
-@pytest_twisted.async_yield_fixture()
-async def registry(db: Database, tmp_path: Path) -> Any:
+async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024
+                         ) -> Registry:
+    """The whole HTTP site on a real TCP port; stop it with `registry.port.stopListening()`."""
     from pypireg.config import parse_config
     from pypireg.service import build_site
 
     config = parse_config(
-        {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": 1024 * 1024}}
+        {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size}}
     )
     site, authorizer = await build_site(reactor, config, db)
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    yield Registry(db, config, port, authorizer)
-    await port.stopListening()
+    return Registry(db, config, port, authorizer)
+
+
+@pytest_twisted.async_yield_fixture()
+async def registry(db: Database, tmp_path: Path) -> Any:
+    reg = await start_registry(db, tmp_path)
+    yield reg
+    await reg.port.stopListening()

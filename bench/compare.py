@@ -76,6 +76,9 @@ HERE = Path(__file__).resolve().parent
 WORKLOADS = ("upload", "index", "download", "stall", "install", "scale")
 TARGETS = ("pypireg", "pypiserver", "devpi", "nginx")
 PEERS = ("pypiserver", "devpi")
+# nginx is the ceiling: static pages and files, and a body-discarding upload
+# location (the client's own limit).
+NGINX_WORKLOADS = ("index", "download", "upload")
 DEVPI_PASSWORD = "bench"  # root's password in a throw-away devpi-server
 START_TIMEOUT = 180.0
 SAMPLE_SECONDS = 0.02
@@ -830,6 +833,12 @@ http {{
         listen 127.0.0.1:{port};
         root {tree};
         index index.html;
+        # The upload ceiling: nginx reads and discards the body, so a client's
+        # time here is its own limit (twine's hashing, encoding and sending).
+        location = /upload/ {{
+            client_max_body_size 0;
+            return 200 "discarded\\n";
+        }}
     }}
 }}
 """)
@@ -837,13 +846,15 @@ http {{
     process = start_process(ctx.pin.server([nginx, "-p", str(folder), "-c", str(conf),
                                             "-e", str(folder / "logs" / "error.log")]),
                             log_path, folder)
-    target = Target("nginx", process, port, f"http://127.0.0.1:{port}/simple/", None,
-                    log_path, watch_pid=process.pid)
+    target = Target("nginx", process, port, f"http://127.0.0.1:{port}/simple/",
+                    f"http://127.0.0.1:{port}/upload/", log_path, watch_pid=process.pid)
+    target.user, target.password = "ceiling", "ceiling"
     ctx.stack.callback(stop_process, process, "nginx", 30.0, signal.SIGQUIT)
     wait_http(f"{target.base}/simple/", process, log_path)
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
     target.versions = {"nginx": version.stderr.strip().rpartition("/")[2]}
-    target.notes = "1 worker, sendfile on, access log off, static PEP 503 tree of the same files"
+    target.notes = ("1 worker, sendfile on, access log off, static PEP 503 tree of the same "
+                    "files; uploads go to a location that discards the body")
     return target
 
 
@@ -1418,36 +1429,42 @@ def cold_latencies_ms(ctx: Context, target: Target, url: str, count: int) -> lis
 
 
 def workload_scale(ctx: Context, target: Target) -> dict[str, list[float]]:
-    """Package-page latency of a 10-file package as its project grows (pypireg only)."""
+    """Package-page latency of a 10-file package in projects of each size (pypireg only).
+
+    One project per size, each with the same 10-file package plus filler
+    rows, so the sizes can be measured in turn within each run: drift of
+    the machine over the minutes of a run then lands on every size alike.
+    """
     plan = ctx.plan
     per = plan.scale_files_per_package
-    project_id = pypireg_admin(ctx, target, "project", "create", "scale", "--public")
-    token = pypireg_admin(ctx, target, "token", "create", "--project", "scale",
-                          "--scope", "write")
-    folder = ctx.work / "scale"
-    folder.mkdir()
-    dists = [write_small_wheel(folder, "scale-pkg", f"1.0.{i}") for i in range(per)]
-    api = f"{target.base}/api/v4/projects/{project_id}/packages/pypi"
-    scale_target = Target("pypireg", target.process, target.port, f"{api}/simple/", api,
-                          target.log, "__token__", token, watch_pid=target.watch_pid)
-    load_dists(scale_target, dists)
-    url = page_url(scale_target, "scale-pkg")
-    check_page(scale_target, url, per)
     dsn = pypireg_dsn(target)
-    results: dict[str, list[float]] = {}
-    have = per
-    next_package = 0
+    pages: dict[int, str] = {}
     for files in plan.scale_files:
+        name = f"scale-{files}"
+        project_id = pypireg_admin(ctx, target, "project", "create", name, "--public")
+        token = pypireg_admin(ctx, target, "token", "create", "--project", name,
+                              "--scope", "write")
+        folder = ctx.work / name
+        folder.mkdir()
+        dists = [write_small_wheel(folder, "scale-pkg", f"1.0.{i}") for i in range(per)]
+        api = f"{target.base}/api/v4/projects/{project_id}/packages/pypi"
+        scale_target = Target("pypireg", target.process, target.port, f"{api}/simple/", api,
+                              target.log, "__token__", token, watch_pid=target.watch_pid)
+        load_dists(scale_target, dists)
+        have = per
         if files > have:
-            packages = (files - have) // per
             out = run_checked([str(ctx.pypireg_bin / "python"), "-c", SCALE_SCRIPT, dsn,
-                               project_id, str(next_package), str(next_package + packages - 1),
-                               str(per), SCALE_SQL], timeout=600)
-            next_package += packages
+                               project_id, "0", str((files - have) // per - 1), str(per),
+                               SCALE_SQL], timeout=600)
             have = int(out.stdout.strip().splitlines()[-1])
-            log(f"  pypireg scale: project now has {have} files")
+        log(f"  pypireg scale: project {name} has {have} files")
+        url = page_url(scale_target, "scale-pkg")
         check_page(scale_target, url, per)
-        for run in range(plan.runs):
+        pages[files] = url
+    wait_idle(target.watch_pid, "pypireg")
+    results: dict[str, list[float]] = {}
+    for run in range(plan.runs):
+        for files, url in pages.items():
             with profiled(ctx, target, f"scale-{files}-run{run + 1}"):
                 wrk = run_wrk(ctx, url, 1, 1, plan.scale_seconds)
             for key, value in ((f"scale.{files}.p50_ms", wrk.p50_ms),
@@ -1757,8 +1774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers = [s for s in TARGETS if s in args.servers]
         if args.only == ["scale"]:
             servers = ["pypireg"] if "pypireg" in servers else []
-        read_only = [w for w in args.only if w in ("index", "download")]
-        if not read_only:
+        if not [w for w in args.only if w in NGINX_WORKLOADS]:
             servers = [s for s in servers if s != "nginx"]
         starters: dict[str, Callable[[], Target]] = {
             "pypireg": lambda: start_pypireg(ctx), "pypiserver": lambda: start_pypiserver(ctx),
@@ -1771,7 +1787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fail(name, "start", e)
                 continue
             targets[name] = target
-            if target.upload_url is not None and need_corpus:
+            if target.upload_url is not None and need_corpus and name != "nginx":
                 try:
                     seconds = load_dists(target, corpus.all)
                     log(f"  loaded {len(corpus.all)} wheels into {name} in {seconds:.1f} s")
@@ -1794,6 +1810,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for workload in [w for w in args.only if w in workloads]:
                 log(f"run {run}/{plan.runs}: {workload}")
                 for name, target in targets.items():
+                    if name == "nginx" and workload not in NGINX_WORKLOADS:
+                        continue
                     if target.upload_url is None and workload not in ("index", "download"):
                         continue
                     if target.process.poll() is not None:

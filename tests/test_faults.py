@@ -9,6 +9,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -257,3 +259,53 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+_HOLD_EMBEDDED = """
+import sys
+from pathlib import Path
+from twisted.internet import defer, reactor, task
+from pypireg.storage.embedded import EmbeddedPostgres
+
+async def main(_reactor):
+    pg = EmbeddedPostgres(reactor, Path(sys.argv[1]))
+    await pg.start()
+    print("up", flush=True)
+    while not Path(sys.argv[2]).exists():
+        await task.deferLater(reactor, 0.1, lambda: None)
+    await pg.stop()
+
+task.react(lambda r: defer.ensureDeferred(main(r)))
+"""
+
+
+@pytest.mark.e2e
+def test_embedded_postgres_started_by_a_command_outlives_it_for_the_daemon() -> None:
+    # An admin command starts the embedded PostgreSQL, the daemon starts and
+    # reuses it, the command ends: the daemon must keep its database.
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-handover-"))
+    daemon = Daemon(folder, None)
+    pgdata = folder / "data" / "postgres"
+    release = folder / "release"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_EMBEDDED, str(pgdata), str(release)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+        daemon.start()
+        assert "reusing the embedded PostgreSQL" in daemon.log.read_text()
+        release.touch()
+        assert holder.wait(60) == 0
+        assert daemon.cli("project", "create", "still-here").returncode == 0
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+        daemon.stop()
+        deadline = time.monotonic() + 30
+        while _alive(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(postmaster), "the daemon, now its owner, left PostgreSQL running"
+    finally:
+        holder.kill()
+        daemon.stop()
+        pidfile = pgdata / "postmaster.pid"
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -13,9 +13,12 @@ daemon runs it as the system user `pypireg-postgres`.
 
 A server already running on the cluster (started by the daemon while the
 admin command runs, or the other way round) is reused and left running by
-the process that did not start it. The process that started it is recorded
-beside the cluster; a server whose starter is gone (killed with SIGKILL,
-say) is adopted by the next process, which then stops it as its own.
+the process that did not start it. Beside the cluster, `postgres.owner`
+names the process that will stop it and `postgres.users/` every process
+using it: an owner that ends while another user lives hands the server on
+instead of stopping it (an admin command that started it must not stop it
+under a daemon that started meanwhile), and a server whose owner is gone
+(killed with SIGKILL, say) is adopted by the next process.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class EmbeddedPostgres:
             if owner is not None and process_alive(owner):
                 _log.info("reusing the embedded PostgreSQL running in {pgdata}",
                           pgdata=str(self.pgdata))
+                self._register()
                 return self.dsn()
             _log.info("adopting the embedded PostgreSQL in {pgdata}, left running by a "
                       "process that is gone", pgdata=str(self.pgdata))
@@ -153,6 +157,7 @@ class EmbeddedPostgres:
             )
             self._claim()
             _log.info("started embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
+        self._register()
         return self.dsn()
 
     @property
@@ -169,11 +174,41 @@ class EmbeddedPostgres:
         self.started_here = True
         self._owner_file.write_text(f"{os.getpid()}\n")
 
+    @property
+    def _users_dir(self) -> Path:
+        return self.pgdata.parent / "postgres.users"
+
+    def _register(self) -> None:
+        self._users_dir.mkdir(exist_ok=True)
+        (self._users_dir / str(os.getpid())).touch()
+
+    def _other_live_user(self) -> int | None:
+        """Another process still using the server, forgetting those that are gone."""
+        try:
+            entries = list(self._users_dir.iterdir())
+        except FileNotFoundError:
+            return None
+        for entry in entries:
+            pid = int(entry.name) if entry.name.isdigit() else None
+            if pid is not None and pid != os.getpid() and process_alive(pid):
+                return pid
+            if pid != os.getpid():
+                entry.unlink(missing_ok=True)
+        return None
+
     async def stop(self) -> None:
-        """Stop the server if this process started it."""
-        if not self.started_here:
+        """Stop the server if this process owns it and no other process uses it."""
+        (self._users_dir / str(os.getpid())).unlink(missing_ok=True)
+        # Ownership may have been handed to this process since it started.
+        if not self.started_here and self._owner() != os.getpid():
             return
         self.started_here = False
+        heir = self._other_live_user()
+        if heir is not None:
+            self._owner_file.write_text(f"{heir}\n")
+            _log.info("left the embedded PostgreSQL running for process {pid}, which uses it",
+                      pid=heir)
+            return
         await self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
         self._owner_file.unlink(missing_ok=True)
         _log.info("stopped embedded PostgreSQL")

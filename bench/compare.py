@@ -1689,8 +1689,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"comma-separated workloads out of {','.join(WORKLOADS)}")
     parser.add_argument("--servers", default=",".join(TARGETS),
                         help=f"comma-separated servers out of {','.join(TARGETS)}")
-    parser.add_argument("--pypireg-venv", type=Path, default=Path("/tmp/venv"),
-                        help="venv with pypireg (twistd, pypireg), twine, pip and uv")
+    parser.add_argument("--pypireg-venv", type=Path, default=Path(sys.prefix),
+                        help="venv with pypireg (twistd, pypireg), twine, pip and uv "
+                             "(default: the one running this script)")
     parser.add_argument("--cache", type=Path, default=HERE / ".venvs",
                         help="where the peers' venvs live (default bench/.venvs)")
     parser.add_argument("--refresh-peers", action="store_true",

@@ -154,8 +154,9 @@ async def test_data_is_flushed_while_it_streams_in(tmp_path: Path,
     temp = await store.open_temp(producer, md5=False, blake2=False)
     await _stream(temp, producer, 40 * 1024 * 1024)
     await temp.finish()
-    # Several flushes before the end, so the final fsync has little to do.
-    assert len(flushed) >= 2
+    # Flushed on the way (how often depends on the disk's speed: one flush
+    # at a time), so the final fsync has little to do.
+    assert len(flushed) >= 1
     assert all(size >= blobs.SYNC_EVERY for size in flushed)
     await temp.discard()
 

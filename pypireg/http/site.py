@@ -178,7 +178,11 @@ class RegistryRequest(server.Request):
         return _address(hops[0]) if hops else None
 
     def _in_flight(self, receiving: bool) -> None:
-        """Keep the uploads-in-flight gauge: +1 on start, -1 once when it ends."""
+        """Keep the uploads-in-flight gauge: +1 on start, -1 once when it ends.
+
+        Also the one place an upload ends, however it ends: the transport's
+        read size goes back to the default there.
+        """
         if receiving != self._counted_in_flight:
             self._counted_in_flight = receiving
             gauge = self.registry_site.metrics.uploads_in_flight

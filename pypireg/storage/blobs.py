@@ -310,8 +310,6 @@ class TempBlob:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._busy = False
-        self._writing = 0
-        self._on_disk = 0
         self._synced = 0
         self._syncing = False
         self._paused = False
@@ -348,7 +346,7 @@ class TempBlob:
         # The chunks go to the worker as they are: joining megabytes here
         # would be a copy made in the reactor thread.
         chunks, self._pending = self._pending, []
-        self._writing, self._pending_bytes = self._pending_bytes, 0
+        self._pending_bytes = 0
         self._busy = True
         d = self._store.in_upload_thread(self._write_sync, chunks)
         d.addCallbacks(self._written, self._failed)
@@ -367,7 +365,6 @@ class TempBlob:
 
     def _written(self, _: object) -> None:
         self._busy = False
-        self._on_disk += self._writing
         self._maybe_sync()
         if self._pending and not self.discarded:
             self._start_write()
@@ -380,15 +377,16 @@ class TempBlob:
         self._error = failure
         self._pending.clear()
         self._pending_bytes = 0
-        self._writing = 0
         self._written(None)
 
     def _maybe_sync(self) -> None:
+        # Called between writes: all accepted bytes but those pending are on disk.
+        on_disk = self.size - self._pending_bytes
         if (self._syncing or self._error is not None or self.discarded or self._file is None
-                or self._on_disk - self._synced < SYNC_EVERY):
+                or on_disk - self._synced < SYNC_EVERY):
             return
         self._syncing = True
-        upto = self._on_disk
+        upto = on_disk
         d = self._store.in_thread(os.fdatasync, self._file.fileno())
 
         def synced(result: object) -> None:
@@ -441,14 +439,10 @@ class TempBlob:
 
     def fill_from_sync(self, source: Path) -> None:
         """Copy *source* in, hash it, fsync and close (blocking: run in a thread)."""
-        assert self._file is not None
         with source.open("rb") as f:
             while chunk := f.read(1024 * 1024):
                 self._write_sync([chunk])
                 self.size += len(chunk)
-                if self.size - self._synced >= SYNC_EVERY:
-                    os.fdatasync(self._file.fileno())
-                    self._synced = self.size
         self._sync_and_close()
         self.digests = self._digests()
 

@@ -112,7 +112,6 @@ class EmbeddedPostgres:
     def __init__(self, reactor: IReactorProcess, pgdata: Path) -> None:
         self._reactor = reactor
         self.pgdata = pgdata.absolute()
-        self.started_here = False
         self._identity = _Identity(None, None)
 
     @property
@@ -171,7 +170,6 @@ class EmbeddedPostgres:
             return None
 
     def _claim(self) -> None:
-        self.started_here = True
         self._owner_file.write_text(f"{os.getpid()}\n")
 
     @property
@@ -199,10 +197,10 @@ class EmbeddedPostgres:
     async def stop(self) -> None:
         """Stop the server if this process owns it and no other process uses it."""
         (self._users_dir / str(os.getpid())).unlink(missing_ok=True)
-        # Ownership may have been handed to this process since it started.
-        if not self.started_here and self._owner() != os.getpid():
+        # The owner file, not who started it: ownership may have been handed
+        # to this process since.
+        if self._owner() != os.getpid():
             return
-        self.started_here = False
         heir = self._other_live_user()
         if heir is not None:
             self._owner_file.write_text(f"{heir}\n")

@@ -28,6 +28,10 @@ class BadUpload(BadRequest):
     """The upload is refused; nothing was stored."""
 
 
+class UploadAbandoned(BadUpload):
+    """The client went away while its finished upload was being stored."""
+
+
 class Unauthorized(RegistryError):
     code = 401
 

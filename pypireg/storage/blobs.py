@@ -1,7 +1,7 @@
 """Content-addressed blob files, and the streaming writer that fills them.
 
 Storage layer. An upload is written to `tmp/` (same filesystem as
-`blobs/`), hashed on the way, fsynced, then renamed to
+`blobs/`), hashed on the way; on commit it is fsynced, renamed to
 `blobs/<aa>/<bb>/<sha256>` and the directory fsynced. Only after that does
 the caller commit the row that makes it visible. Blobs are never deleted on
 a failed commit: another upload of the same bytes may own the same path.
@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from pypireg.errors import InsufficientStorage
+from pypireg.errors import InsufficientStorage, UploadAbandoned
 from pypireg.filenames import is_sha256
 from pypireg.processes import process_alive
 
@@ -157,18 +157,26 @@ class BlobStore:
 
     async def commit(self, temp: TempBlob) -> Path:
         """Move a finished temp file to its content address, durably."""
+        return await self.in_thread(self.commit_sync, temp)  # type: ignore[no-any-return]
+
+    def commit_sync(self, temp: TempBlob) -> Path:
+        """commit(), blocking: for a worker that has more to do around it.
+
+        One worker call instead of several saves a small upload a thread
+        round trip per step (ingest.py).
+        """
         digests = temp.digests
         assert digests is not None, "commit() before finish()"
         final = self.path_for(digests.sha256)
-        await self.in_thread(_durable_rename, temp.path, final)
-        temp.committed = True
+        temp.sync_and_move_sync(final)
         return final
 
     async def store_bytes(self, data: bytes) -> str:
         """Store a small blob (a metadata file) durably; return its sha256."""
-        return await self.in_thread(self._store_bytes_sync, data)  # type: ignore[no-any-return]
+        return await self.in_thread(self.store_bytes_sync, data)  # type: ignore[no-any-return]
 
-    def _store_bytes_sync(self, data: bytes) -> str:
+    def store_bytes_sync(self, data: bytes) -> str:
+        """store_bytes(), blocking: for a worker that has more to do around it."""
         sha256 = hashlib.sha256(data).hexdigest()
         final = self.path_for(sha256)
         if final.is_file():
@@ -297,6 +305,13 @@ def _durable_rename(src: Path, dst: Path) -> None:
         _fsync_dir(parent.parent)
 
 
+def _raise_if_disk_full(error: OSError) -> None:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise InsufficientStorage(
+            "The registry's disk is full; the upload was not stored. Retry later."
+        ) from error
+
+
 class TempBlob:
     """One upload's temp file, fed from the reactor thread, written in a worker."""
 
@@ -323,6 +338,8 @@ class TempBlob:
         self.digests: Digests | None = None
         self.committed = False
         self.discarded = False
+        self._removed = False
+        self._lock = threading.Lock()
 
     @property
     def buffered(self) -> int:
@@ -420,37 +437,47 @@ class TempBlob:
             await d
 
     async def finish(self) -> Digests:
-        """Wait for queued writes, fsync and close; return the digests."""
+        """Wait for queued writes; return the digests. commit() makes the file durable."""
         await self._until_idle()
-        if self._error is None:
-            try:
-                await self._store.in_thread(self._sync_and_close)
-            except OSError:
-                self._error = Failure()
         if self._error is not None:
-            error = self._error.value
-            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage(
-                    "The registry's disk is full; the upload was not stored. Retry later."
-                )
-            self._error.raiseException()
+            try:
+                self._error.raiseException()
+            except OSError as e:
+                _raise_if_disk_full(e)
+                raise
         self.digests = self._digests()
         return self.digests
 
     def fill_from_sync(self, source: Path) -> None:
-        """Copy *source* in, hash it, fsync and close (blocking: run in a thread)."""
+        """Copy *source* in and hash it (blocking: run in a thread)."""
         with source.open("rb") as f:
             while chunk := f.read(1024 * 1024):
                 self._write_sync([chunk])
                 self.size += len(chunk)
-        self._sync_and_close()
         self.digests = self._digests()
 
-    def _sync_and_close(self) -> None:
-        assert self._file is not None
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+    def sync_and_move_sync(self, final: Path) -> None:
+        """fsync, close and rename to *final* durably (blocking: run in a thread).
+
+        Under the lock that discard's removal takes: the client going away
+        while its finished upload is committed cannot pull the file from
+        under the rename.
+        """
+        with self._lock:
+            if self._removed:
+                raise UploadAbandoned(
+                    "The connection closed before the upload was stored; nothing was stored."
+                )
+            assert self._file is not None
+            try:
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+                _durable_rename(self.path, final)
+            except OSError as e:
+                _raise_if_disk_full(e)
+                raise
+            self.committed = True
 
     def _digests(self) -> Digests:
         return Digests(self.size, self._sha256.hexdigest(),
@@ -468,10 +495,14 @@ class TempBlob:
         await self._store.in_thread(self._remove_sync)
 
     def _remove_sync(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        with self._lock:
+            if self.committed:
+                return
+            self._removed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass

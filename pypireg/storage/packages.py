@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pypireg.errors import BadUpload
-from pypireg.storage.database import Cursor, Database
+import psycopg2
 
+from pypireg.errors import BadUpload
+from pypireg.storage.database import Database
+
+# The SQLSTATE schema/0009 raises for a rejected duplicate file.
+_DUPLICATE_FILE = "PR001"
 _FILE_COLUMNS = (
     "f.id, f.package_id, p.name, p.display_name, f.version, f.filename, f.packagetype,"
     " f.python_version, f.size, f.sha256, f.md5, f.blake2_256, f.requires_python, f.summary,"
@@ -82,54 +86,38 @@ def _file(row: tuple[Any, ...]) -> PackageFile:
 
 
 async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) -> PackageFile:
-    """Insert the file row (and the package row on first upload) in one transaction."""
+    """Insert the file row (and the package and release rows on first upload), atomically.
 
-    async def body(cur: Cursor) -> PackageFile:
-        # The upsert locks the package row until commit: concurrent uploads of
-        # one package serialise (so the duplicate check below cannot race),
-        # and a delete of the row in between is waited for, not missed.
-        await cur.execute(
-            "INSERT INTO packages (project_id, name, display_name) VALUES (%s, %s, %s)"
-            " ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            (new.project_id, new.name, new.display_name),
+    One statement, schema/0009's function: its comments say why.
+    """
+    try:
+        row = await db.fetch_one(
+            "SELECT * FROM pypireg_record_file("
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (new.project_id, new.name, new.display_name, reject_duplicates, new.version,
+             new.filename, new.packagetype, new.python_version, new.size, new.sha256, new.md5,
+             new.blake2_256, new.requires_python, new.summary, new.metadata_version,
+             new.uploaded_by_token_id, new.metadata_sha256, new.description,
+             new.description_content_type),
         )
-        row = cur.fetchone()
-        assert row is not None
-        package_id = row[0]
-        if reject_duplicates:
-            await cur.execute(
-                "SELECT 1 FROM package_files WHERE package_id = %s AND filename = %s",
-                (package_id, new.filename),
-            )
-            if cur.fetchone() is not None:
-                raise BadUpload(
-                    f"File already exists ({new.filename!r}); this project rejects duplicate "
-                    "uploads. Bump the version, or use twine's --skip-existing."
-                )
-        await cur.execute(
-            "WITH f AS (INSERT INTO package_files (package_id, version, filename, packagetype,"
-            " python_version, size, sha256, md5, blake2_256, requires_python, summary,"
-            " metadata_version, uploaded_by_token_id, metadata_sha256, description,"
-            " description_content_type)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING *)"
-            f" SELECT {_FILE_COLUMNS} FROM f JOIN packages p ON p.id = f.package_id",
-            (package_id, new.version, new.filename, new.packagetype, new.python_version,
-             new.size, new.sha256, new.md5, new.blake2_256, new.requires_python, new.summary,
-             new.metadata_version, new.uploaded_by_token_id, new.metadata_sha256,
-             new.description, new.description_content_type),
-        )
-        inserted = cur.fetchone()
-        assert inserted is not None
-        # The release's row (its id in the package API; see package_api).
-        await cur.execute(
-            "INSERT INTO package_versions (package_id, version) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING",
-            (package_id, new.version),
-        )
-        return _file(inserted)
-
-    return await db.run_interaction(body)
+    except psycopg2.Error as e:
+        if e.pgcode == _DUPLICATE_FILE:
+            raise BadUpload(
+                f"File already exists ({new.filename!r}); this project rejects duplicate "
+                "uploads. Bump the version, or use twine's --skip-existing."
+            ) from None
+        raise
+    assert row is not None
+    file_id, package_id, display_name, uploaded_at = row
+    return PackageFile(
+        id=file_id, package_id=package_id, name=new.name, display_name=display_name,
+        version=new.version, filename=new.filename, packagetype=new.packagetype,
+        python_version=new.python_version, size=new.size, sha256=new.sha256, md5=new.md5,
+        blake2_256=new.blake2_256, requires_python=new.requires_python, summary=new.summary,
+        metadata_version=new.metadata_version, uploaded_at=uploaded_at,
+        uploaded_by_token_id=new.uploaded_by_token_id, metadata_sha256=new.metadata_sha256,
+        yanked=False, yanked_reason=None,
+    )
 
 
 def _ids(projects: int | Sequence[int]) -> list[int]:

@@ -62,17 +62,11 @@ async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
 
 def _check_and_store(blobs: BlobStore, blob: TempBlob, claim: UploadClaim
                      ) -> tuple[CoreMetadata, str | None]:
-    """Read and check the metadata, store it, commit the file (blocking: a worker).
-
-    One worker call: each step a call of its own was a thread round trip,
-    which made up much of a small upload's time.
-    """
+    """Read and check the metadata, then store it and the file (blocking: a worker)."""
     meta = read_core_metadata(blob.path, claim.dist)
     check_metadata(claim, meta)
     # PEP 658: wheels always, sdists from Metadata-Version 2.2 on (before
     # that PKG-INFO may not describe the built package).
-    metadata_sha256 = None
-    if claim.dist.packagetype == "bdist_wheel" or meta.is_reliable_sdist_metadata:
-        metadata_sha256 = blobs.store_bytes_sync(meta.raw)
-    blobs.commit_sync(blob)
+    served = claim.dist.packagetype == "bdist_wheel" or meta.is_reliable_sdist_metadata
+    metadata_sha256 = blobs.commit_sync(blob, with_bytes=meta.raw if served else None)
     return meta, metadata_sha256

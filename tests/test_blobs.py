@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from pypireg.errors import InsufficientStorage
+from pypireg.errors import InsufficientStorage, UploadAbandoned
 from pypireg.storage import blobs
 from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore
 from tests.conftest import reactor
@@ -51,7 +51,7 @@ async def test_writer_pauses_the_producer_and_keeps_memory_bounded(tmp_path: Pat
     store = BlobStore(reactor, tmp_path)
     store.prepare()
     producer = _Producer()
-    temp = await store.open_temp(producer, md5=True, blake2=True)
+    temp = store.open_temp(producer, md5=True, blake2=True)
     rng = random.Random(7)
     expected = hashlib.sha256()
     md5 = hashlib.md5()
@@ -82,7 +82,7 @@ async def test_writer_pauses_the_producer_and_keeps_memory_bounded(tmp_path: Pat
 async def test_only_requested_digests_are_computed(tmp_path: Path) -> None:
     store = BlobStore(reactor, tmp_path)
     store.prepare()
-    temp = await store.open_temp(None, md5=False, blake2=False)
+    temp = store.open_temp(None, md5=False, blake2=False)
     temp.write(b"x" * 10_000)
     digests = await temp.finish()
     assert digests.md5 is None and digests.blake2_256 is None
@@ -151,7 +151,7 @@ async def test_data_is_flushed_while_it_streams_in(tmp_path: Path,
 
     monkeypatch.setattr(blobs.os, "fdatasync", counting)
     producer = _Producer()
-    temp = await store.open_temp(producer, md5=False, blake2=False)
+    temp = store.open_temp(producer, md5=False, blake2=False)
     await _stream(temp, producer, 40 * 1024 * 1024)
     await temp.finish()
     # Flushed on the way (how often depends on the disk's speed: one flush
@@ -172,10 +172,82 @@ async def test_a_failed_flush_is_a_full_disk_and_never_stalls_the_body(
 
     monkeypatch.setattr(blobs.os, "fdatasync", full)
     producer = _Producer()
-    temp = await store.open_temp(producer, md5=False, blake2=False)
+    temp = store.open_temp(producer, md5=False, blake2=False)
     await _stream(temp, producer, 40 * 1024 * 1024)
     with pytest.raises(InsufficientStorage):
         await temp.finish()
     assert not producer.paused
     await temp.discard()
     assert not temp.path.exists()
+
+
+async def _finished(store: BlobStore, data: bytes) -> blobs.TempBlob:
+    temp = store.open_temp(None, md5=False, blake2=False)
+    temp.write(data)
+    await temp.finish()
+    return temp
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_metadata_is_stored_in_the_same_commit(tmp_path: Path) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    temp = await _finished(store, b"distribution")
+    meta_sha256 = await store.in_thread(lambda: store.commit_sync(temp, with_bytes=b"Name: x\n"))
+    assert meta_sha256 == hashlib.sha256(b"Name: x\n").hexdigest()
+    assert store.path_for(meta_sha256).read_bytes() == b"Name: x\n"
+    assert store.path_for(hashlib.sha256(b"distribution").hexdigest()).read_bytes() == (
+        b"distribution")
+    assert temp.committed and list(store.tmp_dir.iterdir()) == []
+    await temp.discard()  # a no-op once committed
+    assert store.path_for(meta_sha256).exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_abandoned_before_its_commit_is_not_stored(tmp_path: Path) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    temp = await _finished(store, b"abandoned")
+    await temp.discard()
+    with pytest.raises(UploadAbandoned):
+        await store.in_thread(lambda: store.commit_sync(temp, with_bytes=b"Name: x\n"))
+    assert not store.path_for(hashlib.sha256(b"abandoned").hexdigest()).exists()
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("discard_first", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_a_discard_racing_the_commit_leaves_one_consistent_outcome(
+        tmp_path: Path, discard_first: bool) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    temp = await _finished(store, b"raced")
+    final = store.path_for(hashlib.sha256(b"raced").hexdigest())
+    # Both run in worker threads at once, as when the client disconnects
+    # while its finished upload is committed.
+    if discard_first:
+        gone = Deferred.fromCoroutine(temp.discard())
+        committing = Deferred.fromCoroutine(store.commit(temp))
+    else:
+        committing = Deferred.fromCoroutine(store.commit(temp))
+        gone = Deferred.fromCoroutine(temp.discard())
+    await gone
+    try:
+        await committing
+    except UploadAbandoned:
+        assert not temp.committed and not final.exists()
+    else:
+        assert temp.committed and final.read_bytes() == b"raced"
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_that_never_wrote_creates_no_file_until_committed(
+        tmp_path: Path) -> None:
+    store = BlobStore(reactor, tmp_path)
+    store.prepare()
+    temp = store.open_temp(None)
+    assert not temp.path.exists()
+    await temp.finish()
+    await temp.discard()
+    assert list(store.tmp_dir.iterdir()) == []

@@ -93,7 +93,6 @@ class UploadReceiver:
         self._grant: Grant | None = None
         self._reader: FormReader | None = None
         self._blob: TempBlob | None = None
-        self._blob_waiters: list[Deferred[TempBlob]] = []
         self.error: RegistryError | None = None
         self._checking: Deferred[None] | None = None
 
@@ -138,36 +137,12 @@ class UploadReceiver:
         if self._send_continue is not None and self.state is State.RECEIVING:
             self._send_continue()
 
-    def _open_file(self, filename: str) -> _DeferredSink:
-        # Opening a file is file work, so it happens in a worker; the
-        # transport is paused meanwhile and the sink holds what the parser
-        # already had.
-        sink = _DeferredSink()
-        self._producer.pauseProducing()
+    def _open_file(self, filename: str) -> TempBlob:
         # twine sends the digest fields before the file: hash only those.
         sent = self._reader.fields if self._reader is not None else {}
-        d = Deferred.fromCoroutine(self._context.blobs.open_temp(
-            self._producer, md5="md5_digest" in sent, blake2="blake2_256_digest" in sent))
-
-        def opened(blob: TempBlob) -> None:
-            self._blob = blob
-            if self.state is State.REFUSED:
-                Deferred.fromCoroutine(blob.discard())
-            else:
-                sink.attach(blob)
-                self._producer.resumeProducing()
-            waiters, self._blob_waiters = self._blob_waiters, []
-            for w in waiters:
-                w.callback(blob)
-
-        def failed(failure: Failure) -> None:
-            waiters, self._blob_waiters = self._blob_waiters, []
-            for w in waiters:
-                w.errback(failure)
-            self._unexpected(failure)
-
-        d.addCallbacks(opened, failed)
-        return sink
+        self._blob = self._context.blobs.open_temp(
+            self._producer, md5="md5_digest" in sent, blake2="blake2_256_digest" in sent)
+        return self._blob
 
     def data_received(self, data: bytes) -> None:
         """A body chunk; must never raise (the channel cannot handle it)."""
@@ -214,7 +189,7 @@ class UploadReceiver:
             await self.abort()
             raise e from None
         self.state = State.COMPLETE
-        blob = await self._wait_for_blob()
+        blob = self._blob
         if blob is not None:
             try:
                 await blob.finish()
@@ -222,15 +197,6 @@ class UploadReceiver:
                 await blob.discard()
                 raise
         return ReceivedUpload(self._grant, self._reader.fields, self._reader.filename, blob)
-
-    async def _wait_for_blob(self) -> TempBlob | None:
-        if self._reader is None or self._reader.filename is None:
-            return None
-        if self._blob is None:
-            waiter: Deferred[TempBlob] = Deferred()
-            self._blob_waiters.append(waiter)
-            return await waiter
-        return self._blob
 
     async def abort(self) -> None:
         """The connection went away or the upload failed: drop the temp file."""
@@ -252,23 +218,3 @@ class UploadReceiver:
     def _unexpected(self, failure: Failure) -> None:
         _log.failure("upload to {project} failed", failure, project=self._project_ref)
         self._fail(RegistryError("Internal error while receiving the upload; it was not stored."))
-
-
-class _DeferredSink:
-    """A file sink that buffers until its TempBlob is open."""
-
-    def __init__(self) -> None:
-        self._blob: TempBlob | None = None
-        self._pending: list[bytes] = []
-
-    def attach(self, blob: TempBlob) -> None:
-        self._blob = blob
-        for chunk in self._pending:
-            blob.write(chunk)
-        self._pending.clear()
-
-    def write(self, data: bytes) -> None:
-        if self._blob is not None:
-            self._blob.write(data)
-        else:
-            self._pending.append(data)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from pypireg.config import Config
 from pypireg.http.auth import Authorizer
+from pypireg.http.file_routes import DownloadDispatch
 from pypireg.http.metrics import Metrics
 from pypireg.http.routes import RegistryApp
 from pypireg.http.site import RegistrySite
@@ -73,7 +74,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
     app = RegistryApp(reactor, db, authorizer, blobs, metrics, base_url=config.server.base_url,
                       changes=changes)
     site = RegistrySite(
-        app.resource(),
+        DownloadDispatch(app),
         UploadContext(authorizer, blobs, config.uploads.max_size),
         clock=reactor,
         metrics=metrics,

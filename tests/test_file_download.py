@@ -421,3 +421,38 @@ def test_fallback_without_a_socket(tmp_path: Path) -> None:
     assert request.finished
     assert request.responseHeaders.getRawHeaders(b"content-type") == [
         b"text/plain; charset=utf-8"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_download_dispatch_matches_klein(registry: Any) -> None:
+    """The dispatcher in front of Klein answers as the Klein route would."""
+    project, write, read = await project_with_tokens(registry, "team/sub")
+    filename = wheel_filename("demo-pkg", "1.0+local")
+    wheel = wheel_bytes("demo-pkg", "1.0+local")
+    code, text, _ = await upload(registry, project.id, write, filename, wheel,
+                                 version="1.0+local")
+    assert code == 201, text
+    sha = hashlib.sha256(wheel).hexdigest()
+    encoded_name = filename.replace("+", "%2B")
+    for ref in (str(project.id), "team%2Fsub"):
+        url = f"{registry.api(ref)}/files/{sha}/{encoded_name}"
+        resp = await treq.get(url, headers=basic(read))
+        assert resp.code == 200 and await resp.content() == wheel
+        resp = await treq.head(url, headers=basic(read))
+        assert resp.code == 200 and await resp.content() == b""
+        assert resp.headers.getRawHeaders(b"content-length") == [str(len(wheel)).encode()]
+        resp = await treq.get(url + ".metadata", headers=basic(read))
+        assert resp.code == 200 and b"Name: demo-pkg" in await resp.content()
+    base = f"{registry.api(project.id)}/files/{sha}"
+    cases = [
+        ("GET", f"{base}/{filename}", {}, 401, "token"),
+        ("GET", f"{base}/other-1.0-py3-none-any.whl", basic(read), 404, "No such file"),
+        ("GET", f"{registry.api(project.id)}/files/nothex/{filename}", basic(read), 404,
+         "No such file"),
+        ("GET", f"{base}/%FF.whl", basic(read), 400, ""),
+        ("POST", f"{base}/{filename}", basic(write), 405, "Method not allowed"),
+        ("DELETE", f"{base}/{filename}", basic(write), 405, "Method not allowed"),
+    ]
+    for method, url, headers, code, says in cases:
+        resp = await treq.request(method, url, headers=headers)
+        assert (resp.code, says in (await resp.content()).decode()) == (code, True), (method, url)

@@ -170,8 +170,8 @@ class BlobStore:
 
         *with_bytes* (an upload's metadata file) is stored in the same batch
         of fsyncs; its sha256 is returned. One worker call and one batch
-        instead of one of each per file: on a small upload those round
-        trips and journal commits were most of the time after its last byte.
+        instead of one of each per file: for a small upload each was a
+        thread round trip and a journal commit of its own.
         """
         digests = temp.digests
         assert digests is not None, "commit() before finish()"
@@ -333,8 +333,8 @@ def _durable_moves(moves: list[_Move]) -> None:
     """fsync every file, rename each into place, then fsync the directories.
 
     Step by step for all files rather than file by file: a journalling
-    filesystem commits everything pending at the first fsync, so the others
-    in the batch find nothing left to write.
+    filesystem commits everything pending at the first fsync, so the later
+    ones in the batch have less left to write.
     """
     for move in moves:
         assert move.file is not None

@@ -22,6 +22,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.web import server
+from twisted.web.client import ResponseNeverReceived
 from twisted.web.test.requesthelper import DummyRequest
 
 from pypireg.http import file_body
@@ -456,3 +457,26 @@ async def test_the_download_dispatch_matches_klein(registry: Any) -> None:
     for method, url, headers, code, says in cases:
         resp = await treq.request(method, url, headers=headers)
         assert (resp.code, says in (await resp.content()).decode()) == (code, True), (method, url)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_that_fails_to_start_is_logged_not_lost(
+        registry: Any, logged_errors: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    project, write, read = await project_with_tokens(registry)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    code, text, _ = await upload(registry, project.id, write, wheel_filename("demo-pkg", "1.0"),
+                                 wheel)
+    assert code == 201, text
+
+    def broken(self: BlobBody, request: Any) -> bytes:
+        raise RuntimeError("the body could not start")
+
+    monkeypatch.setattr(BlobBody, "render", broken)
+    url = (f"{registry.api(project.id)}/files/{hashlib.sha256(wheel).hexdigest()}/"
+           f"{wheel_filename('demo-pkg', '1.0')}")
+    with pytest.raises(ResponseNeverReceived):  # the connection closes without an answer
+        await treq.get(url, headers=basic(read))
+    # One entry per attempt (the client retries a GET once).
+    assert logged_errors and all(e.get("log_format") == "could not answer {method} {uri}"
+                                 and isinstance(e["log_failure"].value, RuntimeError)
+                                 for e in logged_errors)

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
@@ -31,6 +32,7 @@ from pypireg.http.responses import not_modified
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 
+_log = Logger()
 _METADATA_TYPE = b"text/plain; charset=utf-8"
 # The two routes below, as werkzeug matches them (a path converter is
 # "[^/].*?"), over the percent-decoded path.
@@ -111,7 +113,7 @@ class DownloadDispatch(resource.Resource):
                     try:
                         ref, sha256, filename = (g.decode("utf-8") for g in match.groups())
                     except UnicodeDecodeError:
-                        break  # Klein's 404
+                        break  # Klein answers it
                     return self._dispatch(request, route(request, ref, sha256, filename))
         return self._klein.render(request)
 
@@ -122,7 +124,16 @@ class DownloadDispatch(resource.Resource):
         finished.addErrback(lambda _: d.cancel())
         d.addCallbacks(lambda body: self._respond(request, body),
                        lambda failure: self._failed(request, failure))
+        d.addErrback(self._unanswerable, request)
         return server.NOT_DONE_YET
+
+    def _unanswerable(self, failure: Failure, request: IRequest) -> None:
+        # Only if answering itself failed (the handler's errors are answered
+        # above): the response cannot be completed, so log it and close the
+        # connection rather than leave the client waiting.
+        _log.failure("could not answer {method} {uri}", failure,
+                     method=request.method.decode("latin-1"), uri=request.uri.decode("latin-1"))
+        request.loseConnection()  # type: ignore[attr-defined]
 
     def _respond(self, request: IRequest, body: Any) -> None:
         if isinstance(body, bytes):

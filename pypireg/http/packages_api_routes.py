@@ -10,10 +10,8 @@ once; the blobs go with the next garbage collection.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -23,6 +21,7 @@ from twisted.web.iweb import IRequest
 
 from pypireg.errors import BadRequest, NotFound
 from pypireg.http.app import RouteContext, routes
+from pypireg.http.responses import api_json, gitlab_time
 from pypireg.names import normalize_name
 from pypireg.storage import package_api as api_store
 from pypireg.storage.package_api import FILE_ORDERS, RELEASE_ORDERS, Page, Release, ReleaseFile
@@ -38,11 +37,6 @@ MAX_PER_PAGE = 100
 # page and per_page: anything an OFFSET can hold comfortably.
 _MAX_NUMBER = 2**31 - 1
 _SORTS = ("asc", "desc")
-
-
-def gitlab_time(moment: datetime) -> str:
-    """GitLab's timestamps: ISO 8601 in UTC, milliseconds, Z."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _arg(request: IRequest, key: str) -> str | None:
@@ -126,7 +120,7 @@ class PackagesApiRoutes(RouteContext):
                 order_by=order_by, descending=descending,
                 limit=per_page, offset=(page - 1) * per_page)
         self._gitlab_paginate(request, result.total, page, per_page)
-        return _json(request, [_package(project, r) for r in result.items])
+        return api_json(request, [_package(project, r) for r in result.items])
 
     @routes.route(PACKAGE, methods=["GET"])
     async def gitlab_package(self, request: IRequest, project: str, package_id: int) -> bytes:
@@ -134,7 +128,7 @@ class PackagesApiRoutes(RouteContext):
         release = await api_store.get_release(self._db, grant.project.id, package_id)
         if release is None:
             raise NotFound(f"No package {package_id} in this project.")
-        return _json(request, _package(project, release))
+        return api_json(request, _package(project, release))
 
     @routes.route(PACKAGE + "/package_files", methods=["GET"])
     async def gitlab_package_files(self, request: IRequest, project: str, package_id: int
@@ -150,7 +144,7 @@ class PackagesApiRoutes(RouteContext):
         if result is None:
             raise NotFound(f"No package {package_id} in this project.")
         self._gitlab_paginate(request, result.total, page, per_page)
-        return _json(request, [_package_file(f) for f in result.items])
+        return api_json(request, [_package_file(f) for f in result.items])
 
     @routes.route(PACKAGE, methods=["DELETE"])
     async def gitlab_delete_package(self, request: IRequest, project: str, package_id: int
@@ -247,10 +241,3 @@ def _package_file(f: ReleaseFile) -> dict[str, Any]:
         "file_sha1": None,
         "file_sha256": f.sha256,
     }
-
-
-def _json(request: IRequest, document: Any) -> bytes:
-    request.setHeader(b"Content-Type", b"application/json")
-    # Answers depend on the token and change with every upload and delete.
-    request.setHeader(b"Cache-Control", b"no-store")
-    return json.dumps(document).encode("utf-8")

@@ -1,9 +1,13 @@
-"""Writing responses: errors, text and redirects, all in one style.
+"""Writing responses: errors, text, redirects and API JSON, all in one style.
 
 HTTP layer.
 """
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
 
 from twisted.web.iweb import IRequest
 
@@ -44,3 +48,16 @@ def not_modified(request: IRequest, etag: bytes) -> bool:
             request.setResponseCode(304)
             return True
     return False
+
+
+def api_json(request: IRequest, document: Any) -> bytes:
+    """A GitLab-style API answer."""
+    request.setHeader(b"Content-Type", b"application/json")
+    # Answers depend on the token and change with every write.
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(document).encode("utf-8")
+
+
+def gitlab_time(moment: datetime) -> str:
+    """GitLab's timestamps: ISO 8601 in UTC, milliseconds, Z."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -17,12 +17,15 @@ HTTP layer. Each concern has its module; all register on `app.routes`.
                                                                          packages_api_routes
     DELETE     /api/v4/projects/<project>/packages/<package_id>/package_files/<file_id>
                                                                          packages_api_routes
+    GET/POST   /api/v4/projects/<project>/deploy_tokens                 deploy_tokens_routes
+    GET/DELETE /api/v4/projects/<project>/deploy_tokens/<token_id>      deploy_tokens_routes
     GET        /<project path>/-/packages[/<name>]                     ui_routes (web pages)
     GET        /groups/<group path>/-/packages                          ui_routes (web pages)
 """
 
 from __future__ import annotations
 
+from pypireg.http.deploy_tokens_routes import DeployTokensRoutes
 from pypireg.http.error_funnel import ErrorFunnel
 from pypireg.http.file_routes import FileRoutes
 from pypireg.http.index_routes import IndexRoutes
@@ -35,5 +38,5 @@ from pypireg.http.yank_routes import YankRoutes
 
 
 class RegistryApp(UploadRoute, IndexRoutes, FileRoutes, YankRoutes, JsonApiRoutes,
-                  PackagesApiRoutes, OpsRoutes, UiRoutes, ErrorFunnel):
+                  PackagesApiRoutes, DeployTokensRoutes, OpsRoutes, UiRoutes, ErrorFunnel):
     """All routes over one set of dependencies (see app.RouteContext)."""

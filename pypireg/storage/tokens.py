@@ -55,6 +55,7 @@ async def create_token(
     scope: Scope,
     *,
     expires_in_days: int | None = None,
+    expires_at: datetime | None = None,
     description: str = "",
     kind: Kind = "project",
     user_id: int | None = None,
@@ -63,6 +64,7 @@ async def create_token(
     """Create a token; return its record and the secret, which is never stored.
 
     Deploy tokens without a user name get GitLab's `gitlab+deploy-token-<id>`.
+    The expiry is *expires_at*, else *expires_in_days* from now, else none.
     """
     secret = generate_token()
     row = await db.fetch_one(
@@ -70,13 +72,14 @@ async def create_token(
         " INSERT INTO tokens (id, project_id, scope, token_hash, hint, description,"
         " expires_at, kind, user_id, username)"
         " SELECT next.id, %s, %s, %s, %s, %s,"
-        "  CASE WHEN %s::int IS NULL THEN NULL ELSE now() + make_interval(days => %s::int) END,"
+        "  coalesce(%s::timestamptz, CASE WHEN %s::int IS NULL THEN NULL"
+        "   ELSE now() + make_interval(days => %s::int) END),"
         "  %s, %s,"
         "  CASE WHEN %s = 'deploy' THEN coalesce(%s, 'gitlab+deploy-token-' || next.id)"
         "  ELSE NULL END"
         f" FROM next RETURNING {_COLUMNS}",
         (project_id, scope, hash_token(secret), secret[:12], description,
-         expires_in_days, expires_in_days, kind, user_id, kind, username),
+         expires_at, expires_in_days, expires_in_days, kind, user_id, kind, username),
     )
     assert row is not None
     return _token(row), secret

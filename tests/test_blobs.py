@@ -74,7 +74,8 @@ async def test_writer_pauses_the_producer_and_keeps_memory_bounded(tmp_path: Pat
     assert digests.size == total == temp.path.stat().st_size
     assert (digests.sha256, digests.md5, digests.blake2_256) == (
         expected.hexdigest(), md5.hexdigest(), blake2.hexdigest())
-    final = await store.commit(temp)
+    await store.in_thread(store.commit_sync, temp)
+    final = store.path_for(digests.sha256)
     assert hashlib.sha256(final.read_bytes()).hexdigest() == digests.sha256
 
 
@@ -227,9 +228,9 @@ async def test_a_discard_racing_the_commit_leaves_one_consistent_outcome(
     # while its finished upload is committed.
     if discard_first:
         gone = Deferred.fromCoroutine(temp.discard())
-        committing = Deferred.fromCoroutine(store.commit(temp))
+        committing = store.in_thread(store.commit_sync, temp)
     else:
-        committing = Deferred.fromCoroutine(store.commit(temp))
+        committing = store.in_thread(store.commit_sync, temp)
         gone = Deferred.fromCoroutine(temp.discard())
     await gone
     try:

@@ -12,8 +12,8 @@ import treq
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage import users as user_store
-from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic
+from tests.distributions import wheel_bytes, wheel_filename
+from tests.test_http_routes import basic, upload
 
 
 async def _personal(db: Any, project_id: int, role: str | None, scope: str = "write") -> str:
@@ -27,12 +27,9 @@ async def _personal(db: Any, project_id: int, role: str | None, scope: str = "wr
 
 async def _deploy_upload(registry: Any, project_id: int, user: str, secret: str,
                          version: str) -> int:
-    ctype, body = upload_form("demo-pkg", version, wheel_filename("demo-pkg", version),
-                              wheel_bytes("demo-pkg", version))
-    resp = await treq.post(registry.api(project_id), data=body,
-                           headers={b"Content-Type": [ctype], **basic(secret, user)})
-    await resp.content()
-    return int(resp.code)
+    code, _, _ = await upload(registry, project_id, secret, wheel_filename("demo-pkg", version),
+                              wheel_bytes("demo-pkg", version), version=version, user=user)
+    return code
 
 
 def _url(registry: Any, project: str | int, token_id: int | None = None) -> str:

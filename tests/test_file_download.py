@@ -461,21 +461,15 @@ async def test_the_download_dispatch_matches_klein(registry: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_body_that_fails_to_start_is_logged_not_lost(
-        registry: Any, logged_errors: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    project, write, read = await project_with_tokens(registry)
-    wheel = wheel_bytes("demo-pkg", "1.0")
-    code, text, _ = await upload(registry, project.id, write, wheel_filename("demo-pkg", "1.0"),
-                                 wheel)
-    assert code == 201, text
+        big_registry: Any, logged_errors: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = await _store_big(big_registry)
 
     def broken(self: BlobBody, request: Any) -> bytes:
         raise RuntimeError("the body could not start")
 
     monkeypatch.setattr(BlobBody, "render", broken)
-    url = (f"{registry.api(project.id)}/files/{hashlib.sha256(wheel).hexdigest()}/"
-           f"{wheel_filename('demo-pkg', '1.0')}")
     with pytest.raises(ResponseNeverReceived):  # the connection closes without an answer
-        await treq.get(url, headers=basic(read))
+        await treq.get(stored.url, headers=basic(stored.read))
     # One entry per attempt (the client retries a GET once).
     assert logged_errors and all(e.get("log_format") == "could not answer {method} {uri}"
                                  and isinstance(e["log_failure"].value, RuntimeError)

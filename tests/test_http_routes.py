@@ -36,11 +36,12 @@ async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False
 
 async def upload(reg: Any, project: Any, token: str | None, filename: str, content: bytes,
                  **kw: Any) -> tuple[int, str, Any]:
+    user = kw.pop("user", "__token__")  # a deploy token's own user name
     ctype, body = upload_form(kw.pop("name", "demo-pkg"), kw.pop("version", "1.0"), filename,
                               content, **kw)
     headers = {b"Content-Type": [ctype]}
     if token:
-        headers.update(basic(token))
+        headers.update(basic(token, user))
     resp = await treq.post(reg.api(project), data=body, headers=headers)
     text = (await resp.content()).decode()
     return resp.code, text, resp

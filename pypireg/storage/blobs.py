@@ -159,14 +159,8 @@ class BlobStore:
             raise
         return temp
 
-    async def commit(self, temp: TempBlob) -> Path:
-        """Move a finished temp file to its content address, durably."""
-        await self.in_thread(self.commit_sync, temp)
-        assert temp.digests is not None
-        return self.path_for(temp.digests.sha256)
-
     def commit_sync(self, temp: TempBlob, *, with_bytes: bytes | None = None) -> str | None:
-        """commit(), blocking, for a worker that has more to do around it.
+        """Move a finished temp file to its content address, durably (blocking: a worker).
 
         *with_bytes* (an upload's metadata file) is stored in the same batch
         of fsyncs; its sha256 is returned. One worker call and one batch
@@ -174,7 +168,7 @@ class BlobStore:
         thread round trip and a journal commit of its own.
         """
         digests = temp.digests
-        assert digests is not None, "commit() before finish()"
+        assert digests is not None, "commit_sync() before finish()"
         sha256, extra = self._stage_bytes(with_bytes) if with_bytes is not None else (None, None)
         try:
             temp.sync_and_move_sync(self.path_for(digests.sha256), [extra] if extra else [])
@@ -486,7 +480,7 @@ class TempBlob:
             await d
 
     async def finish(self) -> Digests:
-        """Wait for queued writes; return the digests. commit() makes the file durable."""
+        """Wait for queued writes; return the digests. commit_sync makes the file durable."""
         await self._until_idle()
         if self._error is not None:
             try:

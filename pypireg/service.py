@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 
 from pypireg.config import Config
 from pypireg.http.auth import Authorizer
-from pypireg.http.file_routes import DownloadDispatch
 from pypireg.http.metrics import Metrics
+from pypireg.http.pypi.files import DownloadDispatch
 from pypireg.http.routes import RegistryApp
 from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext

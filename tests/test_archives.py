@@ -1,4 +1,4 @@
-"""Unit tests for pypireg.archives: bounded core-metadata reading from uploads.
+"""Unit tests for pypireg.ingest.archives: bounded core-metadata reading from uploads.
 
 Archives are built in memory (real wheels and sdists from tests.distributions,
 hostile ones by hand) and written to tmp_path, as the upload path stores them.
@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from pypireg import archives
-from pypireg.archives import MAX_METADATA_BYTES, CoreMetadata, read_core_metadata
-from pypireg.errors import BadUpload
-from pypireg.filenames import parse_filename
+from pypireg.domain.errors import BadUpload
+from pypireg.domain.filenames import parse_filename
+from pypireg.ingest import archives
+from pypireg.ingest.archives import MAX_METADATA_BYTES, CoreMetadata, read_core_metadata
 from tests.distributions import (
     metadata_text,
     sdist_bytes,

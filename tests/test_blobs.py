@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from pypireg.errors import InsufficientStorage, UploadAbandoned
+from pypireg.domain.errors import InsufficientStorage, UploadAbandoned
 from pypireg.storage import blobs
 from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore
 from tests.conftest import reactor

@@ -11,7 +11,7 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from pypireg.cli import CommandError, build_parser, run_command
+from pypireg.admin.cli import CommandError, build_parser, run_command
 from pypireg.storage.database import Database
 from pypireg.tap import Options, makeService
 

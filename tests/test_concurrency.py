@@ -11,8 +11,8 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import DeferredList
 
+from pypireg.admin.fsck import fsck
 from pypireg.config import parse_config
-from pypireg.fsck import fsck
 from pypireg.service import build_site
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore

@@ -24,8 +24,8 @@ import treq
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
+from pypireg.admin.fsck import fsck
 from pypireg.config import parse_config
-from pypireg.fsck import fsck
 from pypireg.service import build_site
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore, TempBlob

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest_twisted
 
-from pypireg.fsck import fsck
+from pypireg.admin.fsck import fsck
 from pypireg.storage.blobs import BlobStore
 from tests.conftest import reactor
 from tests.distributions import upload_form, wheel_bytes, wheel_filename

@@ -9,7 +9,7 @@ from typing import Any
 import pytest_twisted
 import treq
 
-from pypireg.cli import build_parser, run_command
+from pypireg.admin.cli import build_parser, run_command
 from pypireg.http.negotiation import JSON_V1
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pypireg.errors import BadUpload, TooLarge
+from pypireg.domain.errors import BadUpload, TooLarge
 from pypireg.http.multipart import MAX_FIELD_BYTES, MAX_PARTS, FormReader, boundary_from
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
 

@@ -12,7 +12,7 @@ import pytest_twisted
 import treq
 from pypi_simple import IndexPage, ProjectPage
 
-from pypireg.cli import build_parser, run_command
+from pypireg.admin.cli import build_parser, run_command
 from pypireg.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_format
 from pypireg.storage.blobs import BlobStore
 from tests.conftest import reactor

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from pypireg.admin.transfer import export_project, import_folder
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore
-from pypireg.transfer import export_project, import_folder
 from tests.conftest import reactor
 from tests.distributions import (
     metadata_text,

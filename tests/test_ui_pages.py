@@ -10,7 +10,7 @@ from typing import Any
 import pytest_twisted
 import treq
 
-from pypireg.http.ui_pages import (
+from pypireg.http.web.pages import (
     CONTENT_SECURITY_POLICY,
     SiteUrls,
     human_size,
@@ -352,7 +352,7 @@ async def test_head_and_a_description_that_fails_to_render(registry: Any, monkey
     def broken(text: str, content_type: str | None) -> str:
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr("pypireg.http.ui_routes.render_description", broken)
+    monkeypatch.setattr("pypireg.http.web.routes.render_description", broken)
     code, page, _ = await get(registry, "/acme/-/packages/demo-pkg")
     assert code == 200
     assert "<pre># Title &lt;b&gt;\n</pre>" in page

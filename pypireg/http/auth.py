@@ -30,7 +30,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from pypireg.cache import Cache
-from pypireg.errors import Forbidden, NotFound, Unauthorized
+from pypireg.domain.errors import Forbidden, NotFound, Unauthorized
+from pypireg.domain.tokens import hash_token, looks_like_token
 from pypireg.http.rate_limit import FailureLimiter
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
@@ -41,7 +42,6 @@ from pypireg.storage.database import Database
 from pypireg.storage.groups import Group
 from pypireg.storage.projects import Project
 from pypireg.storage.tokens import TokenRecord
-from pypireg.tokens import hash_token, looks_like_token
 
 _log = Logger()
 Access = Literal["read", "write", "maintain"]

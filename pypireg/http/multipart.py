@@ -15,7 +15,7 @@ from typing import Protocol
 
 import multipart
 
-from pypireg.errors import BadUpload, TooLarge
+from pypireg.domain.errors import BadUpload, TooLarge
 
 MAX_PARTS = 1000
 MAX_FIELD_BYTES = 4 * 1024 * 1024  # all text fields together (long descriptions)

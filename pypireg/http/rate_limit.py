@@ -13,7 +13,7 @@ import math
 
 from twisted.internet.interfaces import IReactorTime
 
-from pypireg.errors import TooManyRequests
+from pypireg.domain.errors import TooManyRequests
 
 FAILURES_PER_WINDOW = 20
 WINDOW_SECONDS = 60.0

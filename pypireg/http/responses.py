@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import RegistryError
+from pypireg.domain.errors import RegistryError
 
 _MAX_PHRASE = 300
 

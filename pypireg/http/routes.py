@@ -25,16 +25,16 @@ HTTP layer. Each concern has its module; all register on `app.routes`.
 
 from __future__ import annotations
 
-from pypireg.http.deploy_tokens_routes import DeployTokensRoutes
-from pypireg.http.error_funnel import ErrorFunnel
-from pypireg.http.file_routes import FileRoutes
-from pypireg.http.index_routes import IndexRoutes
-from pypireg.http.json_api_routes import JsonApiRoutes
-from pypireg.http.ops_routes import OpsRoutes
-from pypireg.http.packages_api_routes import PackagesApiRoutes
-from pypireg.http.ui_routes import UiRoutes
-from pypireg.http.upload_route import UploadRoute
-from pypireg.http.yank_routes import YankRoutes
+from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
+from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.ops import OpsRoutes
+from pypireg.http.pypi.files import FileRoutes
+from pypireg.http.pypi.json_api import JsonApiRoutes
+from pypireg.http.pypi.simple import IndexRoutes
+from pypireg.http.pypi.upload import UploadRoute
+from pypireg.http.pypi.yank import YankRoutes
+from pypireg.http.web.routes import UiRoutes
 
 
 class RegistryApp(UploadRoute, IndexRoutes, FileRoutes, YankRoutes, JsonApiRoutes,

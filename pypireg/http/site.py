@@ -25,7 +25,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from pypireg.errors import RegistryError, RequestTimeout, TooLarge
+from pypireg.domain.errors import RegistryError, RequestTimeout, TooLarge
 from pypireg.http.auth import client_address, request_credentials
 from pypireg.http.metrics import Metrics
 from pypireg.http.responses import status_line_reason

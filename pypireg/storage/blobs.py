@@ -34,9 +34,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from pypireg.errors import InsufficientStorage, UploadAbandoned
-from pypireg.filenames import is_sha256
-from pypireg.processes import process_alive
+from pypireg.domain.errors import InsufficientStorage, UploadAbandoned
+from pypireg.domain.filenames import is_sha256
+from pypireg.storage.processes import process_alive
 
 _log = Logger()
 _TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part\Z")

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from txpostgres import reconnection, txpostgres
 
-from pypireg.errors import ServiceUnavailable
+from pypireg.domain.errors import ServiceUnavailable
 
 _log = Logger()
 T = TypeVar("T")

@@ -38,7 +38,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pypireg.processes import process_alive
+from pypireg.storage.processes import process_alive
 
 _log = Logger()
 SYSTEM_USER = "pypireg-postgres"

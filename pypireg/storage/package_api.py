@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 
 from packaging.version import Version
 
+from pypireg.domain.versions import version_key
 from pypireg.storage.database import Cursor, Database
-from pypireg.versions import version_key
 
 T = TypeVar("T")
 

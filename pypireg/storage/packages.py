@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2
 
-from pypireg.errors import BadUpload
+from pypireg.domain.errors import BadUpload
 from pypireg.storage.database import Database
 
 # The SQLSTATE schema/0009 raises for a rejected duplicate file.

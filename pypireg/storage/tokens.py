@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from pypireg.domain.tokens import generate_token, hash_token
 from pypireg.storage.database import Database
-from pypireg.tokens import generate_token, hash_token
 
 Scope = Literal["read", "write"]
 Kind = Literal["project", "deploy", "personal"]

@@ -19,10 +19,10 @@ from packaging.version import InvalidVersion, Version
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import BadRequest, NotFound
+from pypireg.domain.errors import BadRequest, NotFound
+from pypireg.domain.names import normalize_name
 from pypireg.http.app import RouteContext, routes
 from pypireg.http.responses import api_json, gitlab_time
-from pypireg.names import normalize_name
 from pypireg.storage import package_api as api_store
 from pypireg.storage.package_api import FILE_ORDERS, RELEASE_ORDERS, Page, Release, ReleaseFile
 

@@ -13,8 +13,8 @@ from typing import Literal
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
-from pypireg.errors import BadUpload
-from pypireg.names import check_name, parse_version
+from pypireg.domain.errors import BadUpload
+from pypireg.domain.names import check_name, parse_version
 
 PackageType = Literal["bdist_wheel", "sdist"]
 ACCEPTED = "wheels (.whl) and source distributions (.tar.gz, .zip)"

@@ -10,9 +10,9 @@ import json
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import BadRequest, NotFound
+from pypireg.domain.errors import BadRequest, NotFound
+from pypireg.domain.names import is_valid_name, normalize_name, parse_version
 from pypireg.http.app import PYPI, RouteContext, routes
-from pypireg.names import is_valid_name, normalize_name, parse_version
 from pypireg.storage import packages as package_store
 
 _log = Logger()

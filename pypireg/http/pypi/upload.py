@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from pypireg.errors import BadUpload
+from pypireg.domain.errors import BadUpload
 from pypireg.http.app import PYPI, RouteContext, routes
 from pypireg.http.site import RegistryRequest
-from pypireg.ingest import ingest
+from pypireg.ingest.accept import ingest
 
 _log = Logger()
 

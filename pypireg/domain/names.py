@@ -9,7 +9,7 @@ import re
 
 from packaging.version import InvalidVersion, Version
 
-from pypireg.errors import BadUpload
+from pypireg.domain.errors import BadUpload
 
 # PEP 508 / core metadata: ASCII letters, digits, ., _ and -, starting and
 # ending with a letter or digit.

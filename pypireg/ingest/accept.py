@@ -8,14 +8,21 @@ uploaded one.
 
 from __future__ import annotations
 
-from pypireg.archives import CoreMetadata, read_core_metadata
-from pypireg.names import normalize_name
+from pypireg.domain.names import normalize_name
+from pypireg.domain.upload_rules import (
+    Form,
+    UploadClaim,
+    check_digests,
+    check_form,
+    check_metadata,
+    field,
+)
+from pypireg.ingest.archives import CoreMetadata, read_core_metadata
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database
 from pypireg.storage.packages import NewFile, PackageFile
 from pypireg.storage.projects import Project
-from pypireg.upload import Form, UploadClaim, check_digests, check_form, check_metadata, field
 
 
 async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,

@@ -23,10 +23,11 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import NotFound
+from pypireg.domain.errors import NotFound
+from pypireg.domain.names import is_valid_name, normalize_name
 from pypireg.http.app import RouteContext, routes
 from pypireg.http.responses import redirect
-from pypireg.http.ui_pages import (
+from pypireg.http.web.pages import (
     CONTENT_SECURITY_POLICY,
     SiteUrls,
     group_list_page,
@@ -37,7 +38,6 @@ from pypireg.http.ui_pages import (
     render_description,
     summarise,
 )
-from pypireg.names import is_valid_name, normalize_name
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import ui_queries

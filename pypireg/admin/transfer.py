@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pypireg.errors import RegistryError
-from pypireg.filenames import parse_filename
-from pypireg.ingest import ingest
+from pypireg.domain.errors import RegistryError
+from pypireg.domain.filenames import parse_filename
+from pypireg.ingest.accept import ingest
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from pypireg.archives import CoreMetadata, read_core_metadata
-from pypireg.errors import BadUpload
-from pypireg.filenames import parse_filename
+from pypireg.domain.errors import BadUpload
+from pypireg.domain.filenames import parse_filename
+from pypireg.ingest.archives import CoreMetadata, read_core_metadata
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import BadRequest, Forbidden, NotFound
+from pypireg.domain.errors import BadRequest, Forbidden, NotFound
 from pypireg.http.app import RouteContext, routes
 from pypireg.http.auth import Grant, client_address, request_credentials
 from pypireg.http.responses import api_json, gitlab_time

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pkginfo import Distribution
 
-from pypireg.errors import BadUpload
-from pypireg.filenames import DistFilename
+from pypireg.domain.errors import BadUpload
+from pypireg.domain.filenames import DistFilename
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 MAX_MEMBERS = 100_000

@@ -24,8 +24,8 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import NotFound, RegistryError
-from pypireg.filenames import is_safe_basename, is_sha256
+from pypireg.domain.errors import NotFound, RegistryError
+from pypireg.domain.filenames import is_safe_basename, is_sha256
 from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
 from pypireg.http.file_body import BlobBody
 from pypireg.http.responses import not_modified

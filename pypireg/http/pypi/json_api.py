@@ -21,15 +21,15 @@ from urllib.parse import quote
 from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
-from pypireg import versions
-from pypireg.errors import NotFound
+from pypireg.domain import versions
+from pypireg.domain.errors import NotFound
+from pypireg.domain.names import is_valid_name, normalize_name
+from pypireg.domain.versions import version_key
 from pypireg.http.app import PYPI, RouteContext, routes
+from pypireg.http.pypi.simple_index import upload_time
 from pypireg.http.responses import not_modified, redirect
-from pypireg.http.simple_index import upload_time
-from pypireg.names import is_valid_name, normalize_name
 from pypireg.storage import packages as package_store
 from pypireg.storage.packages import PackageFile
-from pypireg.versions import version_key
 
 
 def _release_yanked(files: Sequence[PackageFile]) -> bool:

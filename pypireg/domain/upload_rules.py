@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from pypireg.archives import CoreMetadata
-from pypireg.errors import BadUpload
-from pypireg.filenames import DistFilename, parse_filename
-from pypireg.names import check_name, normalize_name, parse_version
+from pypireg.domain.errors import BadUpload
+from pypireg.domain.filenames import DistFilename, parse_filename
+from pypireg.domain.names import check_name, normalize_name, parse_version
+from pypireg.ingest.archives import CoreMetadata
 from pypireg.storage.blobs import Digests
 
 Form = Mapping[str, Sequence[str]]

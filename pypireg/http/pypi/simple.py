@@ -9,12 +9,12 @@ import hashlib
 
 from twisted.web.iweb import IRequest
 
-from pypireg.errors import NotAcceptable, NotFound
+from pypireg.domain.errors import NotAcceptable, NotFound
+from pypireg.domain.names import is_valid_name, normalize_name
 from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
 from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_type_header
+from pypireg.http.pypi.simple_index import project_detail, project_list
 from pypireg.http.responses import not_modified, redirect
-from pypireg.http.simple_index import project_detail, project_list
-from pypireg.names import is_valid_name, normalize_name
 from pypireg.storage import packages as package_store
 
 

@@ -14,7 +14,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from pypireg.errors import MethodNotAllowed, NotFound, RegistryError
+from pypireg.domain.errors import MethodNotAllowed, NotFound, RegistryError
 from pypireg.http.app import RouteContext, routes
 from pypireg.http.responses import redirect, render_error
 

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 from packaging.version import Version
 
+from pypireg.domain.versions import version_key
 from pypireg.http.negotiation import JSON_V1
 from pypireg.storage.packages import PackageFile, PackageSummary
-from pypireg.versions import version_key
 
 API_VERSION = "1.4"
 _HEAD = (

@@ -18,13 +18,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
-from pypireg import cli_access
-from pypireg.backup import BackupError, backup, restore
+from pypireg.admin import access_commands as cli_access
+from pypireg.admin.backfill import backfill_metadata
+from pypireg.admin.backup import BackupError, backup, restore
+from pypireg.admin.fsck import fsck
+from pypireg.admin.transfer import ImportSummary, export_project, import_folder
 from pypireg.config import ConfigError, load_config
-from pypireg.errors import RegistryError
-from pypireg.fsck import fsck
-from pypireg.metadata_backfill import backfill_metadata
-from pypireg.names import is_valid_project_path, normalize_name, parse_version
+from pypireg.domain.errors import RegistryError
+from pypireg.domain.names import is_valid_project_path, normalize_name, parse_version
 from pypireg.service import open_database
 from pypireg.storage import groups as group_store
 from pypireg.storage import packages as package_store
@@ -35,7 +36,6 @@ from pypireg.storage.database import Database
 from pypireg.storage.gc import DEFAULT_GRACE_SECONDS, collect_garbage
 from pypireg.storage.groups import Group, GroupExists
 from pypireg.storage.projects import Project, ProjectExists
-from pypireg.transfer import ImportSummary, export_project, import_folder
 
 
 class CommandError(Exception):

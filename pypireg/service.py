@@ -19,8 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger, globalLogPublisher, jsonFileLogObserver
 from twisted.python.failure import Failure
 
+from pypireg.access import Authorizer
 from pypireg.config import Config
-from pypireg.http.auth import Authorizer
 from pypireg.http.metrics import Metrics
 from pypireg.http.pypi.files import DownloadDispatch
 from pypireg.http.routes import RegistryApp

@@ -21,8 +21,9 @@ import pytest
 
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import parse_filename
+from pypireg.domain.metadata import CoreMetadata
 from pypireg.ingest import archives
-from pypireg.ingest.archives import MAX_METADATA_BYTES, CoreMetadata, read_core_metadata
+from pypireg.ingest.archives import MAX_METADATA_BYTES, read_core_metadata
 from tests.distributions import (
     metadata_text,
     sdist_bytes,

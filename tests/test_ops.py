@@ -62,8 +62,8 @@ async def test_metrics_count_requests_bytes_and_uploads(registry: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_forwarded_headers_only_from_trusted_proxies(db: Any, tmp_path: Any) -> None:
 
+    from pypireg.access import FAILURES_PER_WINDOW
     from pypireg.config import parse_config
-    from pypireg.http.rate_limit import FAILURES_PER_WINDOW
     from pypireg.service import build_site
     from tests.conftest import reactor
 

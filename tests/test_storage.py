@@ -9,9 +9,9 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import Clock
 
+from pypireg.access import Authorizer
 from pypireg.domain.errors import Forbidden, NotFound, Unauthorized
 from pypireg.domain.tokens import PREFIX, hash_token
-from pypireg.http.auth import Authorizer
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Database

@@ -258,7 +258,7 @@ async def test_slow_headers_are_cut_off(db: Any, tmp_path: Path) -> None:
 async def test_failed_auth_is_rate_limited_but_valid_tokens_pass(registry: Any) -> None:
     import treq
 
-    from pypireg.http.rate_limit import FAILURES_PER_WINDOW
+    from pypireg.access import FAILURES_PER_WINDOW
     from tests.test_http_routes import basic, project_with_tokens
 
     project, _, read = await project_with_tokens(registry)

@@ -13,8 +13,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
+from pypireg.domain.digests import Digests
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import ACCEPTED, is_safe_basename, parse_filename
+from pypireg.domain.metadata import CoreMetadata
 from pypireg.domain.names import (
     check_name,
     is_valid_name,
@@ -23,8 +25,6 @@ from pypireg.domain.names import (
     parse_version,
 )
 from pypireg.domain.upload_rules import UploadClaim, check_digests, check_form, check_metadata
-from pypireg.ingest.archives import CoreMetadata
-from pypireg.storage.blobs import Digests
 
 NORMALIZED_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 VALID_NAMES = st.from_regex(r"\A[A-Za-z0-9]([A-Za-z0-9._-]{0,60}[A-Za-z0-9])?\Z")

@@ -11,10 +11,11 @@ import argparse
 import json
 from typing import Any
 
+from pypireg.domain.tokens import SCOPE_NAMES, Kind, Scope
 from pypireg.storage import tokens as token_store
 from pypireg.storage import users as user_store
 from pypireg.storage.database import Database
-from pypireg.storage.tokens import SCOPE_NAMES, Kind, Scope, TokenRecord
+from pypireg.storage.tokens import TokenRecord
 from pypireg.storage.users import ROLES, User, UserExists
 
 _SCOPE_FROM_NAME: dict[str, Scope] = {

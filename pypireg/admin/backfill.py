@@ -10,7 +10,8 @@ from twisted.logger import Logger
 
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import parse_filename
-from pypireg.ingest.archives import CoreMetadata, read_core_metadata
+from pypireg.domain.metadata import CoreMetadata
+from pypireg.ingest.archives import read_core_metadata
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database

@@ -1,4 +1,4 @@
-"""Access tokens: generation and hashing.
+"""Access tokens: kinds and scopes, generation and hashing.
 
 Domain layer, no I/O. A token is 32 random bytes (256 bits) behind a fixed
 prefix so that secret scanners can recognise leaked ones; only its SHA-256
@@ -11,7 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from typing import Literal
 
+Scope = Literal["read", "write"]
+Kind = Literal["project", "deploy", "personal"]
+# The GitLab names of each kind's scopes.
+SCOPE_NAMES: dict[Kind, dict[Scope, str]] = {
+    "project": {"read": "read", "write": "write"},
+    "deploy": {"read": "read_package_registry", "write": "write_package_registry"},
+    "personal": {"read": "read_api", "write": "api"},
+}
 PREFIX = "pypireg_"
 _RANDOM_BYTES = 32
 

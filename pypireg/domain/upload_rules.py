@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from pypireg.domain.digests import Digests
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import DistFilename, parse_filename
+from pypireg.domain.metadata import CoreMetadata
 from pypireg.domain.names import check_name, normalize_name, parse_version
-from pypireg.ingest.archives import CoreMetadata
-from pypireg.storage.blobs import Digests
 
 Form = Mapping[str, Sequence[str]]
 _FILETYPES = {"bdist_wheel", "sdist"}

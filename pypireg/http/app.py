@@ -16,8 +16,9 @@ from urllib.parse import quote
 from klein import Klein
 from twisted.web.iweb import IRequest
 
+from pypireg.access import Authorizer, Grant
 from pypireg.cache import Cache
-from pypireg.http.auth import Authorizer, Grant, client_address, request_credentials
+from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.metrics import Metrics
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener

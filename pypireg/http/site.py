@@ -26,7 +26,7 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 from pypireg.domain.errors import RegistryError, RequestTimeout, TooLarge
-from pypireg.http.auth import client_address, request_credentials
+from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.metrics import Metrics
 from pypireg.http.responses import status_line_reason
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver

@@ -23,8 +23,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pypireg.access import Authorizer, Grant
+from pypireg.domain.access_policy import Credentials
 from pypireg.domain.errors import BadUpload, RegistryError, TooLarge
-from pypireg.http.auth import Authorizer, Credentials, Grant
 from pypireg.http.multipart import MAX_FIELD_BYTES, FormReader, boundary_from
 from pypireg.storage.blobs import BlobStore, TempBlob
 

@@ -8,6 +8,7 @@ uploaded one.
 
 from __future__ import annotations
 
+from pypireg.domain.metadata import CoreMetadata
 from pypireg.domain.names import normalize_name
 from pypireg.domain.upload_rules import (
     Form,
@@ -17,7 +18,7 @@ from pypireg.domain.upload_rules import (
     check_metadata,
     field,
 )
-from pypireg.ingest.archives import CoreMetadata, read_core_metadata
+from pypireg.ingest.archives import read_core_metadata
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database

@@ -14,40 +14,19 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from pkginfo import Distribution
 
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import DistFilename
+from pypireg.domain.metadata import CoreMetadata
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 MAX_MEMBERS = 100_000
 # How much of a tarball we decompress while looking for PKG-INFO (which
 # sdist builders put first); bounds the work a gzip bomb can cause.
 MAX_TAR_SCAN_BYTES = 512 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class CoreMetadata:
-    metadata_version: str | None
-    name: str | None
-    version: str | None
-    summary: str | None
-    requires_python: str | None
-    raw: bytes
-    description: str | None = None
-    description_content_type: str | None = None
-
-    @property
-    def is_reliable_sdist_metadata(self) -> bool:
-        """PKG-INFO may be served as core metadata only from Metadata-Version 2.2 on."""
-        try:
-            major, minor = (int(x) for x in (self.metadata_version or "0.0").split(".")[:2])
-        except ValueError:
-            return False
-        return (major, minor) >= (2, 2)
 
 
 def read_core_metadata(path: Path, dist: DistFilename) -> CoreMetadata:

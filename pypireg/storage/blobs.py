@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from pypireg.domain.digests import Digests
 from pypireg.domain.errors import InsufficientStorage, UploadAbandoned
 from pypireg.domain.filenames import is_sha256
 from pypireg.storage.processes import process_alive
@@ -48,15 +49,6 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 # last byte, which the client waits for, has little left to do. On ext4 a
 # mere writeback hint (sync_file_range) left most of that wait in place.
 SYNC_EVERY = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Digests:
-    size: int
-    sha256: str
-    # Only when asked for (the client sent that digest); see TempBlob.
-    md5: str | None
-    blake2_256: str | None
 
 
 class BlobStore:

@@ -8,21 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pypireg.domain.tokens import generate_token, hash_token
+from pypireg.domain.tokens import SCOPE_NAMES, Kind, Scope, generate_token, hash_token
 from pypireg.storage.database import Database
 
-Scope = Literal["read", "write"]
-Kind = Literal["project", "deploy", "personal"]
 _COLUMNS = ("id, project_id, scope, hint, description, created_at, expires_at, revoked_at,"
             " last_used_at, kind, user_id, username")
-# The GitLab names of each kind's scopes.
-SCOPE_NAMES: dict[Kind, dict[Scope, str]] = {
-    "project": {"read": "read", "write": "write"},
-    "deploy": {"read": "read_package_registry", "write": "write_package_registry"},
-    "personal": {"read": "read_api", "write": "api"},
-}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """GitLab's project deploy tokens API: maintainers manage tokens over HTTP.
 
-HTTP layer. As in GitLab, only a maintainer's personal access token with
+HTTP layer. As in GitLab (the rule is domain/access_policy.check_may_manage_tokens),
+only a maintainer's personal access token with
 `api` scope may list, create or revoke a project's deploy tokens: a deploy
 or project token cannot mint more tokens, so one leaked token cannot make
 itself permanent. A new token's secret is in the creation's answer only;
@@ -24,12 +25,15 @@ from urllib.parse import parse_qs
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from pypireg.access import Grant
+from pypireg.domain.access_policy import check_may_manage_tokens
 from pypireg.domain.errors import BadRequest, Forbidden, NotFound
+from pypireg.domain.tokens import SCOPE_NAMES, Scope
 from pypireg.http.app import RouteContext, routes
-from pypireg.http.auth import Grant, client_address, request_credentials
+from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.responses import api_json, gitlab_time
 from pypireg.storage import tokens as token_store
-from pypireg.storage.tokens import SCOPE_NAMES, Scope, TokenRecord
+from pypireg.storage.tokens import TokenRecord
 
 _log = Logger()
 
@@ -90,10 +94,10 @@ class DeployTokensRoutes(RouteContext):
             grant = await self._authz.authorize(project, request_credentials(
                 request.requestHeaders), "maintain", client_address(request))
         except Forbidden:
-            grant = None
-        if grant is None or grant.token is None or grant.token.kind != "personal":
-            raise Forbidden("Managing deploy tokens needs the personal access token (api "
-                            "scope) of a maintainer of this project.")
+            # A developer's token, say: give the rule, not the role refusal.
+            check_may_manage_tokens(None)
+            raise
+        check_may_manage_tokens(grant.token)
         return grant
 
     async def _deploy_token(self, grant: Grant, token_id: int) -> TokenRecord:

@@ -1,38 +1,30 @@
-"""The token check: who is calling, and what may they do to this project.
+"""The Authorizer: who is calling, and what may they do to this project.
 
-HTTP layer. Credentials come as HTTP Basic (password = token) or a
-`PRIVATE-TOKEN` header. As in GitLab, the Basic user name is ignored for
-project and personal tokens and must match for deploy tokens.
+Between the HTTP layer and storage: it looks tokens, projects, groups and
+roles up through storage (with caches dropped on every committed change,
+see storage/changes.py), applies the policy of domain/access_policy.py and
+rate-limits failed authentication per client address.
 
-Levels: read (the index and files), write (uploads) and maintain (yanks
-and deletes). Project and deploy tokens reach their one project: read scope
-reads, write scope does everything. Personal tokens reach the projects
-their user is a member of: the role caps the level (reporter reads,
-developer uploads, maintainer maintains) and read_api scope caps it at read.
-
-Answers are chosen so that nothing leaks: an anonymous caller gets 401 for
-any project that is not public (existing or not), so pip prompts for a
-token; a caller with a valid token for another project gets 404 for a
-private project, exactly as for one that does not exist.
+Only failures count and only failures are refused (429 instead of 401), so
+a client with a valid token is never slowed down, even behind the same
+address as one guessing tokens. Tokens have 256 bits of randomness, so the
+limit is about noise and load, not about guessing succeeding.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import math
 from dataclasses import dataclass
-from typing import Literal
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IRequest
 
 from pypireg.cache import Cache
-from pypireg.domain.errors import Forbidden, NotFound, Unauthorized
+from pypireg.domain import access_policy as policy
+from pypireg.domain.access_policy import Access, Credentials
+from pypireg.domain.errors import TooManyRequests, Unauthorized
 from pypireg.domain.tokens import hash_token, looks_like_token
-from pypireg.http.rate_limit import FailureLimiter
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
@@ -44,18 +36,12 @@ from pypireg.storage.projects import Project
 from pypireg.storage.tokens import TokenRecord
 
 _log = Logger()
-Access = Literal["read", "write", "maintain"]
-_LEVEL: dict[str, int] = {"read": 1, "write": 2, "maintain": 3}
-_ROLE_LEVEL: dict[str, int] = {"reporter": 1, "developer": 2, "maintainer": 3}
 LAST_USED_FLUSH_SECONDS = 30.0
 # A safety net only: cached entries are dropped on change notifications.
 CACHE_TTL = 60.0
-
-
-@dataclass(frozen=True)
-class Credentials:
-    secret: str
-    username: str | None = None
+FAILURES_PER_WINDOW = 20
+WINDOW_SECONDS = 60.0
+_MAX_TRACKED = 100_000
 
 
 @dataclass(frozen=True)
@@ -74,49 +60,33 @@ class Grant:
     token: TokenRecord | None
 
 
-def credentials_from(authorization: bytes | None, private_token: bytes | None
-                     ) -> Credentials | None:
-    """The token the client presented, or None if it presented none.
+class FailureLimiter:
+    def __init__(self, clock: IReactorTime, limit: int = FAILURES_PER_WINDOW,
+                 window: float = WINDOW_SECONDS) -> None:
+        self._clock = clock
+        self.limit = limit
+        self._window = window
+        # client → (start of its current window, failures in it)
+        self._windows: dict[str, tuple[float, int]] = {}
 
-    Raises Unauthorized for credentials that cannot be parsed.
-    """
-    if private_token:
-        try:
-            return Credentials(private_token.decode("ascii").strip())
-        except UnicodeDecodeError:
-            raise Unauthorized("Invalid PRIVATE-TOKEN header.") from None
-    if not authorization:
-        return None
-    scheme, _, value = authorization.partition(b" ")
-    if scheme.lower() == b"bearer":
-        try:
-            return Credentials(value.decode("ascii").strip())
-        except UnicodeDecodeError:
-            raise Unauthorized("Invalid Bearer credentials.") from None
-    if scheme.lower() != b"basic":
-        raise Unauthorized("Unsupported authorization scheme: use Basic with a token.")
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise Unauthorized("Invalid Basic credentials.") from None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        raise Unauthorized("Invalid Basic credentials.")
-    return Credentials(password, user)
+    def record_failure(self, client: str) -> None:
+        """Count a failed attempt; raise TooManyRequests once over the limit."""
+        now = self._clock.seconds()
+        start, count = self._windows.get(client, (now, 0))
+        if now - start >= self._window:
+            start, count = now, 0
+        count += 1
+        if len(self._windows) >= _MAX_TRACKED and client not in self._windows:
+            self._prune(now)
+        self._windows[client] = (start, count)
+        if count > self.limit:
+            retry_after = max(1, math.ceil(start + self._window - now))
+            raise TooManyRequests(
+                f"Too many failed authentication attempts from {client}; retry in "
+                f"{retry_after} seconds.", retry_after)
 
-
-def client_address(request: IRequest) -> str:
-    """The peer's address, the key for rate limiting."""
-    address = request.getClientAddress()
-    return str(getattr(address, "host", address))
-
-
-def request_credentials(headers: Headers) -> Credentials | None:
-    """The token presented in a request's headers (see credentials_from)."""
-    return credentials_from(
-        headers.getRawHeaders(b"authorization", [None])[0],
-        headers.getRawHeaders(b"private-token", [None])[0],
-    )
+    def _prune(self, now: float) -> None:
+        self._windows = {c: w for c, w in self._windows.items() if now - w[0] < self._window}
 
 
 class Authorizer:
@@ -221,8 +191,8 @@ class Authorizer:
         token = None
         if looks_like_token(credentials.secret):
             token = await self._find_token(credentials.secret)
-        if token is not None and token.kind == "deploy" and token.username != credentials.username:
-            token = None  # a deploy token only works with its own user name
+        if token is not None and not policy.presented_by_owner(token, credentials):
+            token = None
         if token is not None and token.user_id is not None and await self._user_blocked(
                 token.user_id):
             token = None
@@ -238,12 +208,11 @@ class Authorizer:
         """The level the token grants in each of these projects (absent: none)."""
         if token is None or not projects:
             return {}
-        scope_cap = _LEVEL["read"] if token.scope == "read" else _LEVEL["maintain"]
+        roles: dict[int, str] = {}
         if token.kind == "personal":
             assert token.user_id is not None
             roles = await self._roles_of(token.user_id, [p.id for p in projects])
-            return {pid: min(_ROLE_LEVEL[role], scope_cap) for pid, role in roles.items()}
-        return {p.id: scope_cap for p in projects if p.id == token.project_id}
+        return policy.levels(token, projects, roles)
 
     async def authorize(self, project_ref: str, credentials: Credentials | str | None,
                         access: Access, client: str = "") -> Grant:
@@ -252,47 +221,18 @@ class Authorizer:
         project = await self._find_project(project_ref)
         levels = await self._levels(token, [project] if project else [])
         level = levels.get(project.id, 0) if project else 0
-        if project is None or not (level or project.public):
-            if token is None:
-                raise Unauthorized()
-            raise NotFound("Project not found.")
-        if access != "read":
-            if token is None:
-                raise Unauthorized()
-            if level < _LEVEL[access]:
-                raise Forbidden(_refusal(token, level, access))
-        if not project.packages_enabled:
-            if access != "read":
-                raise Forbidden("The package registry is disabled for this project.")
-            raise NotFound("The package registry is disabled for this project.")
+        policy.check_project_access(token, project, level, access)
+        assert project is not None
         return Grant(project, token)
 
     async def authorize_group(self, group_ref: str, credentials: Credentials | str | None,
                               client: str = "") -> GroupGrant:
-        """Read access to a group: its public projects, plus those the token reaches.
-
-        A private group is visible only to callers who reach a project inside
-        it; anonymous callers get 401 and others 404, as for projects.
-        """
+        """Read access to a group: its public projects, plus those the token reaches."""
         token = await self.authenticate(credentials, client)
         group = await group_store.get_group(self._db, group_ref)
         projects = await group_store.projects_in_group(self._db, group) if group else []
         levels = await self._levels(token, projects)
-        if group is None or not (group.public or levels):
-            if token is None:
-                raise Unauthorized()
-            raise NotFound("Group not found.")
-        readable = [p for p in projects
-                    if p.packages_enabled and (p.public or levels.get(p.id, 0))]
+        readable = policy.readable_in_group(token, group.public if group else None, projects,
+                                            levels)
+        assert group is not None
         return GroupGrant(group, readable)
-
-
-def _refusal(token: TokenRecord, level: int, access: Access) -> str:
-    what = {"write": "uploads", "maintain": "yanks and deletes"}[access]
-    if level == 0:
-        return f"This token does not reach this project for {what}."
-    if token.kind == "personal" and token.scope == "write":
-        needed = "developer" if access == "write" else "maintainer"
-        return f"{what.capitalize()} need the {needed} role in this project."
-    return (f"This token has {token.scope_name} scope; {what} need a token with write "
-            "access.")

@@ -21,11 +21,22 @@ from twisted.python.failure import Failure
 
 from pypireg.access import Authorizer
 from pypireg.config import Config
+from pypireg.http.app import RegistryResource, RouteGroups
+from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
+from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.metrics import Metrics
-from pypireg.http.pypi.files import DownloadDispatch
-from pypireg.http.routes import RegistryApp
+from pypireg.http.ops import OpsRoutes
+from pypireg.http.page_cache import PackageCaches
+from pypireg.http.pypi.files import FileRoutes
+from pypireg.http.pypi.json_api import JsonApiRoutes
+from pypireg.http.pypi.simple import SimpleRoutes
+from pypireg.http.pypi.upload import UploadRoutes
+from pypireg.http.pypi.yank import YankRoutes
+from pypireg.http.scopes import RequestAccess
 from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
+from pypireg.http.web.routes import PageRoutes
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
@@ -71,10 +82,21 @@ async def build_site(reactor: Any, config: Config, db: Database,
     authorizer = Authorizer(db, reactor, changes)
     metrics = Metrics()
     metrics.track_pool(db.in_use, lambda: db.size)
-    app = RegistryApp(reactor, db, authorizer, blobs, metrics, base_url=config.server.base_url,
-                      changes=changes)
+    access = RequestAccess(authorizer, config.server.base_url)
+    caches = PackageCaches(reactor, changes)
+    routes = RouteGroups(
+        uploads=UploadRoutes(db, blobs, metrics, caches),
+        simple=SimpleRoutes(db, access, caches, metrics),
+        files=FileRoutes(db, access, blobs, caches),
+        yank=YankRoutes(db, access, caches),
+        json_api=JsonApiRoutes(db, access),
+        packages_api=PackagesApiRoutes(db, access, caches),
+        deploy_tokens=DeployTokensRoutes(db, access),
+        pages=PageRoutes(db, access, blobs),
+        ops=OpsRoutes(db, blobs, metrics),
+    )
     site = RegistrySite(
-        DownloadDispatch(app),
+        RegistryResource(routes, ErrorFunnel(config.server.base_url)),
         UploadContext(authorizer, blobs, config.uploads.max_size),
         clock=reactor,
         metrics=metrics,

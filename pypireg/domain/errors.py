@@ -67,6 +67,10 @@ class TooLarge(RegistryError):
     code = 413
 
 
+class HeaderTooLarge(RegistryError):
+    code = 431
+
+
 class TooManyRequests(RegistryError):
     code = 429
 

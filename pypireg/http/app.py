@@ -1,110 +1,179 @@
-"""The shared Klein app and the state every route module uses.
+"""Every URL of the registry, the handler that answers it, and the root resource.
 
-HTTP layer. Routes live in one module per concern (upload_route,
-index_routes, file_routes, yank_routes, error_funnel) and all register on
-the one `routes` Klein app; `routes.RegistryApp` combines them. Klein binds
-the app to the RegistryApp instance, so `self` in every route is that
-instance.
+HTTP layer. The route groups are plain classes built with what they need
+(http/pypi, http/gitlab, http/web, http/ops.py); this module binds their
+methods to URLs on one Klein app per registry, so the whole route table
+reads in one place (as Warehouse's routes.py does), and errors from any of
+them go through one ErrorFunnel (http/errors.py).
+
+Downloads are the hottest route: `RegistryResource` sends GET and HEAD of
+files straight to FileRoutes, because Klein's routing (werkzeug's matcher,
+Deferred plumbing) was a fifth of a 1 MiB download's CPU. Those routes are
+also in the Klein table, so it stays whole and other methods on file URLs
+get Klein's 405.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import resource, server
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
 
-from pypireg.access import Authorizer, Grant
-from pypireg.cache import Cache
-from pypireg.http.credentials import client_address, request_credentials
-from pypireg.http.metrics import Metrics
-from pypireg.storage.blobs import BlobStore
-from pypireg.storage.changes import ChangeListener
-from pypireg.storage.database import Database
-from pypireg.storage.packages import PackageFile
+from pypireg.domain.errors import RegistryError
+from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
+from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.ops import OpsRoutes
+from pypireg.http.pypi.files import FileRoutes
+from pypireg.http.pypi.json_api import JsonApiRoutes
+from pypireg.http.pypi.simple import SimpleRoutes
+from pypireg.http.pypi.upload import UploadRoutes
+from pypireg.http.pypi.yank import YankRoutes
+from pypireg.http.web.routes import PageRoutes
 
-routes = Klein()
+_log = Logger()
 # Twisted has already percent-decoded each segment, so an encoded project
 # path ("group%2Fproject") arrives with its slashes: match them.
 PYPI = "/api/v4/projects/<path:project>/packages/pypi"
 GROUP_PYPI = "/api/v4/groups/<path:group>/-/packages/pypi"
-PAGE_CACHE_ENTRIES = 2_000
-PAGE_CACHE_TTL = 60.0  # a safety net; changes drop entries at once
-_PACKAGE_TABLES = frozenset({"package_files", "packages", "package_versions", "projects",
-                             "groups", "*"})
+# Ids beyond a BIGINT match no route (404) instead of failing in the query.
+_ID = "int(max=9223372036854775807)"
+PACKAGES = "/api/v4/projects/<path:project>/packages"
+PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
+DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
+PROJECT_PAGES = "/<path:project>/-/packages"
+GROUP_PAGES = "/groups/<path:group>/-/packages"
+# The two file routes as werkzeug matches them (a path converter is
+# "[^/].*?"), over the percent-decoded path.
+_PROJECT_FILE = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/files/([^/]+)/([^/]+)\Z")
+_GROUP_FILE = re.compile(rb"/api/v4/groups/([^/].*?)/-/packages/pypi/files/([^/]+)/([^/]+)\Z")
+_READ = ["GET", "HEAD"]
 
 
 @dataclass(frozen=True)
-class ReadScope:
-    """What a read request may see: one project, or a group's readable projects."""
+class RouteGroups:
+    uploads: UploadRoutes
+    simple: SimpleRoutes
+    files: FileRoutes
+    yank: YankRoutes
+    json_api: JsonApiRoutes
+    packages_api: PackagesApiRoutes
+    deploy_tokens: DeployTokensRoutes
+    pages: PageRoutes
+    ops: OpsRoutes
 
-    project_ids: list[int]
-    public: bool
-    # The ".../packages/pypi" URL prefix: absolute from base_url, else a path.
-    prefix: str
+
+def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
+    """One Klein app with every route of *groups* and the funnel's error handlers."""
+    app = Klein()
+
+    def route(methods: list[str], url: str, handler: Callable[..., Any], **kw: Any) -> None:
+        # The endpoint name must be unique in the app; the URL is.
+        app.route(url, methods=methods, endpoint=f"{'/'.join(methods)} {url}", **kw)(handler)
+
+    g = groups
+    # The PyPI protocol: legacy upload, simple index, files, yank, JSON API.
+    route(["POST"], PYPI, g.uploads.upload, strict_slashes=False)
+    route(_READ, PYPI + "/simple/", g.simple.simple_root)
+    route(_READ, PYPI + "/simple/<name>/", g.simple.simple_package)
+    route(_READ, PYPI + "/files/<sha256>/<filename>", g.files.download)
+    route(["PUT", "DELETE"], PYPI + "/<name>/<version>/yank", g.yank.yank)
+    route(_READ, PYPI + "/pypi/<name>/json", g.json_api.pypi_json_project)
+    route(_READ, PYPI + "/pypi/<name>/<version>/json", g.json_api.pypi_json_release)
+    # A group's read-only index.
+    route(_READ, GROUP_PYPI + "/simple/", g.simple.group_simple_root)
+    route(_READ, GROUP_PYPI + "/simple/<name>/", g.simple.group_simple_package)
+    route(_READ, GROUP_PYPI + "/files/<sha256>/<filename>", g.files.group_download)
+    # GitLab's packages and deploy tokens APIs.
+    route(["GET"], PACKAGES, g.packages_api.gitlab_packages)
+    route(["GET"], PACKAGE, g.packages_api.gitlab_package)
+    route(["DELETE"], PACKAGE, g.packages_api.gitlab_delete_package)
+    route(["GET"], PACKAGE + "/package_files", g.packages_api.gitlab_package_files)
+    route(["DELETE"], PACKAGE + f"/package_files/<{_ID}:file_id>",
+          g.packages_api.gitlab_delete_package_file)
+    route(["GET"], DEPLOY_TOKENS, g.deploy_tokens.list_deploy_tokens)
+    route(["POST"], DEPLOY_TOKENS, g.deploy_tokens.create_deploy_token)
+    route(["GET"], DEPLOY_TOKENS + f"/<{_ID}:token_id>", g.deploy_tokens.get_deploy_token)
+    route(["DELETE"], DEPLOY_TOKENS + f"/<{_ID}:token_id>",
+          g.deploy_tokens.revoke_deploy_token)
+    # Operations.
+    route(_READ, "/-/health", g.ops.health)
+    route(_READ, "/-/ready", g.ops.ready)
+    route(["GET"], "/-/metrics", g.ops.metrics)
+    # The Packages web pages, at GitLab's web URLs.
+    route(_READ, PROJECT_PAGES, g.pages.project_packages)
+    route(_READ, PROJECT_PAGES + "/<name>", g.pages.package)
+    route(_READ, GROUP_PAGES, g.pages.group_packages)
+
+    app.handle_errors(RegistryError)(errors.registry_error)
+    app.handle_errors(HTTPException)(errors.routing_error)
+    app.handle_errors(CancelledError)(errors.cancelled)
+    app.handle_errors(Exception)(errors.unexpected_error)
+    return app
 
 
-class RouteContext:
-    app = routes
+class RegistryResource(resource.Resource):
+    """The root: GET and HEAD of files straight to FileRoutes, the rest to Klein."""
 
-    def __init__(self, reactor: Any, db: Database, authorizer: Authorizer, blobs: BlobStore,
-                 metrics: Metrics, base_url: str | None = None,
-                 changes: ChangeListener | None = None) -> None:
-        self._reactor = reactor
-        self._db = db
-        self._authz = authorizer
-        self._blobs = blobs
-        self._metrics = metrics
-        self._base_url = base_url
-        self._changes = changes
-        # Rendered index pages and file rows, dropped on every committed
-        # change to packages (any process; storage/changes.py).
-        self._pages: Cache[tuple[Any, ...], tuple[bytes, bytes]] = Cache(
-            reactor, PAGE_CACHE_ENTRIES, PAGE_CACHE_TTL)
-        self._file_rows: Cache[tuple[Any, ...], PackageFile] = Cache(
-            reactor, 50_000, PAGE_CACHE_TTL)
-        if changes is not None:
-            changes.subscribe(self._packages_changed)
+    isLeaf = True
 
-    def _packages_changed(self, table: str) -> None:
-        if table in _PACKAGE_TABLES:
-            self._pages.clear()
-            self._file_rows.clear()
+    def __init__(self, groups: RouteGroups, errors: ErrorFunnel) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._files = groups.files
+        self._errors = errors
+        self._klein = route_table(groups, errors).resource()
 
-    @property
-    def _caching(self) -> bool:
-        return self._changes is not None and self._changes.live
+    def render(self, request: IRequest) -> Any:
+        if request.method in (b"GET", b"HEAD"):
+            # Twisted percent-decoded the segments into postpath, as Klein
+            # sees them.
+            path = b"/" + b"/".join(request.postpath)
+            for pattern, route in ((_PROJECT_FILE, self._files.download),
+                                   (_GROUP_FILE, self._files.group_download)):
+                match = pattern.match(path)
+                if match is not None:
+                    try:
+                        ref, sha256, filename = (g.decode("utf-8") for g in match.groups())
+                    except UnicodeDecodeError:
+                        break  # Klein answers it
+                    return self._dispatch(request, route(request, ref, sha256, filename))
+        return self._klein.render(request)
 
-    def _wrote_packages(self) -> None:
-        """After this process committed a package change: drop caches at once."""
-        if self._changes is not None:
-            self._changes.notify_local("package_files")
+    def _dispatch(self, request: IRequest, handler: Coroutine[Any, Any, Any]) -> int:
+        d = Deferred.fromCoroutine(handler)
+        finished = request.notifyFinish()  # type: ignore[attr-defined]
+        # As Klein does: a client that went away cancels the handler.
+        finished.addErrback(lambda _: d.cancel())
+        d.addCallbacks(lambda body: self._respond(request, body),
+                       lambda failure: self._failed(request, failure))
+        d.addErrback(self._unanswerable, request)
+        return server.NOT_DONE_YET
 
-    def resource(self) -> Any:
-        return self.app.resource()
+    def _unanswerable(self, failure: Failure, request: IRequest) -> None:
+        # Only if answering itself failed (the handler's errors are answered
+        # above): the response cannot be completed, so log it and close the
+        # connection rather than leave the client waiting.
+        _log.failure("could not answer {method} {uri}", failure,
+                     method=request.method.decode("latin-1"), uri=request.uri.decode("latin-1"))
+        request.loseConnection()  # type: ignore[attr-defined]
 
-    async def _read_access(self, request: IRequest, project: str) -> Grant:
-        secret = request_credentials(request.requestHeaders)
-        return await self._authz.authorize(project, secret, "read", client_address(request))
+    def _respond(self, request: IRequest, body: Any) -> None:
+        if isinstance(body, bytes):
+            request.write(body)
+            request.finish()
+        else:
+            request.render(body)  # type: ignore[attr-defined]
 
-    async def _maintain_access(self, request: IRequest, project: str) -> Grant:
-        """Yanks and deletes (uploads are checked by the streaming request)."""
-        secret = request_credentials(request.requestHeaders)
-        return await self._authz.authorize(project, secret, "maintain",
-                                           client_address(request))
-
-    async def _project_scope(self, request: IRequest, project: str) -> ReadScope:
-        grant = await self._read_access(request, project)
-        return ReadScope([grant.project.id], grant.project.public, self._api_prefix(project))
-
-    async def _group_scope(self, request: IRequest, group: str) -> ReadScope:
-        grant = await self._authz.authorize_group(
-            group, request_credentials(request.requestHeaders), client_address(request))
-        prefix = f"{self._base_url or ''}/api/v4/groups/{quote(group, safe='')}/-/packages/pypi"
-        return ReadScope([p.id for p in grant.projects], grant.group.public, prefix)
-
-    def _api_prefix(self, project: str) -> str:
-        """Absolute URL of the project's pypi API when base_url is set, else a path."""
-        return f"{self._base_url or ''}/api/v4/projects/{quote(project, safe='')}/packages/pypi"
+    def _failed(self, request: IRequest, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return
+        self._respond(request, self._errors.answer(request, failure))

@@ -12,17 +12,22 @@ import secrets
 
 from twisted.web.iweb import IRequest
 
-from pypireg.http.app import RouteContext, routes
+from pypireg.http.metrics import Metrics
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
 
 
-class OpsRoutes(RouteContext):
-    @routes.route("/-/health", methods=["GET", "HEAD"])
+class OpsRoutes:
+    def __init__(self, db: Database, blobs: BlobStore, metrics: Metrics) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._metrics = metrics
+
     def health(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         return b"ok\n"
 
-    @routes.route("/-/ready", methods=["GET", "HEAD"])
     async def ready(self, request: IRequest) -> bytes:
         database = await self._db.ping()
         storage = await self._blobs.in_thread(_storage_writable, str(self._blobs.tmp_dir))
@@ -35,7 +40,6 @@ class OpsRoutes(RouteContext):
         return (f"not ready: database {'ok' if database else 'unreachable'}, "
                 f"storage {'ok' if storage else 'not writable'}\n").encode()
 
-    @routes.route("/-/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")

@@ -1,4 +1,6 @@
-"""Writing responses: errors, text, redirects and API JSON, all in one style.
+"""Writing responses: redirects, conditional answers and API JSON, all in one style.
+
+Errors are written by http/errors.py.
 
 HTTP layer.
 """
@@ -10,25 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twisted.web.iweb import IRequest
-
-from pypireg.domain.errors import RegistryError
-
-_MAX_PHRASE = 300
-
-
-def status_line_reason(error: RegistryError) -> bytes:
-    """The reason for the status line: twine prints it, so it carries the message."""
-    text = " ".join(error.reason.split())[:_MAX_PHRASE]
-    return text.encode("latin-1", "replace")
-
-
-def render_error(request: IRequest, error: RegistryError) -> bytes:
-    request.setResponseCode(error.code, status_line_reason(error))
-    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-    request.setHeader(b"Cache-Control", b"no-store")
-    for key, value in error.headers.items():
-        request.setHeader(key.encode("latin-1"), value.encode("latin-1"))
-    return (error.reason + "\n").encode("utf-8")
 
 
 def redirect(request: IRequest, location: str, code: int = 301) -> bytes:

@@ -25,10 +25,16 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from pypireg.domain.errors import RegistryError, RequestTimeout, TooLarge
+from pypireg.domain.errors import (
+    BadRequest,
+    HeaderTooLarge,
+    RegistryError,
+    RequestTimeout,
+    TooLarge,
+)
 from pypireg.http.credentials import client_address, request_credentials
+from pypireg.http.errors import error_bytes, render_error
 from pypireg.http.metrics import Metrics
-from pypireg.http.responses import status_line_reason
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
 _log = Logger()
@@ -260,9 +266,9 @@ class RegistryRequest(server.Request):
         try:
             self.path.decode("utf-8")
         except UnicodeDecodeError:
-            self.setResponseCode(400, b"Bad Request")
-            self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
-            self.write(b"The URL path is not valid UTF-8.\n")  # type: ignore[no-untyped-call]
+            body = render_error(self, BadRequest(
+                "The URL path is not valid UTF-8: percent-encode it as UTF-8."))
+            self.write(body)  # type: ignore[no-untyped-call]
             self.finish()  # type: ignore[no-untyped-call]
             return
         super().process()  # type: ignore[no-untyped-call]
@@ -288,18 +294,9 @@ class RegistryRequest(server.Request):
         self.method = getattr(self.channel, "_command", self.method)
         self.uri = getattr(self.channel, "_path", self.uri)
         self.clientproto = getattr(self.channel, "_version", self.clientproto)
-        body = (error.reason + "\n").encode("utf-8")
-        phrase = status_line_reason(error)
-        lines = [b"HTTP/1.1 %d %s" % (error.code, phrase)]
-        headers = {
-            "Content-Type": "text/plain; charset=utf-8",
-            "Content-Length": str(len(body)),
-            "Connection": "close",
-            **error.headers,
-        }
-        lines += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()]
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        self.registry_site.log_refusal(self, error.code, len(body))
+        answer = error_bytes(error)
+        transport.write(answer)
+        self.registry_site.log_refusal(self, error.code, len(answer))
         # Half-close and keep discarding what the client still sends, for a
         # short while, so the client reads our answer rather than a reset.
         lose_write = getattr(transport, "loseWriteConnection", None)
@@ -326,12 +323,13 @@ class RegistryChannel(http.HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         # Twisted would just drop the connection; say why instead.
         if self.transport is not None:
-            body = b"Request line or header too long (limit %d bytes).\n" % self.MAX_LENGTH
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            answer = error_bytes(HeaderTooLarge(
+                f"Request line or header too long (limit {self.MAX_LENGTH} bytes)."))
+            self.transport.write(answer)
             self.transport.loseConnection()
+            site = getattr(self, "site", None)
+            if isinstance(site, RegistrySite):
+                site.metrics.observe_request(b"", b"", HeaderTooLarge.code, 0.0, len(answer))
 
 
 def _channel_factory(site: Any) -> Any:

@@ -29,35 +29,34 @@ from pypireg.access import Grant
 from pypireg.domain.access_policy import check_may_manage_tokens
 from pypireg.domain.errors import BadRequest, Forbidden, NotFound
 from pypireg.domain.tokens import SCOPE_NAMES, Scope
-from pypireg.http.app import RouteContext, routes
-from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.responses import api_json, gitlab_time
+from pypireg.http.scopes import RequestAccess
 from pypireg.storage import tokens as token_store
+from pypireg.storage.database import Database
 from pypireg.storage.tokens import TokenRecord
 
 _log = Logger()
 
-DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
-_ID = "int(max=9223372036854775807)"
 _SCOPES: dict[str, Scope] = {name: scope for scope, name in SCOPE_NAMES["deploy"].items()}
 # GitLab's rule for deploy token user names.
 _USERNAME = re.compile(r"[A-Za-z0-9._+-]{1,255}\Z")
 _MAX_NAME = 255
 
 
-class DeployTokensRoutes(RouteContext):
-    @routes.route(DEPLOY_TOKENS, methods=["GET"])
+class DeployTokensRoutes:
+    def __init__(self, db: Database, access: RequestAccess) -> None:
+        self._db = db
+        self._access = access
+
     async def list_deploy_tokens(self, request: IRequest, project: str) -> bytes:
         grant = await self._manage_tokens_access(request, project)
         tokens = await token_store.list_tokens(self._db, grant.project.id)
         return api_json(request, [_document(t) for t in tokens if t.kind == "deploy"])
 
-    @routes.route(DEPLOY_TOKENS + f"/<{_ID}:token_id>", methods=["GET"])
     async def get_deploy_token(self, request: IRequest, project: str, token_id: int) -> bytes:
         grant = await self._manage_tokens_access(request, project)
         return api_json(request, _document(await self._deploy_token(grant, token_id)))
 
-    @routes.route(DEPLOY_TOKENS, methods=["POST"])
     async def create_deploy_token(self, request: IRequest, project: str) -> bytes:
         grant = await self._manage_tokens_access(request, project)
         params = _parameters(request)
@@ -78,7 +77,6 @@ class DeployTokensRoutes(RouteContext):
         request.setResponseCode(201)
         return api_json(request, {**_document(record), "token": secret})
 
-    @routes.route(DEPLOY_TOKENS + f"/<{_ID}:token_id>", methods=["DELETE"])
     async def revoke_deploy_token(self, request: IRequest, project: str, token_id: int
                                   ) -> bytes:
         grant = await self._manage_tokens_access(request, project)
@@ -91,8 +89,7 @@ class DeployTokensRoutes(RouteContext):
 
     async def _manage_tokens_access(self, request: IRequest, project: str) -> Grant:
         try:
-            grant = await self._authz.authorize(project, request_credentials(
-                request.requestHeaders), "maintain", client_address(request))
+            grant = await self._access.maintain(request, project)
         except Forbidden:
             # A developer's token, say: give the rule, not the role refusal.
             check_may_manage_tokens(None)

@@ -21,17 +21,15 @@ from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import BadRequest, NotFound
 from pypireg.domain.names import normalize_name
-from pypireg.http.app import RouteContext, routes
+from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import api_json, gitlab_time
+from pypireg.http.scopes import RequestAccess
 from pypireg.storage import package_api as api_store
+from pypireg.storage.database import Database
 from pypireg.storage.package_api import FILE_ORDERS, RELEASE_ORDERS, Page, Release, ReleaseFile
 
 _log = Logger()
 
-PACKAGES = "/api/v4/projects/<path:project>/packages"
-# Ids beyond a BIGINT match no route (404) instead of failing in the query.
-_ID = "int(max=9223372036854775807)"
-PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
 # page and per_page: anything an OFFSET can hold comfortably.
@@ -100,11 +98,15 @@ def _page_links(page_url: str, query: list[tuple[bytes, bytes]], page: int, per_
     return ", ".join(links)
 
 
-class PackagesApiRoutes(RouteContext):
-    @routes.route(PACKAGES, methods=["GET"])
+class PackagesApiRoutes:
+    def __init__(self, db: Database, access: RequestAccess, caches: PackageCaches) -> None:
+        self._db = db
+        self._access = access
+        self._caches = caches
+
     async def gitlab_packages(self, request: IRequest, project: str) -> bytes:
         """The project's packages; filters package_type, package_name, package_version."""
-        grant = await self._read_access(request, project)
+        grant = await self._access.read(request, project)
         order_by = _choice(request, "order_by", RELEASE_ORDERS, "created_at")
         descending = _choice(request, "sort", _SORTS, "asc") == "desc"
         page, per_page = _pagination(request)
@@ -122,19 +124,17 @@ class PackagesApiRoutes(RouteContext):
         self._gitlab_paginate(request, result.total, page, per_page)
         return api_json(request, [_package(project, r) for r in result.items])
 
-    @routes.route(PACKAGE, methods=["GET"])
     async def gitlab_package(self, request: IRequest, project: str, package_id: int) -> bytes:
-        grant = await self._read_access(request, project)
+        grant = await self._access.read(request, project)
         release = await api_store.get_release(self._db, grant.project.id, package_id)
         if release is None:
             raise NotFound(f"No package {package_id} in this project.")
         return api_json(request, _package(project, release))
 
-    @routes.route(PACKAGE + "/package_files", methods=["GET"])
     async def gitlab_package_files(self, request: IRequest, project: str, package_id: int
                                    ) -> bytes:
         """One package's file rows, duplicate uploads included (as GitLab lists them)."""
-        grant = await self._read_access(request, project)
+        grant = await self._access.read(request, project)
         order_by = _choice(request, "order_by", FILE_ORDERS, "id")
         descending = _choice(request, "sort", _SORTS, "asc") == "desc"
         page, per_page = _pagination(request)
@@ -146,12 +146,11 @@ class PackagesApiRoutes(RouteContext):
         self._gitlab_paginate(request, result.total, page, per_page)
         return api_json(request, [_package_file(f) for f in result.items])
 
-    @routes.route(PACKAGE, methods=["DELETE"])
     async def gitlab_delete_package(self, request: IRequest, project: str, package_id: int
                                     ) -> bytes:
-        grant = await self._maintain_access(request, project)
+        grant = await self._access.maintain(request, project)
         deleted = await api_store.delete_release(self._db, grant.project.id, package_id)
-        self._wrote_packages()
+        self._caches.wrote_packages()
         if deleted is None:
             raise NotFound(f"No package {package_id} in this project.")
         _log.info("deleted package {package_id} ({files}) from project {project}",
@@ -160,13 +159,12 @@ class PackagesApiRoutes(RouteContext):
         request.setResponseCode(204)
         return b""
 
-    @routes.route(PACKAGE + f"/package_files/<{_ID}:file_id>", methods=["DELETE"])
     async def gitlab_delete_package_file(self, request: IRequest, project: str,
                                          package_id: int, file_id: int) -> bytes:
-        grant = await self._maintain_access(request, project)
+        grant = await self._access.maintain(request, project)
         deleted = await api_store.delete_release_file(self._db, grant.project.id, package_id,
                                                       file_id)
-        self._wrote_packages()
+        self._caches.wrote_packages()
         if deleted is None:
             raise NotFound(f"No file {file_id} in package {package_id} of this project.")
         _log.info("deleted file {file_id} ({filename}) of package {package_id} from project"
@@ -196,8 +194,8 @@ class PackagesApiRoutes(RouteContext):
 
     def _gitlab_origin(self, request: IRequest) -> str:
         """scheme://host of the links: base_url if set, else as the client asked."""
-        if self._base_url:
-            return self._base_url.rstrip("/")
+        if self._access.base_url:
+            return self._access.base_url.rstrip("/")
         scheme = "https" if request.isSecure() else "http"
         host = request.getHeader(b"host")
         if host:

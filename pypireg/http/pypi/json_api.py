@@ -25,10 +25,11 @@ from pypireg.domain import versions
 from pypireg.domain.errors import NotFound
 from pypireg.domain.names import is_valid_name, normalize_name
 from pypireg.domain.versions import version_key
-from pypireg.http.app import PYPI, RouteContext, routes
 from pypireg.http.pypi.simple_index import upload_time
 from pypireg.http.responses import not_modified, redirect
+from pypireg.http.scopes import RequestAccess
 from pypireg.storage import packages as package_store
+from pypireg.storage.database import Database
 from pypireg.storage.packages import PackageFile
 
 
@@ -138,22 +139,26 @@ def pypi_json_document(name: str, files: Sequence[PackageFile], prefix: str,
     return document
 
 
-class JsonApiRoutes(RouteContext):
-    @routes.route(PYPI + "/pypi/<name>/json", methods=["GET", "HEAD"])
+class JsonApiRoutes:
+    """PyPI's JSON API for one project's packages."""
+
+    def __init__(self, db: Database, access: RequestAccess) -> None:
+        self._db = db
+        self._access = access
+
     async def pypi_json_project(self, request: IRequest, project: str, name: str) -> bytes:
         return await self._pypi_json(request, project, name, None)
 
-    @routes.route(PYPI + "/pypi/<name>/<version>/json", methods=["GET", "HEAD"])
     async def pypi_json_release(self, request: IRequest, project: str, name: str, version: str
                                 ) -> bytes:
         return await self._pypi_json(request, project, name, version)
 
     async def _pypi_json(self, request: IRequest, project: str, name: str, version: str | None
                          ) -> bytes:
-        grant = await self._read_access(request, project)
+        grant = await self._access.read(request, project)
         if not is_valid_name(name):
             raise NotFound(f"No package named {name!r}.")
-        prefix = self._api_prefix(project)
+        prefix = self._access.api_prefix(project)
         normalized = normalize_name(name)
         if normalized != name:
             tail = "json" if version is None else f"{quote(version, safe='')}/json"

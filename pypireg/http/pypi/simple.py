@@ -11,30 +11,38 @@ from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import NotAcceptable, NotFound
 from pypireg.domain.names import is_valid_name, normalize_name
-from pypireg.http.app import GROUP_PYPI, PYPI, ReadScope, RouteContext, routes
+from pypireg.http.metrics import Metrics
 from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_type_header
+from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.simple_index import project_detail, project_list
 from pypireg.http.responses import not_modified, redirect
+from pypireg.http.scopes import ReadScope, RequestAccess
 from pypireg.storage import packages as package_store
+from pypireg.storage.database import Database
 
 
-class IndexRoutes(RouteContext):
-    @routes.route(PYPI + "/simple/", methods=["GET", "HEAD"])
+class SimpleRoutes:
+    """The simple index of a project or a group (PEP 503 HTML, PEP 691 JSON)."""
+
+    def __init__(self, db: Database, access: RequestAccess, caches: PackageCaches,
+                 metrics: Metrics) -> None:
+        self._db = db
+        self._access = access
+        self._caches = caches
+        self._metrics = metrics
+
     async def simple_root(self, request: IRequest, project: str) -> bytes:
-        return await self._render_root(request, await self._project_scope(request, project))
+        return await self._render_root(request, await self._access.project_scope(request, project))
 
-    @routes.route(PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
     async def simple_package(self, request: IRequest, project: str, name: str) -> bytes:
-        scope = await self._project_scope(request, project)
+        scope = await self._access.project_scope(request, project)
         return await self._render_package(request, scope, name)
 
-    @routes.route(GROUP_PYPI + "/simple/", methods=["GET", "HEAD"])
     async def group_simple_root(self, request: IRequest, group: str) -> bytes:
-        return await self._render_root(request, await self._group_scope(request, group))
+        return await self._render_root(request, await self._access.group_scope(request, group))
 
-    @routes.route(GROUP_PYPI + "/simple/<name>/", methods=["GET", "HEAD"])
     async def group_simple_package(self, request: IRequest, group: str, name: str) -> bytes:
-        scope = await self._group_scope(request, group)
+        scope = await self._access.group_scope(request, group)
         return await self._render_package(request, scope, name)
 
     async def _render_root(self, request: IRequest, scope: ReadScope) -> bytes:
@@ -43,7 +51,7 @@ class IndexRoutes(RouteContext):
         page = self._cached_page(key)
         if page is None:
             packages = await package_store.list_packages(self._db, scope.project_ids)
-            prefix = f"{scope.prefix}/simple/" if self._base_url else ""
+            prefix = f"{scope.prefix}/simple/" if self._access.base_url else ""
             page = self._cache_page(key, project_list(packages, media, prefix))
         return self._index_response(request, scope, media, page)
 
@@ -60,22 +68,22 @@ class IndexRoutes(RouteContext):
             files = await package_store.list_files(self._db, scope.project_ids, normalized)
             if not files:
                 raise NotFound(f"No package named {name!r} here.")
-            files_prefix = f"{scope.prefix}/files/" if self._base_url else "../../files/"
+            files_prefix = f"{scope.prefix}/files/" if self._access.base_url else "../../files/"
             page = self._cache_page(key, project_detail(normalized, files, media, files_prefix))
         return self._index_response(request, scope, media, page)
 
     def _cached_page(self, key: tuple[object, ...]) -> tuple[bytes, bytes] | None:
-        if not self._caching:
+        if not self._caches.live:
             return None
-        page = self._pages.get(key)
+        page = self._caches.pages.get(key)
         if page is not None:
             self._metrics.cache_hits.labels("index").inc()
         return page
 
     def _cache_page(self, key: tuple[object, ...], body: bytes) -> tuple[bytes, bytes]:
         page = (body, f'"{hashlib.sha256(body).hexdigest()}"'.encode())
-        if self._caching:
-            self._pages.put(key, page)
+        if self._caches.live:
+            self._caches.pages.put(key, page)
         return page
 
     def _negotiate(self, request: IRequest) -> str:

@@ -10,15 +10,24 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from pypireg.domain.errors import BadUpload
-from pypireg.http.app import PYPI, RouteContext, routes
+from pypireg.http.metrics import Metrics
+from pypireg.http.page_cache import PackageCaches
 from pypireg.http.site import RegistryRequest
 from pypireg.ingest.accept import ingest
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
 
 _log = Logger()
 
 
-class UploadRoute(RouteContext):
-    @routes.route(PYPI, methods=["POST"], strict_slashes=False)
+class UploadRoutes:
+    def __init__(self, db: Database, blobs: BlobStore, metrics: Metrics, caches: PackageCaches
+                 ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._metrics = metrics
+        self._caches = caches
+
     async def upload(self, request: RegistryRequest, project: str) -> bytes:
         if request.upload_error is not None:
             raise request.upload_error
@@ -34,7 +43,7 @@ class UploadRoute(RouteContext):
         finally:
             if blob is not None:
                 await blob.discard()
-        self._wrote_packages()
+        self._caches.wrote_packages()
         self._metrics.bytes_uploaded.inc(record.size)
         _log.info("stored {filename} ({size} bytes) in project {project}",
                   filename=record.filename, size=record.size, project=grant.project.path)

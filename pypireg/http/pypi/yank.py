@@ -12,8 +12,10 @@ from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import BadRequest, NotFound
 from pypireg.domain.names import is_valid_name, normalize_name, parse_version
-from pypireg.http.app import PYPI, RouteContext, routes
+from pypireg.http.page_cache import PackageCaches
+from pypireg.http.scopes import RequestAccess
 from pypireg.storage import packages as package_store
+from pypireg.storage.database import Database
 
 _log = Logger()
 
@@ -31,11 +33,15 @@ def _yank_reason(body: bytes) -> str | None:
     return reason
 
 
-class YankRoutes(RouteContext):
-    @routes.route(PYPI + "/<name>/<version>/yank", methods=["PUT", "DELETE"])
+class YankRoutes:
+    def __init__(self, db: Database, access: RequestAccess, caches: PackageCaches) -> None:
+        self._db = db
+        self._access = access
+        self._caches = caches
+
     async def yank(self, request: IRequest, project: str, name: str, version: str) -> bytes:
         """PUT yanks a release (JSON body {"reason": "..."} optional), DELETE unyanks it."""
-        grant = await self._maintain_access(request, project)
+        grant = await self._access.maintain(request, project)
         if not is_valid_name(name):
             raise NotFound(f"No package named {name!r}.")
         parsed = str(parse_version(version))
@@ -45,7 +51,7 @@ class YankRoutes(RouteContext):
         changed = await package_store.set_yanked(
             self._db, grant.project.id, normalize_name(name), parsed, yanked=yanked,
             reason=reason)
-        self._wrote_packages()
+        self._caches.wrote_packages()
         if not changed:
             raise NotFound(f"No release {name} {version} in this project.")
         _log.info("{action} {name} {version} in project {project}",

@@ -6,7 +6,7 @@ HTTP layer.
     GET /<project path>/-/packages/<name>        one package: versions, files, README
     GET /groups/<group path>/-/packages          the packages of a group's projects
 
-Access is that of the index (`_project_scope`, `_group_scope`): anonymous
+Access is that of the index (RequestAccess.project_scope and group_scope): anonymous
 callers get 401 with `WWW-Authenticate: Basic` for anything not public, so
 a browser asks for a user (`__token__`) and a password (the token). The
 web paths cannot shadow the API: their `/-/packages` part never occurs in
@@ -25,8 +25,8 @@ from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import NotFound
 from pypireg.domain.names import is_valid_name, normalize_name
-from pypireg.http.app import RouteContext, routes
 from pypireg.http.responses import redirect
+from pypireg.http.scopes import RequestAccess
 from pypireg.http.web.pages import (
     CONTENT_SECURITY_POLICY,
     SiteUrls,
@@ -41,11 +41,11 @@ from pypireg.http.web.pages import (
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import ui_queries
+from pypireg.storage.blobs import BlobStore
+from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
 _log = Logger()
-PROJECT_PACKAGES = "/<path:project>/-/packages"
-GROUP_PACKAGES = "/groups/<path:group>/-/packages"
 # First path segments that are never a project's (as on GitLab).
 _RESERVED = frozenset({"api", "groups", "-"})
 # A Host header we are willing to echo into snippets: host name or address, port.
@@ -53,9 +53,13 @@ _HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z
 MAX_QUERY = 200
 
 
-class UiRoutes(RouteContext):
-    @routes.route(PROJECT_PACKAGES, methods=["GET", "HEAD"])
-    async def ui_project_packages(self, request: IRequest, project: str) -> bytes:
+class PageRoutes:
+    def __init__(self, db: Database, access: RequestAccess, blobs: BlobStore) -> None:
+        self._db = db
+        self._access = access
+        self._blobs = blobs
+
+    async def project_packages(self, request: IRequest, project: str) -> bytes:
         found = await self._readable_project(request, project)
         query = _query(request)
         urls = self._site_urls(request)
@@ -66,8 +70,7 @@ class UiRoutes(RouteContext):
         body = project_list_page(urls, found, summarise(releases), query)
         return _html(request, found.public, body)
 
-    @routes.route(PROJECT_PACKAGES + "/<name>", methods=["GET", "HEAD"])
-    async def ui_package(self, request: IRequest, project: str, name: str) -> bytes:
+    async def package(self, request: IRequest, project: str, name: str) -> bytes:
         found = await self._readable_project(request, project)
         if not is_valid_name(name):
             raise NotFound(f"No package named {name!r}.")
@@ -86,9 +89,8 @@ class UiRoutes(RouteContext):
             readme = await self._render_readme(description, normalized, latest)
         return _html(request, found.public, package_page(urls, found, normalized, files, readme))
 
-    @routes.route(GROUP_PACKAGES, methods=["GET", "HEAD"])
-    async def ui_group_packages(self, request: IRequest, group: str) -> bytes:
-        scope = await self._group_scope(request, group)
+    async def group_packages(self, request: IRequest, group: str) -> bytes:
+        scope = await self._access.group_scope(request, group)
         found = await group_store.get_group(self._db, group)
         if found is None:  # deleted since the access check
             raise NotFound("Group not found.")
@@ -105,7 +107,7 @@ class UiRoutes(RouteContext):
         """The project at *ref*, if the caller may read it (the index's access rules)."""
         if ref.split("/", 1)[0].lower() in _RESERVED:
             raise NotFound("No such URL on this registry.")
-        scope = await self._project_scope(request, ref)
+        scope = await self._access.project_scope(request, ref)
         project = await project_store.get_project(self._db, str(scope.project_ids[0]))
         if project is None:  # deleted since the access check
             raise NotFound("Project not found.")
@@ -127,8 +129,9 @@ class UiRoutes(RouteContext):
 
     def _site_urls(self, request: IRequest) -> SiteUrls:
         """Links as the other routes make them; snippets from base_url or the request."""
-        if self._base_url:
-            return SiteUrls(self._base_url, self._base_url)
+        base_url = self._access.base_url
+        if base_url:
+            return SiteUrls(base_url, base_url)
         scheme = "https" if request.isSecure() else "http"
         host_header = request.getHeader(b"host")
         host = host_header.decode("latin-1") if host_header else ""

@@ -1,0 +1,48 @@
+"""Rendered index pages and file rows, kept until a package change is committed.
+
+HTTP layer, in memory. Entries are dropped on every committed change to the
+package tables, by any process (storage/changes.py), and nothing is cached
+while change notifications are not arriving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from pypireg.cache import Cache
+from pypireg.storage.changes import ChangeListener
+from pypireg.storage.packages import PackageFile
+
+PAGE_CACHE_ENTRIES = 2_000
+FILE_ROW_ENTRIES = 50_000
+PAGE_CACHE_TTL = 60.0  # a safety net; changes drop entries at once
+_PACKAGE_TABLES = frozenset({"package_files", "packages", "package_versions", "projects",
+                             "groups", "*"})
+
+
+class PackageCaches:
+    def __init__(self, clock: IReactorTime, changes: ChangeListener | None) -> None:
+        self._changes = changes
+        self.pages: Cache[tuple[Any, ...], tuple[bytes, bytes]] = Cache(
+            clock, PAGE_CACHE_ENTRIES, PAGE_CACHE_TTL)
+        self.file_rows: Cache[tuple[Any, ...], PackageFile] = Cache(
+            clock, FILE_ROW_ENTRIES, PAGE_CACHE_TTL)
+        if changes is not None:
+            changes.subscribe(self._changed)
+
+    def _changed(self, table: str) -> None:
+        if table in _PACKAGE_TABLES:
+            self.pages.clear()
+            self.file_rows.clear()
+
+    @property
+    def live(self) -> bool:
+        """Whether caching is safe now (change notifications are arriving)."""
+        return self._changes is not None and self._changes.live
+
+    def wrote_packages(self) -> None:
+        """After this process committed a package change: drop caches at once."""
+        if self._changes is not None:
+            self._changes.notify_local("package_files")

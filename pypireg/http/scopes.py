@@ -1,0 +1,63 @@
+"""What a request may read or change: the Authorizer asked with its credentials.
+
+HTTP layer: it reads the credentials and client address off the request,
+asks the Authorizer (pypireg/access.py) and turns a grant into the
+ReadScope the index, file and page routes serve from. The URL prefixes that
+links are built from live here too: absolute from `server.base_url`, else
+paths on the request's own origin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from twisted.web.iweb import IRequest
+
+from pypireg.access import Authorizer, Grant
+from pypireg.domain.access_policy import Access
+from pypireg.http.credentials import client_address, request_credentials
+
+
+@dataclass(frozen=True)
+class ReadScope:
+    """What a read request may see: one project, or a group's readable projects."""
+
+    project_ids: list[int]
+    public: bool
+    # The ".../packages/pypi" URL prefix: absolute from base_url, else a path.
+    prefix: str
+
+
+class RequestAccess:
+    """Access checks for requests, and the URL prefixes of what they reach."""
+
+    def __init__(self, authorizer: Authorizer, base_url: str | None) -> None:
+        self.authorizer = authorizer
+        self.base_url = base_url
+
+    async def read(self, request: IRequest, project: str) -> Grant:
+        return await self._check(request, project, "read")
+
+    async def maintain(self, request: IRequest, project: str) -> Grant:
+        """Yanks, deletes and token management (uploads are checked by the site)."""
+        return await self._check(request, project, "maintain")
+
+    async def _check(self, request: IRequest, project: str, access: Access) -> Grant:
+        return await self.authorizer.authorize(
+            project, request_credentials(request.requestHeaders), access,
+            client_address(request))
+
+    async def project_scope(self, request: IRequest, project: str) -> ReadScope:
+        grant = await self.read(request, project)
+        return ReadScope([grant.project.id], grant.project.public, self.api_prefix(project))
+
+    async def group_scope(self, request: IRequest, group: str) -> ReadScope:
+        grant = await self.authorizer.authorize_group(
+            group, request_credentials(request.requestHeaders), client_address(request))
+        prefix = f"{self.base_url or ''}/api/v4/groups/{quote(group, safe='')}/-/packages/pypi"
+        return ReadScope([p.id for p in grant.projects], grant.group.public, prefix)
+
+    def api_prefix(self, project: str) -> str:
+        """Absolute URL of the project's pypi API when base_url is set, else a path."""
+        return f"{self.base_url or ''}/api/v4/projects/{quote(project, safe='')}/packages/pypi"

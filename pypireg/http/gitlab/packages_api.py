@@ -24,9 +24,9 @@ from pypireg.domain.names import normalize_name
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import api_json, gitlab_time
 from pypireg.http.scopes import RequestAccess
-from pypireg.storage import package_api as api_store
+from pypireg.storage import releases as release_store
 from pypireg.storage.database import Database
-from pypireg.storage.package_api import FILE_ORDERS, RELEASE_ORDERS, Page, Release, ReleaseFile
+from pypireg.storage.releases import FILE_ORDERS, RELEASE_ORDERS, Page, Release, ReleaseFile
 
 _log = Logger()
 
@@ -115,7 +115,7 @@ class PackagesApiRoutes:
         version = _arg(request, "package_version")
         result: Page[Release] = Page([], 0)
         if package_type in (None, "", "pypi"):
-            result = await api_store.list_releases(
+            result = await release_store.list_releases(
                 self._db, grant.project.id,
                 name_contains=normalize_name(name) if name else None,
                 version=_normal_version(version) if version else None,
@@ -126,7 +126,7 @@ class PackagesApiRoutes:
 
     async def gitlab_package(self, request: IRequest, project: str, package_id: int) -> bytes:
         grant = await self._access.read(request, project)
-        release = await api_store.get_release(self._db, grant.project.id, package_id)
+        release = await release_store.get_release(self._db, grant.project.id, package_id)
         if release is None:
             raise NotFound(f"No package {package_id} in this project.")
         return api_json(request, _package(project, release))
@@ -138,7 +138,7 @@ class PackagesApiRoutes:
         order_by = _choice(request, "order_by", FILE_ORDERS, "id")
         descending = _choice(request, "sort", _SORTS, "asc") == "desc"
         page, per_page = _pagination(request)
-        result = await api_store.list_release_files(
+        result = await release_store.list_release_files(
             self._db, grant.project.id, package_id, order_by=order_by, descending=descending,
             limit=per_page, offset=(page - 1) * per_page)
         if result is None:
@@ -149,7 +149,7 @@ class PackagesApiRoutes:
     async def gitlab_delete_package(self, request: IRequest, project: str, package_id: int
                                     ) -> bytes:
         grant = await self._access.maintain(request, project)
-        deleted = await api_store.delete_release(self._db, grant.project.id, package_id)
+        deleted = await release_store.delete_release(self._db, grant.project.id, package_id)
         self._caches.wrote_packages()
         if deleted is None:
             raise NotFound(f"No package {package_id} in this project.")
@@ -162,7 +162,7 @@ class PackagesApiRoutes:
     async def gitlab_delete_package_file(self, request: IRequest, project: str,
                                          package_id: int, file_id: int) -> bytes:
         grant = await self._access.maintain(request, project)
-        deleted = await api_store.delete_release_file(self._db, grant.project.id, package_id,
+        deleted = await release_store.delete_release_file(self._db, grant.project.id, package_id,
                                                       file_id)
         self._caches.wrote_packages()
         if deleted is None:

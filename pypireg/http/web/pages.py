@@ -26,7 +26,7 @@ import readme_renderer.txt
 from pypireg.domain.versions import latest_version, version_key
 from pypireg.storage.groups import Group
 from pypireg.storage.projects import Project
-from pypireg.storage.ui_queries import FileDetail, ReleaseSummary
+from pypireg.storage.releases import FileDetail, ReleaseSummary
 
 # The name of the repository in the .pypirc snippets.
 PYPIRC_NAME = "pypireg"

@@ -40,7 +40,7 @@ from pypireg.http.web.pages import (
 )
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
-from pypireg.storage import ui_queries
+from pypireg.storage import releases as release_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
@@ -66,7 +66,7 @@ class PageRoutes:
         if found.path != project:
             return _canonical(request, urls.project_packages(found.path), query)
         part = normalize_name(query) if query else ""
-        releases = await ui_queries.release_summaries(self._db, [found.id], part)
+        releases = await release_store.release_summaries(self._db, [found.id], part)
         body = project_list_page(urls, found, summarise(releases), query)
         return _html(request, found.public, body)
 
@@ -78,11 +78,11 @@ class PageRoutes:
         normalized = normalize_name(name)
         if found.path != project or normalized != name:
             return redirect(request, urls.package(found.path, normalized), 302)
-        files = await ui_queries.package_files(self._db, found.id, normalized)
+        files = await release_store.package_files(self._db, found.id, normalized)
         if not files:
             raise NotFound(f"No package named {name!r} in this project.")
         latest = release_latest(files)
-        description = await ui_queries.release_description(self._db, found.id, normalized,
+        description = await release_store.release_description(self._db, found.id, normalized,
                                                            latest)
         readme = None
         if description is not None:
@@ -99,7 +99,7 @@ class PageRoutes:
         if found.path != group:
             return _canonical(request, urls.group_packages(found.path), query)
         part = normalize_name(query) if query else ""
-        releases = await ui_queries.release_summaries(self._db, scope.project_ids, part)
+        releases = await release_store.release_summaries(self._db, scope.project_ids, part)
         body = group_list_page(urls, found, summarise(releases), query)
         return _html(request, scope.public, body)
 
@@ -113,7 +113,7 @@ class PageRoutes:
             raise NotFound("Project not found.")
         return project
 
-    async def _render_readme(self, description: ui_queries.Description, name: str,
+    async def _render_readme(self, description: release_store.Description, name: str,
                              version: str) -> str:
         # readme-renderer takes a while on a large README: keep it off the reactor.
         try:

@@ -1,0 +1,1 @@
+"""GitLab's REST APIs: packages and deploy tokens."""

@@ -1,0 +1,1 @@
+"""The PyPI protocol: legacy upload, the simple index, files, yanking, the JSON API."""

@@ -1,0 +1,1 @@
+"""The Packages web pages, at GitLab's web URLs."""

@@ -15,9 +15,19 @@ from twisted.web.iweb import IRequest
 
 
 def redirect(request: IRequest, location: str, code: int = 301) -> bytes:
+    """Redirect to *location*: an absolute URL from base_url, or a path on our origin.
+
+    A path never leaves our origin: leading slashes (and backslashes, which
+    browsers read as slashes) are folded into one, so no request can turn
+    it into a protocol-relative `//elsewhere` URL. Redirects depend on the
+    request, so no cache keeps them.
+    """
+    if not location.startswith(("http://", "https://")):
+        location = "/" + location.lstrip("/\\")
     request.setResponseCode(code)
     request.setHeader(b"Location", location.encode("utf-8"))
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-store")
     return f"Moved to {location}\n".encode()
 
 

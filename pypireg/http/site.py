@@ -34,6 +34,7 @@ from pypireg.domain.errors import (
 )
 from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.errors import error_bytes, render_error
+from pypireg.http.front_door import codings, framing_problem, host_problem, split_absolute_form
 from pypireg.http.metrics import Metrics
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
@@ -118,6 +119,18 @@ class RegistryRequest(server.Request):
         self._cancel_header_deadline()
         command: bytes = getattr(self.channel, "_command", b"")
         path: bytes = getattr(self.channel, "_path", b"")
+        absolute = split_absolute_form(path)
+        if absolute is not None:
+            # RFC 9112 §3.2.2: the target's authority replaces the Host header.
+            authority, path = absolute
+            self.requestHeaders.setRawHeaders(b"host", [authority])
+            self.channel._path = path
+        problem = host_problem(list(self.requestHeaders.getRawHeaders(b"host", [])),
+                               getattr(self.channel, "_version", b""))
+        if problem is not None:
+            self.requestHeaders.removeHeader(b"expect")
+            self.refuse_early(BadRequest(problem))
+            return
         match = UPLOAD_PATH_RE.match(path) if command == b"POST" else None
         expects_continue = (self.requestHeaders.getRawHeaders(b"expect") or [b""])[0].lower()
         if match is None:
@@ -318,18 +331,53 @@ class RegistryRequest(server.Request):
 
 
 class RegistryChannel(http.HTTPChannel):
-    """HTTPChannel that answers an over-long request line or header with 431."""
+    """HTTPChannel that polices framing and answers its own refusals in our format.
+
+    Twisted would drop an over-long line silently, answer a malformed
+    request with a bare 400, and take `Transfer-Encoding: identity` next to
+    Content-Length as a body length; see front_door.py for the rules.
+    """
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        request = self.requests[-1] if self.requests else None
+        if name in (b"transfer-encoding", b"content-length") and request is not None:
+            seen: list[bytes] = request.__dict__.setdefault("pypireg_codings", [])
+            if name == b"transfer-encoding":
+                seen.extend(codings(value))
+            else:
+                request.pypireg_lengths = getattr(request, "pypireg_lengths", 0) + 1
+            problem = framing_problem(seen, getattr(request, "pypireg_lengths", 0))
+            if problem is not None:
+                self._refuse(BadRequest(problem))
+                return False
+        return bool(super().headerReceived(line))  # type: ignore[no-untyped-call]
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        # Twisted would just drop the connection; say why instead.
-        if self.transport is not None:
-            answer = error_bytes(HeaderTooLarge(
-                f"Request line or header too long (limit {self.MAX_LENGTH} bytes)."))
-            self.transport.write(answer)
-            self.transport.loseConnection()
-            site = getattr(self, "site", None)
-            if isinstance(site, RegistrySite):
-                site.metrics.observe_request(b"", b"", HeaderTooLarge.code, 0.0, len(answer))
+        self._refuse(HeaderTooLarge(
+            f"Request line or header too long (limit {self.MAX_LENGTH} bytes)."))
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's own refusals: a malformed request line or header, too
+        # many or too large headers, a bad Content-Length.
+        self._refuse(BadRequest("Malformed HTTP request line or headers."))
+
+    def _refuse(self, error: RegistryError) -> None:
+        """Answer *error* and close; nothing more is read from this connection."""
+        transport = self.transport
+        if transport is None or getattr(transport, "disconnecting", False):
+            return
+        answer = error_bytes(error)
+        transport.write(answer)
+        # Stops reading at once, so bytes after this request are never parsed.
+        transport.loseConnection()
+        site = getattr(self, "site", None)
+        if isinstance(site, RegistrySite):
+            site.metrics.observe_request(b"", b"", error.code, 0.0, len(answer))
+        peer = transport.getPeer()
+        _log.info("refused a request from {peer}: {code} {reason}",
+                  peer=getattr(peer, "host", peer), code=error.code, reason=error.reason)
 
 
 def _channel_factory(site: Any) -> Any:

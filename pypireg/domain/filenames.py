@@ -15,6 +15,7 @@ from packaging.version import Version
 
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.names import check_name, parse_version
+from pypireg.domain.wheel_tags import tag_problem
 
 PackageType = Literal["bdist_wheel", "sdist"]
 ACCEPTED = "wheels (.whl) and source distributions (.tar.gz, .zip)"
@@ -63,6 +64,10 @@ def parse_filename(filename: str) -> DistFilename:
             wheel_name, version, _build, tags = parse_wheel_filename(filename)
         except InvalidWheelFilename as e:
             raise BadUpload(f"Invalid wheel file name {filename!r}: {e}.") from None
+        for tag in sorted(tags, key=str):
+            problem = tag_problem(tag.interpreter, tag.abi, tag.platform)
+            if problem is not None:
+                raise BadUpload(f"Invalid wheel file name {filename!r}: {problem}.")
         python_tag = ".".join(sorted({t.interpreter for t in tags}))
         return DistFilename(filename, str(wheel_name), version, "bdist_wheel", python_tag)
     for suffix in SDIST_SUFFIXES:

@@ -12,8 +12,9 @@ from packaging.version import InvalidVersion, Version
 from pypireg.domain.errors import BadUpload
 
 # PEP 508 / core metadata: ASCII letters, digits, ., _ and -, starting and
-# ending with a letter or digit.
-_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+# ending with a letter or digit. Spelled out rather than IGNORECASE, which
+# lets U+212A KELVIN SIGN match "k" (and .lower() then turns it into one).
+_NAME_RE = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])\Z", re.ASCII)
 _NORMALIZE_RE = re.compile(r"[-_.]+")
 # A project path: one or more segments separated by "/", as GitLab's
 # namespace/project paths are.
@@ -28,7 +29,8 @@ def normalize_name(name: str) -> str:
 
 
 def is_valid_name(name: str) -> bool:
-    return len(name) <= MAX_NAME_LENGTH and _NAME_RE.match(name) is not None
+    return (len(name) <= MAX_NAME_LENGTH and name.isascii()
+            and _NAME_RE.match(name) is not None)
 
 
 def check_name(name: str) -> str:
@@ -45,6 +47,8 @@ def parse_version(version: str) -> Version:
     """Parse a PEP 440 version, raising BadUpload with a clear reason."""
     if len(version) > MAX_VERSION_LENGTH:
         raise BadUpload(f"Invalid version: longer than {MAX_VERSION_LENGTH} characters.")
+    if not version.isascii():
+        raise BadUpload(f"Invalid version {version!r}: versions are ASCII (PEP 440).")
     try:
         return Version(version)
     except InvalidVersion:

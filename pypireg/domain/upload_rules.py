@@ -17,7 +17,7 @@ from pypireg.domain.digests import Digests
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import DistFilename, parse_filename
 from pypireg.domain.metadata import CoreMetadata
-from pypireg.domain.names import check_name, normalize_name, parse_version
+from pypireg.domain.names import check_name, is_valid_name, normalize_name, parse_version
 
 Form = Mapping[str, Sequence[str]]
 _FILETYPES = {"bdist_wheel", "sdist"}
@@ -111,6 +111,10 @@ def check_metadata(claim: UploadClaim, meta: CoreMetadata) -> None:
     filename = claim.dist.filename
     if not meta.name:
         raise BadUpload(f"The metadata in {filename} has no Name field.")
+    if not is_valid_name(meta.name):
+        raise BadUpload(
+            f"The metadata in {filename} has an invalid Name {meta.name!r}: names must be ASCII "
+            "letters, digits, '.', '_' and '-', starting and ending with a letter or digit.")
     if normalize_name(meta.name) != normalize_name(claim.name):
         raise BadUpload(
             f"The metadata in {filename} is for package {meta.name!r}, but the form says "
@@ -119,6 +123,8 @@ def check_metadata(claim: UploadClaim, meta: CoreMetadata) -> None:
     if not meta.version:
         raise BadUpload(f"The metadata in {filename} has no Version field.")
     try:
+        if not meta.version.isascii():
+            raise ValueError(meta.version)
         inner = Version(meta.version)
     except ValueError:
         raise BadUpload(f"The metadata in {filename} has an invalid Version {meta.version!r}."

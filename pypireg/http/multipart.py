@@ -10,8 +10,10 @@ size.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import unquote
 
 import multipart
 
@@ -28,6 +30,90 @@ MULTI_VALUED = frozenset({
     "keywords", "attestations", "import_name", "import_names", "import_namespace",
     "import_namespaces",
 })
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def content_disposition(value: str) -> tuple[str, dict[str, str]]:
+    """The disposition and parameters of a part's Content-Disposition header.
+
+    Parsed here rather than by `multipart`, which keeps the last of repeated
+    parameters and cuts a Windows path off a file name: a repeated
+    parameter makes the header invalid (RFC 7578 §4.2, RFC 6266 §4.1), and a
+    file name is refused, never rewritten (see _start). `filename*`
+    (RFC 5987, UTF-8) stands for `filename` when given.
+    """
+    position = 0
+
+    def fail() -> BadUpload:
+        return BadUpload("Malformed upload form: invalid Content-Disposition "
+                         f"{value[:100]!r}.")
+
+    def skip_space() -> None:
+        nonlocal position
+        while position < len(value) and value[position] in " \t":
+            position += 1
+
+    def token() -> str:
+        nonlocal position
+        match = _TOKEN.match(value, position)
+        if match is None:
+            raise fail()
+        position = match.end()
+        return match.group()
+
+    def quoted() -> str:
+        nonlocal position
+        out: list[str] = []
+        position += 1  # the opening quote
+        while position < len(value):
+            char = value[position]
+            if char == "\\" and position + 1 < len(value):
+                out.append(value[position + 1])
+                position += 2
+            elif char == '"':
+                position += 1
+                return "".join(out)
+            else:
+                out.append(char)
+                position += 1
+        raise fail()
+
+    skip_space()
+    disposition = token().lower()
+    params: dict[str, str] = {}
+    while True:
+        skip_space()
+        if position == len(value):
+            break
+        if value[position] != ";":
+            raise fail()
+        position += 1
+        skip_space()
+        if position == len(value):
+            break  # a trailing ";" is harmless
+        key = token().lower()
+        skip_space()
+        if position == len(value) or value[position] != "=":
+            raise fail()
+        position += 1
+        skip_space()
+        text = quoted() if position < len(value) and value[position] == '"' else token()
+        if key in params:
+            raise BadUpload(f"Malformed upload form: the Content-Disposition parameter "
+                            f"{key!r} is repeated; send it once.")
+        params[key] = text
+    if "filename*" in params:
+        charset, _, encoded = params.pop("filename*").partition("'")
+        _, _, encoded = encoded.partition("'")
+        if charset.lower() != "utf-8":
+            raise BadUpload("Malformed upload form: filename* must be UTF-8 (RFC 5987).")
+        try:
+            params["filename"] = unquote(encoded, errors="strict")
+        except UnicodeDecodeError:
+            raise fail() from None
+    return disposition, params
 
 
 class FileSink(Protocol):
@@ -72,6 +158,8 @@ class FormReader:
         self.file_size = 0
         self._field_bytes = 0
         self._segment: multipart.MultipartSegment | None = None
+        self._name = ""
+        self._is_file = False
         self._buffer: bytearray | None = None
         self._sink: FileSink | None = None
 
@@ -101,19 +189,28 @@ class FormReader:
                             "boundary.")
 
     def _start(self, segment: multipart.MultipartSegment) -> None:
-        name = segment.name
-        # The lenient parser reports a missing name as "".
-        if segment.disposition != "form-data" or not name:
+        headers = [v for k, v in segment.headerlist if k == "Content-Disposition"]
+        if len(headers) != 1:
+            raise BadUpload("Malformed upload form: every part needs exactly one "
+                            "'Content-Disposition: form-data; name=...'.")
+        disposition, params = content_disposition(headers[0])
+        name = params.get("name", "")
+        if disposition != "form-data" or not name:
             raise BadUpload("Malformed upload form: every part needs "
                             "'Content-Disposition: form-data; name=...'.")
+        filename = params.get("filename")
         self._segment = segment
+        self._name, self._is_file = name, filename is not None
         if name == FILE_FIELD:
             if self.filename is not None:
                 raise BadUpload("Malformed upload form: more than one 'content' file.")
-            if not segment.filename:
+            if not filename:
                 raise BadUpload("The 'content' part must be a file with a file name.")
-            self.filename = segment.filename
-            self._sink = self._open_file(segment.filename)
+            if "/" in filename or "\\" in filename:
+                raise BadUpload(f"Invalid file name {filename!r}: send the file's own name, "
+                                "without any folder (no '/' or '\\').")
+            self.filename = filename
+            self._sink = self._open_file(filename)
             return
         if name in self.fields and name not in MULTI_VALUED:
             raise BadUpload(f"Malformed upload form: duplicate field {name!r}.")
@@ -138,19 +235,18 @@ class FormReader:
         self._buffer += chunk
 
     def _end(self) -> None:
-        segment = self._segment
-        assert segment is not None and segment.name is not None
+        assert self._segment is not None
         self._segment = None
         if self._sink is not None:
             self._sink = None
             return
         assert self._buffer is not None
         raw, self._buffer = bytes(self._buffer), None
-        if segment.filename is not None:
+        if self._is_file:
             # Other file parts (e.g. the obsolete gpg_signature) are ignored.
             return
         try:
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise BadUpload(f"Form field {segment.name!r} is not valid UTF-8.") from None
-        self.fields.setdefault(segment.name, []).append(value)
+            raise BadUpload(f"Form field {self._name!r} is not valid UTF-8.") from None
+        self.fields.setdefault(self._name, []).append(value)

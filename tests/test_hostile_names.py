@@ -29,8 +29,10 @@ KELVIN = "\u212a"  # matched "k" under re.IGNORECASE, and .lower() makes it one
 
 # --- names and versions are ASCII, checked before any folding ---
 
-@pytest.mark.parametrize("name", [f"{KELVIN}elvin", f"dem{KELVIN}", "caf\u00e9", "\u0130nfo",
-                                  "\ufb01le", "demo\u0301", "\uff44\uff45\uff4d\uff4f", "demo\u200b"])
+@pytest.mark.parametrize("name", [
+    f"{KELVIN}elvin", f"dem{KELVIN}", "caf\u00e9", "\u0130nfo", "\ufb01le", "demo\u0301",
+    "\uff44\uff45\uff4d\uff4f", "demo\u200b",
+])
 def test_non_ascii_names_are_refused(name: str) -> None:
     assert not is_valid_name(name)
     with pytest.raises(BadUpload, match="ASCII"):

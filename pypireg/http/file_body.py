@@ -4,7 +4,8 @@ HTTP layer. twisted.web.static reads each chunk into a bytes object, joins
 it into the transport's buffer and sends it in 128 KiB slices: three copies
 of every byte in Python. On a plain TCP (or UNIX) connection this module
 lets the kernel copy the file to the socket instead. TLS, HTTP/2, test
-transports and Range requests go through twisted.web.static as before.
+transports and Range requests go through twisted.web.static as before,
+with Range sets tamed first (ranges.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
+
+from pypireg.http.ranges import tame_range
 
 _log = Logger()
 # Reads of 1 MiB rather than Twisted's 64 KiB for the static.File path: a
@@ -74,6 +77,17 @@ class BlobBody(resource.Resource):
         return server.NOT_DONE_YET
 
     def _render_static(self, request: IRequest) -> bytes | int:
+        ranges = request.getHeader(b"range")
+        if ranges is not None:
+            try:
+                size = os.stat(self._path).st_size
+            except OSError:
+                size = None  # static.File answers it
+            tamed = tame_range(ranges, size) if size is not None else ranges
+            if tamed is None:
+                request.requestHeaders.removeHeader(b"range")
+            elif tamed != ranges:
+                request.requestHeaders.setRawHeaders(b"range", [tamed])
         blob = _BlobFile(self._path, defaultType="application/octet-stream")
         blob.type = self._content_type.decode("latin-1")
         blob.encoding = None

@@ -1,9 +1,10 @@
 """Prometheus metrics for the daemon.
 
 HTTP layer. One registry per site (no global state), filled from the access
-log hook (every finished request), the upload path and the pool. Route
-labels come from a fixed classification of the path, so their number is
-bounded whatever clients request.
+log hook (every finished request), the upload path and the pool. Every
+label comes from a fixed set (routes from a classification of the path,
+methods from the standard ones, statuses from 100 to 599), so their number
+is bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ _ROUTES: tuple[tuple[str, re.Pattern[bytes]], ...] = (
     ("packages_api", re.compile(rb"^/api/v4/projects/.+/packages(/|$)")),
     ("ops", re.compile(rb"^/-/")),
 )
+
+
+# Methods a client may send are unbounded; labels are not.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+def method_label(method: bytes) -> str:
+    text = method.decode("latin-1")
+    return text if text in _METHODS else "other"
 
 
 def route_of(path: bytes) -> str:
@@ -62,7 +72,8 @@ class Metrics:
     def observe_request(self, path: bytes, method: bytes, status: int, seconds: float,
                         sent: int) -> None:
         route = route_of(path)
-        self.requests.labels(route, method.decode("latin-1")[:10], str(status)).inc()
+        code = str(status) if 100 <= status <= 599 else "other"
+        self.requests.labels(route, method_label(method), code).inc()
         self.latency.labels(route).observe(max(seconds, 0.0))
         self.bytes_served.labels(route).inc(sent)
         if status == 304:

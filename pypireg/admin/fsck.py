@@ -15,17 +15,37 @@ they are listed, and a corrupt blob is moved to `quarantine/`).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.gc import referenced_blobs
 
 _CHUNK = 1024 * 1024
+
+
+def add_parsers(sub: Subparsers) -> None:
+    check = add_command(sub, "fsck", _fsck,
+                        help="check that every file row has its intact blob")
+    check.add_argument("--repair", action="store_true",
+                       help="remove stale temp files and rows whose blob is missing or corrupt")
+    check.add_argument("--no-verify", action="store_true",
+                       help="only check that blobs exist, without re-hashing them")
+
+
+async def _fsck(ctx: CommandContext, args: argparse.Namespace) -> str:
+    report = await fsck(ctx.db, ctx.blobs, repair=args.repair, verify_hashes=not args.no_verify)
+    text = "\n".join(report.lines())
+    if not report.ok:
+        # The whole report, on stderr, and exit status 1: problems are failures.
+        raise CommandError(text)
+    return text
 
 
 @dataclass

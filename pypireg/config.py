@@ -95,85 +95,132 @@ def load_config(path: Path | None) -> Config:
 def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
     """Turn a parsed TOML document into a Config; relative paths hang off *base*."""
     _only_keys(raw, "", {"server", "storage", "database", "uploads", "logging"})
-    server = _table(raw, "server")
-    storage = _table(raw, "storage")
-    database = _table(raw, "database")
-    uploads = _table(raw, "uploads")
-    logging = _table(raw, "logging")
-    _only_keys(server, "server", {"listen", "base_url", "timeout", "trusted_proxies"})
-    _only_keys(logging, "logging", {"json_file"})
-    _only_keys(storage, "storage", {"path"})
-    _only_keys(database, "database", {"dsn", "pool_size"})
-    _only_keys(uploads, "uploads", {"max_size"})
+    # Every section's shape first: a table that is not one is reported before
+    # any key inside the others.
+    server, storage, database, uploads, logging = (
+        _table(raw, key) for key in ("server", "storage", "database", "uploads", "logging"))
+    # Each section checks its own keys, then its values; the first mistake,
+    # in this order, is the one reported.
+    return Config(
+        server=_server(server),
+        logging=_logging(logging, base),
+        storage=_storage(storage, base),
+        database=_database(database),
+        uploads=_uploads(uploads),
+    )
 
-    listen = server.get("listen", list(DEFAULT_LISTEN))
-    if (
-        not isinstance(listen, list)
-        or not listen
-        or not all(isinstance(x, str) and x for x in listen)
-    ):
-        raise ConfigError(
-            "server.listen must be a non-empty list of endpoint strings, "
-            'e.g. ["tcp:8080:interface=127.0.0.1"]'
-        )
-    base_url = server.get("base_url")
+
+def _server(table: Mapping[str, Any]) -> ServerConfig:
+    """The [server] table: listeners, public URL, timeout, trusted proxies."""
+    _only_keys(table, "server", {"listen", "base_url", "timeout", "trusted_proxies"})
+    listen = _strings(
+        table.get("listen", list(DEFAULT_LISTEN)),
+        "server.listen must be a non-empty list of endpoint strings, "
+        'e.g. ["tcp:8080:interface=127.0.0.1"]')
+    base_url = table.get("base_url")
     if base_url is not None:
-        if not isinstance(base_url, str):
-            raise ConfigError("server.base_url must be a string such as https://pypi.example.com")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-            raise ConfigError(
-                f"server.base_url must be an absolute http(s) URL without a query, got {base_url!r}"
-            )
-        base_url = base_url.rstrip("/")
-    timeout = server.get("timeout", 60.0)
-    if (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout) or timeout <= 0):
-        raise ConfigError("server.timeout must be a positive number of seconds")
-
-    proxies = server.get("trusted_proxies", [])
-    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
-        raise ConfigError('server.trusted_proxies must be a list of addresses or networks, '
-                          'e.g. ["127.0.0.1", "10.0.0.0/8"]')
+        base_url = _base_url(base_url)
+    timeout = _positive_number(table.get("timeout", 60.0),
+                               "server.timeout must be a positive number of seconds")
+    proxies = _strings(table.get("trusted_proxies", []),
+                       "server.trusted_proxies must be a list of addresses or networks, "
+                       'e.g. ["127.0.0.1", "10.0.0.0/8"]', allow_empty=True)
     try:
         trusted = tuple(ip_network(p, strict=False) for p in proxies)
     except ValueError as e:
         raise ConfigError(f"server.trusted_proxies: {e}") from None
+    return ServerConfig(listen=tuple(listen), base_url=base_url, timeout=timeout,
+                        trusted_proxies=trusted)
 
-    json_file = logging.get("json_file")
-    if json_file is not None and (not isinstance(json_file, str) or not json_file):
-        raise ConfigError('logging.json_file must be a file path or "-" for standard output')
-    if json_file not in (None, "-") and not Path(json_file).is_absolute():
-        json_file = str(base / json_file)
 
-    spath = storage.get("path", DEFAULT_STORAGE)
-    if not isinstance(spath, str) or not spath:
-        raise ConfigError("storage.path must be a non-empty string")
-    storage_path = Path(spath)
-    if not storage_path.is_absolute():
-        storage_path = base / storage_path
+def _base_url(value: Any) -> str:
+    """server.base_url: absolute http(s), no query; kept without trailing slashes."""
+    url = _string(value, "server.base_url must be a string such as https://pypi.example.com",
+                  allow_empty=True)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(
+            f"server.base_url must be an absolute http(s) URL without a query, got {url!r}"
+        )
+    return url.rstrip("/")
 
-    dsn = database.get("dsn")
-    if dsn is not None and (not isinstance(dsn, str) or not dsn):
-        raise ConfigError("database.dsn must be a non-empty libpq connection string or URI")
-    pool_size = database.get("pool_size", 5)
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or not 1 <= pool_size <= 100:
-        raise ConfigError("database.pool_size must be an integer between 1 and 100")
 
-    max_size = uploads.get("max_size", DEFAULT_MAX_UPLOAD)
+def _logging(table: Mapping[str, Any], base: Path) -> LoggingConfig:
+    """The [logging] table: the optional JSON event log."""
+    _only_keys(table, "logging", {"json_file"})
+    json_file = table.get("json_file")
+    if json_file is not None:
+        json_file = _string(json_file,
+                            'logging.json_file must be a file path or "-" for standard output')
+        # Relative paths hang off the config file's folder, as storage.path does.
+        if json_file != "-" and not Path(json_file).is_absolute():
+            json_file = str(base / json_file)
+    return LoggingConfig(json_file=json_file)
+
+
+def _storage(table: Mapping[str, Any], base: Path) -> StorageConfig:
+    """The [storage] table: the folder for blobs (and the embedded PostgreSQL)."""
+    _only_keys(table, "storage", {"path"})
+    path = Path(_string(table.get("path", DEFAULT_STORAGE),
+                        "storage.path must be a non-empty string"))
+    return StorageConfig(path=path if path.is_absolute() else base / path)
+
+
+def _database(table: Mapping[str, Any]) -> DatabaseConfig:
+    """The [database] table: DSN (none: embedded) and pool size."""
+    _only_keys(table, "database", {"dsn", "pool_size"})
+    dsn = table.get("dsn")
+    if dsn is not None:
+        dsn = _string(dsn, "database.dsn must be a non-empty libpq connection string or URI")
+    pool_size = _positive_int(table.get("pool_size", 5),
+                              "database.pool_size must be an integer between 1 and 100",
+                              maximum=100)
+    return DatabaseConfig(dsn=dsn, pool_size=pool_size)
+
+
+def _uploads(table: Mapping[str, Any]) -> UploadsConfig:
+    """The [uploads] table: the size limit, as bytes or a "50MiB"-style string."""
+    _only_keys(table, "uploads", {"max_size"})
+    max_size = table.get("max_size", DEFAULT_MAX_UPLOAD)
     if isinstance(max_size, str):
         max_size = parse_size(max_size, "uploads.max_size")
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size <= 0:
-        raise ConfigError('uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"')
+    return UploadsConfig(max_size=_positive_int(
+        max_size, 'uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"'))
 
-    return Config(
-        server=ServerConfig(listen=tuple(listen), base_url=base_url, timeout=float(timeout),
-                            trusted_proxies=trusted),
-        storage=StorageConfig(path=storage_path),
-        database=DatabaseConfig(dsn=dsn, pool_size=pool_size),
-        uploads=UploadsConfig(max_size=max_size),
-        logging=LoggingConfig(json_file=json_file),
-    )
+
+def _string(value: Any, message: str, *, allow_empty: bool = False) -> str:
+    """*value* if it is a string (a non-empty one unless *allow_empty*), else ConfigError."""
+    if not isinstance(value, str) or not (value or allow_empty):
+        raise ConfigError(message)
+    return value
+
+
+def _strings(value: Any, message: str, *, allow_empty: bool = False) -> list[str]:
+    """*value* if it is a list of strings, else ConfigError.
+
+    Unless *allow_empty*, neither the list nor any string in it may be empty.
+    """
+    if not isinstance(value, list) or not (value or allow_empty) or not all(
+            isinstance(x, str) and (x or allow_empty) for x in value):
+        raise ConfigError(message)
+    return value
+
+
+def _positive_number(value: Any, message: str) -> float:
+    """*value* as a float if it is a finite number above zero, else ConfigError."""
+    # bool is an int to Python, but `timeout = true` is a mistake.
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value <= 0):
+        raise ConfigError(message)
+    return float(value)
+
+
+def _positive_int(value: Any, message: str, *, maximum: int | None = None) -> int:
+    """*value* if it is an integer from 1 up to *maximum* (if given), else ConfigError."""
+    if (isinstance(value, bool) or not isinstance(value, int) or value < 1
+            or (maximum is not None and value > maximum)):
+        raise ConfigError(message)
+    return value
 
 
 _UNITS = {"": 1, "b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB, "kb": 1000, "mb": 10**6,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,25 @@ async def test_command_errors_are_one_line(db: Database) -> None:
 def test_scope_is_validated_by_the_parser() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["token", "create", "--project", "x", "--scope", "admin"])
+
+
+def _leaves(parser: argparse.ArgumentParser, path: str = "pypireg"
+            ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield path, parser
+    for group in groups:
+        for name, child in group.choices.items():
+            yield from _leaves(child, f"{path} {name}")
+
+
+def test_every_leaf_subcommand_names_its_handler() -> None:
+    # argparse is the dispatcher: a leaf without a handler would fail at run time.
+    leaves = dict(_leaves(build_parser()))
+    assert len(leaves) == 28
+    missing = [path for path, parser in leaves.items() if not callable(
+        parser.get_default("handler"))]
+    assert missing == []
 
 
 def test_twistd_finds_the_plugin() -> None:

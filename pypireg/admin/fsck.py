@@ -15,16 +15,37 @@ they are listed, and a corrupt blob is moved to `quarantine/`).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
+from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.gc import referenced_blobs
 
 _CHUNK = 1024 * 1024
+
+
+def add_parsers(sub: Subparsers) -> None:
+    check = add_command(sub, "fsck", _fsck,
+                        help="check that every file row has its intact blob")
+    check.add_argument("--repair", action="store_true",
+                       help="remove stale temp files and rows whose blob is missing or corrupt")
+    check.add_argument("--no-verify", action="store_true",
+                       help="only check that blobs exist, without re-hashing them")
+
+
+async def _fsck(ctx: CommandContext, args: argparse.Namespace) -> str:
+    report = await fsck(ctx.db, ctx.blobs, repair=args.repair, verify_hashes=not args.no_verify)
+    text = "\n".join(report.lines())
+    if not report.ok:
+        # The whole report, on stderr, and exit status 1: problems are failures.
+        raise CommandError(text)
+    return text
 
 
 @dataclass
@@ -72,24 +93,21 @@ def _hash_file(path: Path) -> tuple[str, int] | None:
 async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
                verify_hashes: bool = True) -> FsckReport:
     report = FsckReport()
-    rows = await db.fetch_all(
-        "SELECT f.id, p.project_id, f.filename, f.sha256, f.size, f.metadata_sha256"
-        " FROM package_files f JOIN packages p ON p.id = f.package_id ORDER BY f.id"
-    )
+    rows = await package_store.all_file_blobs(db)
     verified: dict[str, str] = {}
     bad_rows: list[int] = []
     bad_metadata_rows: list[int] = []
-    for file_id, project_id, filename, sha256, size, metadata_sha256 in rows:
+    for row in rows:
         report.checked_files += 1
-        label = f"{filename} (file {file_id}, project {project_id}, sha256 {sha256})"
-        state = await _check_blob(blobs, sha256, size, verified, verify_hashes)
+        label = f"{row.filename} (file {row.id}, project {row.project_id}, sha256 {row.sha256})"
+        state = await _check_blob(blobs, row.sha256, row.size, verified, verify_hashes)
         if state != "ok":
             (report.missing if state == "missing" else report.corrupt).append(label)
-            bad_rows.append(file_id)
-        if metadata_sha256 and await _check_blob(
-                blobs, metadata_sha256, None, verified, verify_hashes) != "ok":
+            bad_rows.append(row.id)
+        if row.metadata_sha256 and await _check_blob(
+                blobs, row.metadata_sha256, None, verified, verify_hashes) != "ok":
             report.missing_metadata.append(label)
-            bad_metadata_rows.append(file_id)
+            bad_metadata_rows.append(row.id)
     report.stale_temp_files = len(await blobs.in_thread(blobs.stale_temp_files))
     referenced = await referenced_blobs(db)
     report.unreferenced_blobs = await blobs.in_thread(_count_unreferenced, blobs, referenced)
@@ -100,16 +118,15 @@ async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
             report.repaired.append(f"removed {removed} stale temp files")
             report.stale_temp_files -= removed
         if bad_rows:
-            await db.execute("DELETE FROM package_files WHERE id = ANY(%s)", (bad_rows,))
+            await package_store.delete_files(db, bad_rows)
             report.repaired.append(f"removed {len(bad_rows)} rows whose blob is missing or "
                                    "corrupt")
-            for sha256 in {r[3] for r in rows if r[0] in bad_rows}:
+            for sha256 in {r.sha256 for r in rows if r.id in bad_rows}:
                 await blobs.in_thread(_quarantine, blobs, sha256)
             report.missing.clear()
             report.corrupt.clear()
         if bad_metadata_rows:
-            await db.execute("UPDATE package_files SET metadata_sha256 = NULL WHERE id = ANY(%s)",
-                             (bad_metadata_rows,))
+            await package_store.clear_metadata_sha256(db, bad_metadata_rows)
             report.repaired.append(f"dropped the core metadata of {len(bad_metadata_rows)} rows"
                                    " (pypireg backfill-metadata extracts it again)")
             report.missing_metadata.clear()

@@ -10,6 +10,7 @@ skipped. Export writes the newest file of each name plus `manifest.json`.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
+from pypireg.admin.output import TqdmProgress, render
 from pypireg.domain.errors import RegistryError
 from pypireg.domain.filenames import parse_filename
 from pypireg.ingest.accept import ingest
@@ -27,6 +30,18 @@ from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+
+def add_parsers(sub: Subparsers) -> None:
+    imp = add_command(sub, "import", _import,
+                      help="import a folder of distributions (pypiserver, devpi export) into a "
+                      "project, validating each as an upload")
+    imp.add_argument("folder", type=Path)
+    imp.add_argument("--project", required=True, help="project path or id")
+    exp = add_command(sub, "export", _export,
+                      help="write a project's files and a manifest to a folder")
+    exp.add_argument("folder", type=Path)
+    exp.add_argument("--project", required=True, help="project path or id")
 
 
 @dataclass
@@ -130,3 +145,29 @@ async def export_project(db: Database, blobs: BlobStore, project: Project, folde
 
     await blobs.in_thread(write)
     return len(files)
+
+
+async def _import(ctx: CommandContext, args: argparse.Namespace) -> str:
+    p = await ctx.project(args.project)
+    if not args.folder.is_dir():
+        raise CommandError(f"{args.folder} is not a folder")
+    bar = TqdmProgress(quiet=ctx.as_json)
+    try:
+        summary = await import_folder(ctx.db, ctx.blobs, p, args.folder, bar)
+    finally:
+        bar.close()
+    lines = [f"refused {f}: {r}" for f, r in summary.refused]
+    lines.append(f"Imported {len(summary.imported)}, skipped {len(summary.skipped)} already "
+                 f"present, refused {len(summary.refused)}; ignored {summary.ignored} other "
+                 "files.")
+    return render(ctx.as_json, {
+        "imported": summary.imported, "skipped": summary.skipped,
+        "refused": [{"file": f, "reason": r} for f, r in summary.refused],
+        "ignored": summary.ignored,
+    }, "\n".join(lines))
+
+
+async def _export(ctx: CommandContext, args: argparse.Namespace) -> str:
+    p = await ctx.project(args.project)
+    count = await export_project(ctx.db, ctx.blobs, p, args.folder)
+    return f"Exported {count} files of {p.path} to {args.folder}."

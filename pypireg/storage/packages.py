@@ -209,3 +209,35 @@ async def set_metadata_sha256(db: Database, sha256: str, metadata_sha256: str) -
     await db.execute(
         "UPDATE package_files SET metadata_sha256 = %s WHERE sha256 = %s", (metadata_sha256, sha256)
     )
+
+
+@dataclass(frozen=True)
+class FileBlobs:
+    """A file row and the blobs it names: what fsck checks against the blob store."""
+
+    id: int
+    project_id: int
+    filename: str
+    sha256: str
+    size: int
+    metadata_sha256: str | None
+
+
+async def all_file_blobs(db: Database) -> list[FileBlobs]:
+    """Every file row of every project (duplicates included), by id."""
+    rows = await db.fetch_all(
+        "SELECT f.id, p.project_id, f.filename, f.sha256, f.size, f.metadata_sha256"
+        " FROM package_files f JOIN packages p ON p.id = f.package_id ORDER BY f.id"
+    )
+    return [FileBlobs(*r) for r in rows]
+
+
+async def delete_files(db: Database, file_ids: Sequence[int]) -> None:
+    """Delete these file rows (fsck's repair of rows whose blob is lost)."""
+    await db.execute("DELETE FROM package_files WHERE id = ANY(%s)", (list(file_ids),))
+
+
+async def clear_metadata_sha256(db: Database, file_ids: Sequence[int]) -> None:
+    """Forget the core metadata of these file rows; the backfill can extract it again."""
+    await db.execute("UPDATE package_files SET metadata_sha256 = NULL WHERE id = ANY(%s)",
+                     (list(file_ids),))

@@ -1,0 +1,61 @@
+"""`pypireg group create|list|update`: groups, read-only indexes over a path.
+
+Composition layer: argparse in, storage calls, text or JSON out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command, add_group
+from pypireg.admin.output import render, table, visibility
+from pypireg.admin.projects import create_at_path
+from pypireg.storage import groups as group_store
+from pypireg.storage.groups import Group, GroupExists
+
+_HEADERS = ["ID", "PATH", "VISIBILITY"]
+
+
+def add_parsers(sub: Subparsers) -> None:
+    group = add_group(sub, "group", "manage groups (read-only aggregate indexes)")
+    create = add_command(group, "create", _create, help="create a group; prints its id")
+    create.add_argument("name",
+                        help="group path, e.g. acme; projects under acme/ belong to it")
+    create.add_argument("--public", action="store_true",
+                        help="its index is readable without a token (public projects only)")
+    add_command(group, "list", _list, help="list groups")
+    change = add_command(group, "update", _update, help="change a group's visibility")
+    change.add_argument("name", help="group path or id")
+    change.add_argument("--public", dest="public", action="store_true", default=None)
+    change.add_argument("--private", dest="public", action="store_false")
+
+
+def _row(g: Group) -> dict[str, Any]:
+    return {"id": g.id, "path": g.path, "public": g.public}
+
+
+def _cells(g: Group) -> tuple[int, str, str]:
+    return g.id, g.path, visibility(g.public)
+
+
+async def _create(ctx: CommandContext, args: argparse.Namespace) -> str:
+    g = await create_at_path(
+        "group", args.name, lambda: group_store.create_group(ctx.db, args.name, public=args.public),
+        GroupExists)
+    return render(ctx.as_json, _row(g), str(g.id))
+
+
+async def _list(ctx: CommandContext, args: argparse.Namespace) -> str:
+    groups = await group_store.list_groups(ctx.db)
+    return render(ctx.as_json, [_row(g) for g in groups],
+                  table([_cells(g) for g in groups], _HEADERS))
+
+
+async def _update(ctx: CommandContext, args: argparse.Namespace) -> str:
+    g = await group_store.get_group(ctx.db, args.name)
+    if g is None:
+        raise CommandError(f"no group {args.name!r}; see `pypireg group list`")
+    if args.public is not None:
+        g = await group_store.update_group(ctx.db, g.id, public=args.public)
+    return render(ctx.as_json, _row(g), table([_cells(g)], _HEADERS))

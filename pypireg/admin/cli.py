@@ -84,9 +84,9 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     except ConfigError as e:
         raise CommandError(str(e)) from None
     db, embedded = await open_database(reactor, config)
-    blobs = BlobStore(reactor, config.storage.path)
-    blobs.prepare()
     try:
+        blobs = BlobStore(reactor, config.storage.path)
+        blobs.prepare()
         output = await _run(CommandContext(db, blobs, args.json), args)
     finally:
         db.close()

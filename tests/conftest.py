@@ -54,6 +54,13 @@ def reset_schema(dsn: str) -> None:
             tables = [r[0] for r in cur.fetchall()]
             if tables:
                 cur.execute("DROP TABLE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+            # Our SQL functions too: a later migration may have redefined one.
+            cur.execute(
+                "SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n"
+                " ON n.oid = p.pronamespace WHERE n.nspname = current_schema()"
+                " AND p.proname LIKE 'pypireg%%'")
+            for (function,) in cur.fetchall():
+                cur.execute(f"DROP FUNCTION IF EXISTS {function} CASCADE")
     finally:
         conn.close()
 

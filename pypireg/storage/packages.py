@@ -88,7 +88,9 @@ def _file(row: tuple[Any, ...]) -> PackageFile:
 async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) -> PackageFile:
     """Insert the file row (and the package and release rows on first upload), atomically.
 
-    One statement, schema/0009's function: its comments say why.
+    One statement, schema/0011's function (0009's comments say why). A
+    version equal under PEP 440 to an existing release's (1.0.0 and 1.0)
+    joins that release under its spelling, returned in the file's version.
     """
     try:
         row = await db.fetch_one(
@@ -108,10 +110,10 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
             ) from None
         raise
     assert row is not None
-    file_id, package_id, display_name, uploaded_at = row
+    file_id, package_id, display_name, uploaded_at, version = row
     return PackageFile(
         id=file_id, package_id=package_id, name=new.name, display_name=display_name,
-        version=new.version, filename=new.filename, packagetype=new.packagetype,
+        version=version, filename=new.filename, packagetype=new.packagetype,
         python_version=new.python_version, size=new.size, sha256=new.sha256, md5=new.md5,
         blake2_256=new.blake2_256, requires_python=new.requires_python, summary=new.summary,
         metadata_version=new.metadata_version, uploaded_at=uploaded_at,
@@ -184,10 +186,14 @@ async def all_files(db: Database, project_id: int) -> list[PackageFile]:
 
 async def set_yanked(db: Database, project_id: int, name: str, version: str, *, yanked: bool,
                      reason: str | None = None) -> int:
-    """Yank (or unyank) every file of one release; return how many files changed."""
+    """Yank (or unyank) every file of one release; return how many files changed.
+
+    *version* names the release as PEP 440 compares (1.0.0 is release 1.0).
+    """
     rows = await db.fetch_all(
         "UPDATE package_files f SET yanked = %s, yanked_reason = %s FROM packages p"
-        " WHERE p.id = f.package_id AND p.project_id = %s AND p.name = %s AND f.version = %s"
+        " WHERE p.id = f.package_id AND p.project_id = %s AND p.name = %s"
+        " AND pypireg_release_key(f.version) = pypireg_release_key(%s)"
         " RETURNING f.id",
         (yanked, reason if yanked else None, project_id, name, version),
     )

@@ -101,7 +101,8 @@ async def list_releases(db: Database, project_id: int, *, name_contains: str | N
     """A page of the project's releases.
 
     *name_contains* is matched against the normalised name (pass it
-    normalised); *version* must equal the stored (normalised) version.
+    normalised); *version* matches the release it equals under PEP 440
+    (pass it normalised: 1.0.0 finds release 1.0).
     """
     if order_by not in RELEASE_ORDERS:
         raise ValueError(f"unknown order {order_by!r}")
@@ -111,7 +112,7 @@ async def list_releases(db: Database, project_id: int, *, name_contains: str | N
         where.append("strpos(p.name, %s) > 0")
         params.append(name_contains)
     if version is not None:
-        where.append("v.version = %s")
+        where.append("pypireg_release_key(v.version) = pypireg_release_key(%s)")
         params.append(version)
     matching = (f"FROM package_versions v JOIN packages p ON p.id = v.package_id"
                 f" WHERE {' AND '.join(where)}")

@@ -1,0 +1,144 @@
+"""Versions equal under PEP 440 are one release: 1.0, 1.0.0 and 1.0.0.0.
+
+Everywhere: the index's PEP 700 `versions`, the JSON API, the packages
+API, the web pages, yanking and deleting; and releases recorded apart
+before schema/0011 are merged by it.
+"""
+
+from __future__ import annotations
+
+import json
+from base64 import b64encode
+from typing import Any
+
+import pytest_twisted
+import treq
+
+from pypireg.storage import projects as project_store
+from pypireg.storage import tokens as token_store
+from pypireg.storage.migrations import migrate
+from tests.distributions import (
+    sdist_bytes,
+    sdist_filename,
+    upload_form,
+    wheel_bytes,
+    wheel_filename,
+)
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+
+
+async def _setup(registry: Any) -> tuple[Any, dict[bytes, list[bytes]]]:
+    project = await project_store.create_project(registry.db, "acme", public=True)
+    _, token = await token_store.create_token(registry.db, project.id, "write")
+    return project, {b"Authorization": [b"Basic " + b64encode(f"__token__:{token}".encode())]}
+
+
+async def _upload(registry: Any, auth: dict[bytes, list[bytes]], version: str,
+                  filename: str, content: bytes) -> None:
+    ctype, body = upload_form("demo", version, filename, content)
+    resp = await treq.post(registry.api("acme"), data=body,
+                           headers={b"Content-Type": [ctype], **auth})
+    assert resp.code == 201, await resp.text()
+
+
+async def _get_json(url: str, **kw: Any) -> Any:
+    resp = await treq.get(url, **kw)
+    assert resp.code == 200, (url, await resp.text())
+    return json.loads(await resp.content())
+
+
+@pytest_twisted.ensureDeferred
+async def test_equal_versions_are_one_release_everywhere(registry: Any) -> None:
+    _, auth = await _setup(registry)
+    await _upload(registry, auth, "1.0", wheel_filename("demo", "1.0"),
+                  wheel_bytes("demo", "1.0"))
+    await _upload(registry, auth, "1.0.0", sdist_filename("demo", "1.0.0"),
+                  sdist_bytes("demo", "1.0.0"))
+    await _upload(registry, auth, "1.0.0.0", wheel_filename("demo", "1.0.0.0"),
+                  wheel_bytes("demo", "1.0.0.0"))
+    await _upload(registry, auth, "1.0.1", wheel_filename("demo", "1.0.1"),
+                  wheel_bytes("demo", "1.0.1"))
+    api = registry.api("acme")
+
+    index = await _get_json(api + "/simple/demo/", headers={b"Accept": [JSON_V1.encode()]})
+    assert index["versions"] == ["1.0", "1.0.1"]
+    assert len(index["files"]) == 4
+
+    for spelling in ("1.0", "1.0.0", "1.0.0.0"):
+        release = await _get_json(f"{api}/pypi/demo/{spelling}/json")
+        assert release["info"]["version"] == "1.0"
+        assert len(release["urls"]) == 3
+    project_doc = await _get_json(f"{api}/pypi/demo/json")
+    assert sorted(project_doc["releases"]) == ["1.0", "1.0.1"]
+
+    packages_url = f"{registry.url}/api/v4/projects/acme/packages"
+    packages = await _get_json(packages_url)
+    assert sorted(p["version"] for p in packages) == ["1.0", "1.0.1"]
+    found = await _get_json(packages_url + "?package_version=1.0.0.0")
+    assert [p["version"] for p in found] == ["1.0"]
+    files = await _get_json(f"{packages_url}/{found[0]['id']}/package_files")
+    assert len(files) == 3
+
+    resp = await treq.get(f"{registry.url}/acme/-/packages/demo")
+    page = await resp.text()
+    assert page.count('<section class="release"') == 2
+    assert 'id="pypireg-v-1.0"' in page and 'id="pypireg-v-1.0.0"' not in page
+
+    # Yank by any spelling: the whole release.
+    resp = await treq.put(f"{api}/demo/1.0.0.0/yank", data=b'{"reason": "broken"}',
+                          headers=auth)
+    assert resp.code == 200, await resp.text()
+    assert json.loads(await resp.content())["files"] == 3
+    index = await _get_json(api + "/simple/demo/", headers={b"Accept": [JSON_V1.encode()]})
+    yanked = {f["filename"]: f["yanked"] for f in index["files"]}
+    assert sum(1 for v in yanked.values() if v) == 3
+
+    # Delete the release: all three files go.
+    resp = await treq.delete(f"{packages_url}/{found[0]['id']}", headers=auth)
+    assert resp.code == 204
+    index = await _get_json(api + "/simple/demo/", headers={b"Accept": [JSON_V1.encode()]})
+    assert index["versions"] == ["1.0.1"] and len(index["files"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_migration_merges_releases_recorded_apart(db: Any) -> None:
+    project = await project_store.create_project(db, "acme")
+    # The state before schema/0011: no key, no unique index on it.
+    await db.execute("DROP INDEX package_versions_release_key")
+    await db.execute("DROP FUNCTION pypireg_release_key(TEXT)")
+    await db.execute("DELETE FROM schema_migrations WHERE version = 11")
+    package = await db.fetch_one(
+        "INSERT INTO packages (project_id, name, display_name) VALUES (%s, 'demo', 'demo')"
+        " RETURNING id", (project.id,))
+    assert package is not None
+    for n, (version, filename) in enumerate([("1.0", "demo-1.0.tar.gz"),
+                                             ("1.0.0", "demo-1.0.0.tar.gz"),
+                                             ("1.0.0.0", "demo-1.0.0.0.zip"),
+                                             ("2.0", "demo-2.0.tar.gz")]):
+        await db.execute(
+            "INSERT INTO package_versions (package_id, version, created_at)"
+            " VALUES (%s, %s, now() + %s * interval '1 second')", (package[0], version, n))
+        await db.execute(
+            "INSERT INTO package_files (package_id, version, filename, packagetype,"
+            " python_version, size, sha256) VALUES (%s, %s, %s, 'sdist', 'source', 1, %s)",
+            (package[0], version, filename, f"{n:064x}"))
+    assert await migrate(db) == [11]
+    releases = await db.fetch_all(
+        "SELECT version FROM package_versions WHERE package_id = %s ORDER BY version",
+        (package[0],))
+    assert [r[0] for r in releases] == ["1.0", "2.0"]
+    files = await db.fetch_all(
+        "SELECT filename, version FROM package_files WHERE package_id = %s ORDER BY filename",
+        (package[0],))
+    assert [tuple(r) for r in files] == [("demo-1.0.0.0.zip", "1.0"), ("demo-1.0.0.tar.gz", "1.0"),
+                                         ("demo-1.0.tar.gz", "1.0"), ("demo-2.0.tar.gz", "2.0")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_keys(db: Any) -> None:
+    cases = {"1.0": "1", "1.0.0": "1", "1.10": "1.10", "2.0.0rc1": "2rc1", "1!1.0": "1!1",
+             "1.0.post0": "1.post0", "1.0+local.0": "1+local.0", "0.0": "0", "1.20.0": "1.20"}
+    for version, key in cases.items():
+        row = await db.fetch_one("SELECT pypireg_release_key(%s)", (version,))
+        assert row is not None and row[0] == key, version

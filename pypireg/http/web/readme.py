@@ -68,11 +68,12 @@ _STDERR_KEPT = 2048
 class ReadmeLimits:
     """What one README may cost.
 
-    On a 2-core machine docutils takes about 2 s for 200 KB of ordinary
-    reStructuredText, 10 s for 800 KB and 18 s for 1 MiB, peaking near
-    330 MiB of address space: the budget lets a big README render, and
-    since each is rendered once, bounds what an uploader can make us spend
-    per distinct README, not per view.
+    On an idle 2-core machine docutils takes about 2 s for 200 KB of
+    ordinary reStructuredText, 10 s for 800 KB and 18 s for 1 MiB (its time
+    grows faster than the text), peaking near 330 MiB of address space. The
+    budget lets READMEs of a few hundred KB render; since each is rendered
+    once, it bounds what an uploader can make us spend per distinct README,
+    not per view.
     """
 
     max_source: int = 1 << 20  # bytes of UTF-8; larger ones are shown as plain text
@@ -113,7 +114,6 @@ def worker_environment() -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "PYTHONPATH": os.pathsep.join([code, inherited] if inherited else [code]),
-        "LC_ALL": "C.UTF-8",
     }
 
 

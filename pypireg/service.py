@@ -36,6 +36,7 @@ from pypireg.http.pypi.yank import YankRoutes
 from pypireg.http.scopes import RequestAccess
 from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
+from pypireg.http.web.readme import ReadmeLimits, ReadmeRenderer
 from pypireg.http.web.routes import PageRoutes
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
@@ -92,7 +93,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
         deploy_tokens=DeployTokensRoutes(db, access),
-        pages=PageRoutes(db, access, blobs),
+        pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
         ops=OpsRoutes(db, blobs, metrics),
     )
     site = RegistrySite(

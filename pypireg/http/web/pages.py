@@ -3,7 +3,8 @@
 HTTP layer: pure functions from rows to HTML. Every value that comes from
 the database or the request is escaped here; long descriptions go through
 readme-renderer, which renders and sanitises them as PyPI does
-(`render_description` is slow on large READMEs: call it in a worker thread).
+(`render_description` can take seconds and hundreds of MiB on a large
+README: the daemon calls it only in a worker process, see readme.py).
 The pages carry one inline stylesheet and no script, and load nothing from
 anywhere else, so they work without JavaScript and on a closed network.
 """
@@ -17,16 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
-import readme_renderer.markdown
-import readme_renderer.rst
-import readme_renderer.txt
-
 from pypireg.domain.versions import latest_version, version_key
-from pypireg.storage.groups import Group
-from pypireg.storage.projects import Project
-from pypireg.storage.releases import FileDetail, ReleaseSummary
+
+if TYPE_CHECKING:
+    # Only annotations name the rows: the README worker imports this module
+    # and starts faster (and smaller, under its memory cap) without the
+    # storage layer, psycopg2 and Twisted.
+    from pypireg.storage.groups import Group
+    from pypireg.storage.projects import Project
+    from pypireg.storage.releases import FileDetail, ReleaseSummary
 
 # The name of the repository in the .pypirc snippets.
 PYPIRC_NAME = "pypireg"
@@ -217,22 +220,39 @@ def _time(moment: datetime) -> str:
             f'{utc.strftime("%Y-%m-%d %H:%M")} UTC</time>')
 
 
-# PyPI's renderers by Description-Content-Type; no type at all means
-# reStructuredText, an unknown one plain text (as on PyPI).
-_RENDERERS: dict[str, Callable[..., str | None]] = {
-    "text/plain": readme_renderer.txt.render,
-    "text/x-rst": readme_renderer.rst.render,
-    "text/markdown": readme_renderer.markdown.render,
-}
+def _renderer(mime: str) -> Callable[..., str | None]:
+    """PyPI's renderer for a Description-Content-Type.
+
+    No type at all means reStructuredText, an unknown one plain text (as on
+    PyPI). Imported here rather than at the top: the daemon renders only in
+    its worker process, and docutils, Pygments and markdown-it would be some
+    20 MiB of its heap for nothing.
+    """
+    if mime == "text/x-rst":
+        import readme_renderer.rst
+        return readme_renderer.rst.render
+    if mime == "text/markdown":
+        import readme_renderer.markdown
+        return readme_renderer.markdown.render
+    import readme_renderer.txt
+    return readme_renderer.txt.render
 
 
 def render_description(text: str, content_type: str | None) -> str:
     """A long description as sanitised HTML, rendered as PyPI renders it.
 
-    Blocking and possibly slow: call it in a worker thread. Text that its
-    renderer refuses (invalid reStructuredText, say) falls back to plain
-    text, as on PyPI.
+    Blocking and possibly slow: the daemon calls it only in a worker process
+    (readme_worker.py). Text that its renderer refuses (invalid
+    reStructuredText, say) falls back to plain text, as on PyPI.
     """
+    return render_description_how(text, content_type)[0]
+
+
+def render_description_how(text: str, content_type: str | None
+                           ) -> tuple[str, Literal["rendered", "plain"]]:
+    """`render_description`, and whether the renderer took the markup ("plain": it refused)."""
+    import readme_renderer.txt
+
     mime, variant = "text/x-rst", None
     if content_type:
         message = email.message.EmailMessage()
@@ -240,7 +260,7 @@ def render_description(text: str, content_type: str | None) -> str:
         message["content-type"] = " ".join(content_type.split())
         mime = message.get_content_type()
         variant = message["content-type"].params.get("variant")
-    renderer: Callable[..., str | None] = _RENDERERS.get(mime, readme_renderer.txt.render)
+    renderer = _renderer(mime)
     # The markdown variant (GFM or CommonMark) is the one parameter a
     # renderer takes; others (charset) are not for them.
     if mime == "text/markdown" and variant:
@@ -248,13 +268,24 @@ def render_description(text: str, content_type: str | None) -> str:
     else:
         rendered = renderer(text)
     if rendered is None:
-        rendered = readme_renderer.txt.render(text)
-    return rendered or ""
+        return readme_renderer.txt.render(text) or "", "plain"
+    return rendered or "", "rendered"
 
 
-def plain_description(text: str) -> str:
-    """The long description as escaped preformatted text (if rendering failed)."""
-    return f"<pre>{_e(text)}</pre>"
+def plain_description(text: str, limit: int | None = None) -> str:
+    """The long description as escaped preformatted text (if it was not rendered).
+
+    Over *limit* bytes of UTF-8, only the first *limit* are shown, with a note.
+    """
+    if limit is None:
+        return f"<pre>{_e(text)}</pre>"
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return f"<pre>{_e(text)}</pre>"
+    shown = encoded[:limit].decode("utf-8", "ignore")
+    return (f'<p class="note">This description is {human_size(len(encoded))}, too long to'
+            f" render: its first {human_size(limit)} are shown as plain text.</p>"
+            f"<pre>{_e(shown)}</pre>")
 
 
 def _page(title: str, crumbs: Sequence[tuple[str, str | None]], body: str) -> bytes:

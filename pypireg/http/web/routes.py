@@ -19,8 +19,6 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from twisted.internet.defer import CancelledError
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import NotFound
@@ -32,20 +30,17 @@ from pypireg.http.web.pages import (
     SiteUrls,
     group_list_page,
     package_page,
-    plain_description,
     project_list_page,
     release_latest,
-    render_description,
     summarise,
 )
+from pypireg.http.web.readme import ReadmeRenderer
 from pypireg.storage import groups as group_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import releases as release_store
-from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
-_log = Logger()
 # First path segments that are never a project's (as on GitLab).
 _RESERVED = frozenset({"api", "groups", "-"})
 # A Host header we are willing to echo into snippets: host name or address, port.
@@ -54,10 +49,10 @@ MAX_QUERY = 200
 
 
 class PageRoutes:
-    def __init__(self, db: Database, access: RequestAccess, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, access: RequestAccess, readme: ReadmeRenderer) -> None:
         self._db = db
         self._access = access
-        self._blobs = blobs
+        self._readme = readme
 
     async def project_packages(self, request: IRequest, project: str) -> bytes:
         found = await self._readable_project(request, project)
@@ -86,7 +81,8 @@ class PageRoutes:
                                                            latest)
         readme = None
         if description is not None:
-            readme = await self._render_readme(description, normalized, latest)
+            # Rendered once per README, in a bounded worker process (readme.py).
+            readme = await self._readme.html(description, normalized, latest)
         return _html(request, found.public, package_page(urls, found, normalized, files, readme))
 
     async def group_packages(self, request: IRequest, group: str) -> bytes:
@@ -112,20 +108,6 @@ class PageRoutes:
         if project is None:  # deleted since the access check
             raise NotFound("Project not found.")
         return project
-
-    async def _render_readme(self, description: release_store.Description, name: str,
-                             version: str) -> str:
-        # readme-renderer takes a while on a large README: keep it off the reactor.
-        try:
-            html: str = await self._blobs.in_thread(
-                render_description, description.text, description.content_type)
-        except CancelledError:
-            raise  # the client went away
-        except Exception:
-            _log.failure("could not render the description of {name} {version}",
-                         name=name, version=version)
-            return plain_description(description.text)
-        return html
 
     def _site_urls(self, request: IRequest) -> SiteUrls:
         """Links as the other routes make them; snippets from base_url or the request."""

@@ -16,13 +16,13 @@ names (`api`, `groups`, `-`) is never taken for a project.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import NotFound
 from pypireg.domain.names import is_valid_name, normalize_name
+from pypireg.http.front_door import valid_host
 from pypireg.http.responses import redirect
 from pypireg.http.scopes import RequestAccess
 from pypireg.http.web.pages import (
@@ -43,8 +43,6 @@ from pypireg.storage.projects import Project
 
 # First path segments that are never a project's (as on GitLab).
 _RESERVED = frozenset({"api", "groups", "-"})
-# A Host header we are willing to echo into snippets: host name or address, port.
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 MAX_QUERY = 200
 
 
@@ -117,7 +115,8 @@ class PageRoutes:
         scheme = "https" if request.isSecure() else "http"
         host_header = request.getHeader(b"host")
         host = host_header.decode("latin-1") if host_header else ""
-        if not _HOST_RE.match(host):
+        # The site refused a malformed Host already; HTTP/1.0 may send none.
+        if not valid_host(host):
             address = request.getHost()
             host = (f"[{address.host}]" if ":" in address.host else address.host) + \
                 f":{address.port}"

@@ -188,7 +188,7 @@ def _check_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> 
         try:
             for row in csv.reader(lines):
                 if row and row[0]:
-                    check_path(filename, row[0], f"{info.filename} lists")
+                    check_path(filename, row[0], f"{info.filename} path")
         except UnicodeDecodeError:
             raise BadUpload(f"{info.filename} in {filename} is not valid UTF-8.") from None
         except csv.Error:

@@ -34,7 +34,7 @@ from pypireg.ingest.zip_checks import is_top_level, path_problem, spelling_probl
 
 # As Linux's ELOOP limit: a longer chain of symlinks does not resolve.
 MAX_SYMLINK_HOPS = 40
-NAME_HINT = "member names must be relative paths of plain names separated by '/'"
+NAME_HINT = "paths in a distribution must be relative, with plain names separated by '/'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +145,8 @@ class _TarScan:
                             f"metadata files may have at most {limit}.")
         fobj = tf.extractfile(member)
         assert fobj is not None
-        data: bytes = fobj.read(limit)
+        # The declared size, not the limit: the buffered reader allocates what it is asked for.
+        data: bytes = fobj.read(member.size)
         return data
 
     def finish(self) -> bytes:

@@ -153,9 +153,7 @@ def check_zip_structure(fileobj: BinaryIO, max_entries: int) -> list[ZipEntry]:
         ZipStructureError: anything malformed, ambiguous or overlapping.
     """
     size = fileobj.seek(0, 2)
-    end = _read_end(fileobj, size)
-    if end.entries > max_entries:
-        raise TooManyEntries(f"declares {end.entries} entries")
+    end = _read_end(fileobj, size, max_entries)
     entries = _read_central_directory(fileobj, end)
     covered: list[tuple[int, int, str]] = []
     for entry in sorted(entries, key=lambda e: e.header_offset):
@@ -166,7 +164,7 @@ def check_zip_structure(fileobj: BinaryIO, max_entries: int) -> list[ZipEntry]:
     return entries
 
 
-def _read_end(fileobj: BinaryIO, size: int) -> _End:
+def _read_end(fileobj: BinaryIO, size: int, max_entries: int) -> _End:
     if size < _EOCD.size:
         raise ZipStructureError("it is too short")
     tail_start = max(0, size - _MAX_COMMENT - _EOCD.size)
@@ -209,6 +207,8 @@ def _read_end(fileobj: BinaryIO, size: int) -> _End:
                 if classic not in (wide, full):
                     raise ZipStructureError("its zip64 end record disagrees with the end record")
             entries, cd_size, cd_offset = entries64, cd_size64, cd_offset64
+    if entries > max_entries:
+        raise TooManyEntries(f"declares {entries} entries")
     if cd_offset + cd_size != cd_end:
         raise ZipStructureError(
             "its central directory does not end where the end record begins "
@@ -370,8 +370,23 @@ def _scan_gap(fileobj: BinaryIO, start: int, stop: int) -> None:
             kind = _RECORD_SIGNATURES.get(window[at:at + 4])
             if kind is not None:
                 where = offset - len(carry) + at
+                if window[at:at + 4] == _LOCAL_SIG:
+                    raise ZipStructureError(
+                        f"is hidden: its local header at byte {where} is not in the central "
+                        "directory", _hidden_name(fileobj, where))
                 raise ZipStructureError(
-                    f"has a {kind} at byte {where} that the central directory does not list")
+                    f"it has a {kind} at byte {where} that the central directory does not list")
             at = window.find(b"PK", at + 1)
         offset += len(chunk)
         carry = window[-3:]
+
+
+def _hidden_name(fileobj: BinaryIO, where: int) -> str:
+    """The name in the local header at *where*, for the refusal (at most 200 characters)."""
+    fileobj.seek(where)
+    header = fileobj.read(_LOCAL.size)
+    if len(header) < _LOCAL.size:
+        return "?"
+    flags, name_length = struct.unpack_from("<H", header, 6)[0], _LOCAL.unpack(header)[10]
+    raw = fileobj.read(min(name_length, 200))
+    return raw.decode("utf-8" if flags & _FLAG_UTF8 else "cp437", errors="replace")

@@ -91,6 +91,7 @@ class Member:
     method: int = 0
     extra: bytes = b""
     listed: bool = True  # in the central directory
+    descriptor: bool = False  # a data descriptor after the data (set flag 0x08 too)
     local_name: bytes | None = None
     local_method: int | None = None
     local_crc: int | None = None
@@ -127,6 +128,8 @@ class RawZip:
                 len(m.data) if m.local_size is None else m.local_size,
                 len(m.data) if m.local_size is None else m.local_size,
                 len(local_name), len(m.extra)) + local_name + m.extra + m.data
+            if m.descriptor:
+                out += struct.pack("<4s3L", b"PK\x07\x08", crc, len(m.data), len(m.data))
             if m.listed:
                 central += central_record(m.name, m.data, offset, flags=m.flags,
                                           method=m.method, extra=m.extra)
@@ -439,6 +442,33 @@ def test_second_archive_in_the_comment_is_refused(tmp_path: Path) -> None:
     inner = RawZip([Member(b"evil.py", b"x")]).build()
     data = RawZip(wheel_members(), comment=inner[:-EOCD.size]).build()
     assert refused(tmp_path, WHEEL, data).startswith(f"{WHEEL}: member 'evil.py' is hidden")
+
+
+def test_stored_member_with_a_data_descriptor_is_accepted(tmp_path: Path) -> None:
+    data = RawZip(wheel_members(Member(b"demo_pkg/x.py", b"plain", flags=0x08,
+                                       descriptor=True))).build()
+    assert read(tmp_path, WHEEL, data).name == "demo-pkg"
+
+
+def deflated(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize("method", [0, 8])
+def test_member_hidden_inside_data_sized_only_by_its_descriptor_is_refused(
+        tmp_path: Path, method: int) -> None:
+    """A streaming unzip ends the data early (deflate end, or the first descriptor
+    signature), reads a descriptor, then the hidden local header after it."""
+    hidden = RawZip([Member(b"evil.pth", b"import os")]).build()
+    hidden = hidden[:hidden.find(b"PK\x01\x02")]
+    fake_descriptor = struct.pack("<4s3L", b"PK\x07\x08", 0, 1, 1)
+    body = (deflated(b"x") if method else b"x") + fake_descriptor + hidden
+    data = RawZip(wheel_members(Member(b"demo_pkg/x.py", body, flags=0x08, method=method,
+                                       descriptor=True))).build()
+    assert refused(tmp_path, WHEEL, data) == zip_reason(
+        "demo_pkg/x.py", "has a data descriptor and a zip record signature inside its data, "
+        "where a streaming unzip could stop")
 
 
 # -- overlapping entries (zip bombs, quines) ----------------------------------------

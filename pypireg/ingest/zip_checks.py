@@ -20,10 +20,15 @@ start, and scanners may do either. So every byte range is accounted for:
   flags, method, CRC and sizes) and must not overlap another span or the
   central directory, which refuses overlapping-entry bombs and quines;
 - the bytes no span covers (data before the first entry, gaps, the archive
-  comment) may hold anything except a zip record signature. A local header
-  the central directory does not list must start in such a gap, so a
-  member visible only to a local-header walker is refused, and so is a
-  second central directory or end record (two archives in one file).
+  comment) may hold anything except a zip record signature, so a member
+  visible only to a local-header walker is refused (see below), and so is a
+  second central directory or end record (two archives in one file);
+- a local-header walker skips each entry by the sizes its local header
+  gives, which must equal the central directory's, so it lands on the next
+  span or in a gap. The exception is an entry whose sizes only its data
+  descriptor gives: there the walker stops where the deflate stream (or,
+  for stored data, the first descriptor signature) ends, so that entry's
+  data may not hold a local header or descriptor signature.
 
 `path_problem`, the member path rule, lives here too: wheels, zip sdists,
 RECORD and tarballs (`tar_checks`) all use it.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -326,6 +332,15 @@ def _check_local(fileobj: BinaryIO, entry: ZipEntry, cd_offset: int) -> int:
                                                  entry.file_size):
             raise ZipStructureError("has another CRC or size in its local header", name)
         return data_end
+    # Only the central directory knows where this data ends: a streaming reader
+    # stops where the deflate stream ends, or (stored) at a descriptor
+    # signature, and reads the next local header from there. So the data may
+    # hold neither signature (for deflated data a false alarm is a 2**-32
+    # chance per byte).
+    data_start = data_end - entry.compressed_size
+    if _find_signature(fileobj, data_start, data_end, (_LOCAL_SIG, _DESCRIPTOR_SIG)):
+        raise ZipStructureError("has a data descriptor and a zip record signature inside "
+                                "its data, where a streaming unzip could stop", name)
     # A data descriptor follows the data; its sizes are 8 bytes when the local header is zip64.
     layout = struct.Struct("<LQQ" if wide is not None else "<LLL")
     fileobj.seek(data_end)
@@ -357,8 +372,23 @@ def _check_spans(fileobj: BinaryIO, spans: list[tuple[int, int, str]], size: int
 
 
 def _scan_gap(fileobj: BinaryIO, start: int, stop: int) -> None:
+    found = _find_signature(fileobj, start, stop, _RECORD_SIGNATURES)
+    if found is None:
+        return
+    where, signature = found
+    if signature == _LOCAL_SIG:
+        raise ZipStructureError(
+            f"is hidden: its local header at byte {where} is not in the central directory",
+            _hidden_name(fileobj, where))
+    raise ZipStructureError(f"it has a {_RECORD_SIGNATURES[signature]} at byte {where} "
+                            "that the central directory does not list")
+
+
+def _find_signature(fileobj: BinaryIO, start: int, stop: int, signatures: Collection[bytes]
+                    ) -> tuple[int, bytes] | None:
+    """The offset and value of the first of *signatures* ("PK" + 2 bytes) in [start, stop)."""
     fileobj.seek(start)
-    carry = b""
+    carry = b""  # a signature may straddle two chunks
     offset = start
     while offset < stop:
         chunk = fileobj.read(min(_SCAN_CHUNK, stop - offset))
@@ -367,18 +397,12 @@ def _scan_gap(fileobj: BinaryIO, start: int, stop: int) -> None:
         window = carry + chunk
         at = window.find(b"PK")
         while at >= 0:
-            kind = _RECORD_SIGNATURES.get(window[at:at + 4])
-            if kind is not None:
-                where = offset - len(carry) + at
-                if window[at:at + 4] == _LOCAL_SIG:
-                    raise ZipStructureError(
-                        f"is hidden: its local header at byte {where} is not in the central "
-                        "directory", _hidden_name(fileobj, where))
-                raise ZipStructureError(
-                    f"it has a {kind} at byte {where} that the central directory does not list")
+            if window[at:at + 4] in signatures:
+                return offset - len(carry) + at, window[at:at + 4]
             at = window.find(b"PK", at + 1)
         offset += len(chunk)
         carry = window[-3:]
+    return None
 
 
 def _hidden_name(fileobj: BinaryIO, where: int) -> str:

@@ -1,19 +1,31 @@
-"""Reading core metadata out of an uploaded distribution, with bounds.
+"""Reading core metadata out of an uploaded distribution, with bounds and content checks.
 
 Blocking file work: call `read_core_metadata` through the thread pool, never
 in the reactor thread. Every read is bounded: the metadata member's declared
 and actual size, the number of archive members looked at, and the
-decompressed bytes a tarball may make us skip, so neither a zip bomb nor a
-tarball full of junk can tie up a worker for long.
+decompressed bytes a tarball or RECORD may make us read, so neither a zip
+bomb nor a tarball full of junk can tie up a worker for long.
+
+Before the metadata is trusted, the whole archive must be one that every
+installer unpacks the same way, inside its target folder. Zips (wheels and
+zip sdists): `zip_checks.check_zip_structure` runs before `zipfile`
+indexes anything; then every member name, and every path in the wheel's
+RECORD, must pass `zip_checks.path_problem`, and no name may appear twice.
+The path rule leaves one spelling per path (no `//`, `./` or backslashes),
+so exact comparison catches `a/b` against `a//b`; names that differ only
+in case are allowed, as on the public index. Tarballs: `tar_checks`.
 """
 
 from __future__ import annotations
 
-import gzip
-import tarfile
+import codecs
+import csv
+import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pkginfo import Distribution
@@ -21,12 +33,30 @@ from pkginfo import Distribution
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import DistFilename
 from pypireg.domain.metadata import CoreMetadata
+from pypireg.ingest.tar_checks import (
+    BoundedReader,
+    Readable,
+    TarLimits,
+    check_path,
+    tar_sdist_metadata,
+)
+from pypireg.ingest.zip_checks import (
+    TooManyEntries,
+    ZipStructureError,
+    check_zip_structure,
+    is_top_level,
+)
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
+# RECORD is streamed, never held whole; this bounds the time a lying one takes.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 MAX_MEMBERS = 100_000
-# How much of a tarball we decompress while looking for PKG-INFO (which
-# sdist builders put first); bounds the work a gzip bomb can cause.
+# How much of a tarball we decompress while checking its members; bounds
+# the work a gzip bomb can cause.
 MAX_TAR_SCAN_BYTES = 512 * 1024 * 1024
+
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+               zlib.error, RuntimeError, struct.error)
 
 
 def read_core_metadata(path: Path, dist: DistFilename) -> CoreMetadata:
@@ -36,7 +66,9 @@ def read_core_metadata(path: Path, dist: DistFilename) -> CoreMetadata:
     elif dist.filename.lower().endswith(".zip"):
         raw = _zip_sdist_metadata(path, dist.filename)
     else:
-        raw = _tar_sdist_metadata(path, dist.filename)
+        # Read at call time: tests lower the limits.
+        limits = TarLimits(MAX_MEMBERS, MAX_TAR_SCAN_BYTES, MAX_METADATA_BYTES)
+        raw = tar_sdist_metadata(path, dist.filename, limits)
     return _parse(raw, dist.filename)
 
 
@@ -65,33 +97,22 @@ def _parse(raw: bytes, filename: str) -> CoreMetadata:
     )
 
 
-def _is_top_level(member: str, leaf: str) -> bool:
-    """`<dir>/<leaf>` with a real directory name (not "", "." or "..")."""
-    parts = member.split("/")
-    return len(parts) == 2 and parts[1] == leaf and parts[0] not in ("", ".", "..")
+def _bad_archive(filename: str, kind: str, why: str = "") -> BadUpload:
+    return BadUpload(f"{filename} is not a valid {kind} archive{': ' if why else ''}{why}.")
 
 
-class _BoundedReader:
-    """A file-like reader that refuses to deliver more than *limit* bytes."""
-
-    def __init__(self, fileobj: gzip.GzipFile, limit: int, filename: str) -> None:
-        self._fileobj = fileobj
-        self._limit = limit
-        self._filename = filename
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._fileobj.read(size)
-        self.count += len(data)
-        if self.count > self._limit:
-            raise BadUpload(
-                f"{self._filename}: no PKG-INFO in the first {self._limit} decompressed bytes."
-            )
-        return data
+def _bad_member(filename: str, member: str, problem: str) -> BadUpload:
+    return BadUpload(f"{filename}: member {member!r} {problem}.")
 
 
-def _bad_archive(filename: str, kind: str) -> BadUpload:
-    return BadUpload(f"{filename} is not a valid {kind} archive.")
+def _check_names(filename: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        check_path(filename, name)
+        key = name.removesuffix("/")  # a folder and a file of one name collide on disk
+        if key in seen:
+            raise _bad_member(filename, name, "appears more than once")
+        seen.add(key)
 
 
 def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> bytes:
@@ -108,22 +129,38 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) 
     return data
 
 
-def _open_zip(path: Path, filename: str, kind: str) -> zipfile.ZipFile:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise _bad_archive(filename, kind) from None
-    if len(zf.infolist()) > MAX_MEMBERS:
-        zf.close()
-        raise BadUpload(f"{filename} has more than {MAX_MEMBERS} members.")
-    return zf
+@contextmanager
+def _open_zip(path: Path, filename: str, kind: str) -> Iterator[zipfile.ZipFile]:
+    """The checked zip at *path*: structure (before zipfile indexes it), then member names."""
+    with path.open("rb") as fileobj:
+        try:
+            entries = check_zip_structure(fileobj, MAX_MEMBERS)
+        except TooManyEntries:
+            raise BadUpload(f"{filename} has more than {MAX_MEMBERS} members.") from None
+        except ZipStructureError as error:
+            if error.member is None:
+                raise _bad_archive(filename, kind, error.problem) from None
+            raise _bad_member(filename, error.member, error.problem) from None
+        except (OSError, struct.error):
+            raise _bad_archive(filename, kind) from None
+        names = [entry.name for entry in entries]
+        _check_names(filename, names)
+        try:
+            zf = zipfile.ZipFile(fileobj)
+        except _ZIP_ERRORS:
+            raise _bad_archive(filename, kind) from None
+        with zf:
+            if [info.orig_filename for info in zf.infolist()] != names:
+                # Never expected: zipfile read another directory than we checked.
+                raise _bad_archive(filename, kind, "its central directory is ambiguous")
+            yield zf
 
 
 def _wheel_metadata(path: Path, filename: str) -> bytes:
     with _open_zip(path, filename, "wheel (zip)") as zf:
         candidates = [
             info for info in zf.infolist()
-            if _is_top_level(info.filename, "METADATA")
+            if is_top_level(info.filename, "METADATA")
             and info.filename.endswith(".dist-info/METADATA")
         ]
         if len(candidates) != 1:
@@ -132,45 +169,56 @@ def _wheel_metadata(path: Path, filename: str) -> bytes:
                 f"found {len(candidates)}."
             )
         try:
-            return _read_zip_member(zf, candidates[0], filename)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
-                RuntimeError):
+            metadata = _read_zip_member(zf, candidates[0], filename)
+            record = candidates[0].filename.removesuffix("METADATA") + "RECORD"
+            if record in zf.NameToInfo:
+                _check_record(zf, zf.NameToInfo[record], filename)
+        except _ZIP_ERRORS:
             raise _bad_archive(filename, "wheel (zip)") from None
+        return metadata
+
+
+def _check_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> None:
+    """Every path RECORD lists must pass the member path rule (RECORD is optional)."""
+    too_much = f"{info.filename} in {filename} has more than {MAX_RECORD_BYTES} bytes."
+    if info.file_size > MAX_RECORD_BYTES:
+        raise BadUpload(too_much)
+    with zf.open(info) as member:
+        lines = _text_lines(BoundedReader(member, MAX_RECORD_BYTES, too_much))
+        try:
+            for row in csv.reader(lines):
+                if row and row[0]:
+                    check_path(filename, row[0], f"{info.filename} path")
+        except UnicodeDecodeError:
+            raise BadUpload(f"{info.filename} in {filename} is not valid UTF-8.") from None
+        except csv.Error:
+            raise BadUpload(f"{info.filename} in {filename} is not valid CSV.") from None
+
+
+def _text_lines(source: Readable) -> Iterator[str]:
+    """UTF-8 lines (with their '\\n') read in chunks, so RECORD is never held whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    # The pieces of the current line: joined once, not re-concatenated per chunk.
+    pieces: list[str] = []
+    while chunk := source.read(64 * 1024):
+        *complete, rest = decoder.decode(chunk).split("\n")
+        for piece in complete:
+            yield "".join([*pieces, piece, "\n"])
+            pieces = []
+        pieces.append(rest)
+    tail = "".join(pieces) + decoder.decode(b"", final=True)
+    if tail:
+        yield tail
 
 
 def _zip_sdist_metadata(path: Path, filename: str) -> bytes:
     with _open_zip(path, filename, "zip") as zf:
         candidates = [
-            info for info in zf.infolist() if _is_top_level(info.filename, "PKG-INFO")
+            info for info in zf.infolist() if is_top_level(info.filename, "PKG-INFO")
         ]
         if len(candidates) != 1:
             raise BadUpload(f"{filename} must contain exactly one top-level PKG-INFO file.")
         try:
             return _read_zip_member(zf, candidates[0], filename)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
-                RuntimeError):
+        except _ZIP_ERRORS:
             raise _bad_archive(filename, "zip") from None
-
-
-def _tar_sdist_metadata(path: Path, filename: str) -> bytes:
-    try:
-        with gzip.open(path, "rb") as raw:
-            bounded = _BoundedReader(raw, MAX_TAR_SCAN_BYTES, filename)
-            # Stream mode: members are read in order, never all listed at once.
-            with tarfile.open(fileobj=bounded, mode="r|") as tf:  # type: ignore[call-overload]
-                for count, member in enumerate(tf):
-                    if count >= MAX_MEMBERS:
-                        break
-                    if _is_top_level(member.name, "PKG-INFO") and member.isfile():
-                        if member.size > MAX_METADATA_BYTES:
-                            raise BadUpload(
-                                f"{member.name} in {filename} has {member.size} bytes; "
-                                f"metadata files may have at most {MAX_METADATA_BYTES}."
-                            )
-                        fobj = tf.extractfile(member)
-                        assert fobj is not None
-                        data: bytes = fobj.read(MAX_METADATA_BYTES)
-                        return data
-    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error):
-        raise _bad_archive(filename, "gzipped tar") from None
-    raise BadUpload(f"{filename} has no top-level PKG-INFO file.")

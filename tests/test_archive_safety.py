@@ -37,7 +37,7 @@ from pypireg.domain.filenames import parse_filename
 from pypireg.domain.metadata import CoreMetadata
 from pypireg.ingest import archives
 from pypireg.ingest.archives import MAX_MEMBERS, read_core_metadata
-from pypireg.ingest.zip_checks import path_problem
+from pypireg.ingest.member_paths import path_problem
 from pypireg.storage.projects import create_project
 from pypireg.storage.tokens import create_token
 from tests.distributions import (

@@ -10,7 +10,7 @@ Before the metadata is trusted, the whole archive must be one that every
 installer unpacks the same way, inside its target folder. Zips (wheels and
 zip sdists): `zip_checks.check_zip_structure` runs before `zipfile`
 indexes anything; then every member name, and every path in the wheel's
-RECORD, must pass `zip_checks.path_problem`, and no name may appear twice.
+RECORD, must pass `member_paths.path_problem`, and no name may appear twice.
 The path rule leaves one spelling per path (no `//`, `./` or backslashes),
 so exact comparison catches `a/b` against `a//b`; names that differ only
 in case are allowed, as on the public index. Tarballs: `tar_checks`.
@@ -33,6 +33,7 @@ from pkginfo import Distribution
 from pypireg.domain.errors import BadUpload
 from pypireg.domain.filenames import DistFilename
 from pypireg.domain.metadata import CoreMetadata
+from pypireg.ingest.member_paths import is_top_level
 from pypireg.ingest.tar_checks import (
     BoundedReader,
     Readable,
@@ -40,12 +41,7 @@ from pypireg.ingest.tar_checks import (
     check_path,
     tar_sdist_metadata,
 )
-from pypireg.ingest.zip_checks import (
-    TooManyEntries,
-    ZipStructureError,
-    check_zip_structure,
-    is_top_level,
-)
+from pypireg.ingest.zip_checks import TooManyEntries, ZipStructureError, check_zip_structure
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 # RECORD is streamed, never held whole; this bounds the time a lying one takes.

@@ -6,7 +6,7 @@ decompressed and *max_members* members; only PKG-INFO's bytes are kept.
 
 What `tar x` or pip could do with a member that we would not see:
 
-- a name outside the tree: names must pass `zip_checks.path_problem`;
+- a name outside the tree: names must pass `member_paths.path_problem`;
 - a symlink out of it: each symlink, followed through the archive's other
   symlinks (its own folder too), must stay inside its top folder, because
   pip strips that folder when it unpacks; hard links must name a member
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pypireg.domain.errors import BadUpload
-from pypireg.ingest.zip_checks import is_top_level, path_problem, spelling_problem
+from pypireg.ingest.member_paths import is_top_level, path_problem, spelling_problem
 
 # As Linux's ELOOP limit: a longer chain of symlinks does not resolve.
 MAX_SYMLINK_HOPS = 40

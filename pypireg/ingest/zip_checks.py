@@ -1,4 +1,4 @@
-"""The structure of an uploaded zip, checked before zipfile trusts it; the member path rule.
+"""The structure of an uploaded zip, checked before zipfile trusts it.
 
 Blocking file work over a binary file object (a worker thread, never the
 reactor). `check_zip_structure` reads the end-of-central-directory record
@@ -30,13 +30,11 @@ start, and scanners may do either. So every byte range is accounted for:
   for stored data, the first descriptor signature) ends, so that entry's
   data may not hold a local header or descriptor signature.
 
-`path_problem`, the member path rule, lives here too: wheels, zip sdists,
-RECORD and tarballs (`tar_checks`) all use it.
+Member names are checked by the archive readers with `member_paths`.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -70,51 +68,6 @@ _FLAG_UTF8 = 0x0800
 # Flags that change how a reader finds or names the data: local and central must agree.
 _FLAGS_THAT_MATTER = _FLAG_ENCRYPTED | _FLAG_DESCRIPTOR | _FLAG_UTF8
 _SCAN_CHUNK = 64 * 1024
-_DRIVE = re.compile(r"[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def path_problem(name: str) -> str | None:
-    """What makes *name* unsafe as a member path (zip, RECORD or tar), or None.
-
-    A relative POSIX path of plain names: nothing an installer on any OS
-    could resolve outside its target folder, and one spelling per path, so
-    exact comparison finds duplicates. One trailing '/' marks a folder.
-    """
-    problem = spelling_problem(name)
-    if problem is not None:
-        return problem
-    parts = name.removesuffix("/").split("/")
-    if "" in parts:
-        return "has an empty segment ('//')"
-    if ".." in parts:
-        return "has a '..' segment"
-    if "." in parts:
-        return "has a '.' segment"
-    return None
-
-
-def spelling_problem(path: str) -> str | None:
-    """The part of `path_problem` that also applies to symlink targets (which may use '..')."""
-    if not path:
-        return "is empty"
-    if _CONTROL.search(path):
-        return "contains a control character"
-    if "\\" in path:
-        return "contains a backslash"
-    if path.startswith("/"):
-        return "is an absolute path"
-    if _DRIVE.match(path):
-        return "starts with a drive letter"
-    return None
-
-
-def is_top_level(member: str, leaf: str) -> bool:
-    """`<dir>/<leaf>` with a real directory name (not "", "." or "..")."""
-    parts = member.split("/")
-    return len(parts) == 2 and parts[1] == leaf and parts[0] not in ("", ".", "..")
-
-
 class ZipStructureError(Exception):
     """The zip is malformed or ambiguous; *member* names the entry when there is one."""
 

@@ -25,6 +25,7 @@ from pypireg.admin import (
     fsck,
     groups,
     maintenance,
+    names,
     projects,
     releases,
     tokens,
@@ -40,8 +41,8 @@ from pypireg.storage.database import Database
 __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
-_MODULES = (projects, groups, tokens, users, releases, backfill, transfer, backup, fsck,
-            maintenance)
+_MODULES = (projects, groups, tokens, users, releases, names, backfill, transfer, backup,
+            fsck, maintenance)
 
 
 def build_parser() -> argparse.ArgumentParser:

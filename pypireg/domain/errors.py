@@ -55,6 +55,12 @@ class MethodNotAllowed(RegistryError):
     code = 405
 
 
+class Conflict(RegistryError):
+    """The request contradicts what is recorded (a name's origin, a namespace)."""
+
+    code = 409
+
+
 class RequestTimeout(RegistryError):
     code = 408
 

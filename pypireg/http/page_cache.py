@@ -19,7 +19,7 @@ PAGE_CACHE_ENTRIES = 2_000
 FILE_ROW_ENTRIES = 50_000
 PAGE_CACHE_TTL = 60.0  # a safety net; changes drop entries at once
 _PACKAGE_TABLES = frozenset({"package_files", "packages", "package_versions", "projects",
-                             "groups", "*"})
+                             "groups", "name_origins", "namespaces", "*"})
 
 
 class PackageCaches:

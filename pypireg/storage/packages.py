@@ -14,11 +14,13 @@ from typing import Any
 
 import psycopg2
 
-from pypireg.domain.errors import BadUpload
+from pypireg.domain.errors import BadUpload, Conflict
 from pypireg.storage.database import Database
 
 # The SQLSTATE schema/0009 raises for a rejected duplicate file.
 _DUPLICATE_FILE = "PR001"
+_UPSTREAM_NAME = "PR002"
+_FOREIGN_NAMESPACE = "PR003"
 _FILE_COLUMNS = (
     "f.id, f.package_id, p.name, p.display_name, f.version, f.filename, f.packagetype,"
     " f.python_version, f.size, f.sha256, f.md5, f.blake2_256, f.requires_python, f.summary,"
@@ -88,9 +90,11 @@ def _file(row: tuple[Any, ...]) -> PackageFile:
 async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) -> PackageFile:
     """Insert the file row (and the package and release rows on first upload), atomically.
 
-    One statement, schema/0011's function (0009's comments say why). A
+    One statement, schema/0012's function (0009's comments say why). A
     version equal under PEP 440 to an existing release's (1.0.0 and 1.0)
     joins that release under its spelling, returned in the file's version.
+    A name whose origin is an upstream, or that lies in another owner's
+    namespace, is refused with Conflict (409).
     """
     try:
         row = await db.fetch_one(
@@ -103,6 +107,18 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
              new.description_content_type),
         )
     except psycopg2.Error as e:
+        # The functions raise the detail (an upstream's or namespace's name) as their message.
+        detail = (e.diag.message_primary or "") if e.diag else ""
+        if e.pgcode == _UPSTREAM_NAME:
+            raise Conflict(
+                f"{new.name} comes from the upstream {detail!r} in this project, so it cannot "
+                "be uploaded here (that is how dependency confusion starts). An admin can "
+                f"make it local: pypireg name claim PROJECT {new.name}") from None
+        if e.pgcode == _FOREIGN_NAMESPACE:
+            raise Conflict(
+                f"{new.name} is in the namespace {detail!r}, which is granted to another "
+                "project or group (PEP 752); upload it there, or choose another name."
+            ) from None
         if e.pgcode == _DUPLICATE_FILE:
             raise BadUpload(
                 f"File already exists ({new.filename!r}); this project rejects duplicate "

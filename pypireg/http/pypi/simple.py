@@ -17,6 +17,7 @@ from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.simple_index import project_detail, project_list
 from pypireg.http.responses import not_modified, redirect
 from pypireg.http.scopes import ReadScope, RequestAccess
+from pypireg.storage import name_origins as origin_store
 from pypireg.storage import packages as package_store
 from pypireg.storage.database import Database
 
@@ -69,7 +70,13 @@ class SimpleRoutes:
             if not files:
                 raise NotFound(f"No package named {name!r} here.")
             files_prefix = f"{scope.prefix}/files/" if self._access.base_url else "../../files/"
-            page = self._cache_page(key, project_detail(normalized, files, media, files_prefix))
+            # PEP 752: only where one project's files are listed is the tie certain.
+            namespace = None
+            if len(scope.project_ids) == 1:
+                namespace = await origin_store.owned_namespace(self._db, normalized,
+                                                               scope.project_ids[0])
+            page = self._cache_page(key, project_detail(normalized, files, media, files_prefix,
+                                                        namespace))
         return self._index_response(request, scope, media, page)
 
     def _cached_page(self, key: tuple[object, ...]) -> tuple[bytes, bytes] | None:

@@ -54,8 +54,15 @@ def project_list(packages: Sequence[PackageSummary], media: str, prefix: str = "
 
 
 def project_detail(name: str, files: Sequence[PackageFile], media: str,
-                   files_prefix: str = "../../files/") -> bytes:
-    """One package's files; *name* is normalised, *files_prefix* leads to files/."""
+                   files_prefix: str = "../../files/",
+                   namespace: tuple[str, str] | None = None) -> bytes:
+    """One package's files; *name* is normalised, *files_prefix* leads to files/.
+
+    *namespace* is (namespace, owner) when the package lies in a PEP 752
+    namespace granted to the project serving it: each file then carries
+    PEP 752's `namespace` and `owner` keys (HTML attributes, which the PEP
+    allows, are left out: installers read the JSON).
+    """
     ordered = sorted(files, key=_file_key)
     if media == JSON_V1:
         versions = sorted({f.version for f in ordered}, key=version_key)
@@ -64,7 +71,7 @@ def project_detail(name: str, files: Sequence[PackageFile], media: str,
             "name": name,
             "project-status": {"status": "active"},
             "versions": versions,
-            "files": [_json_file(f, files_prefix) for f in ordered],
+            "files": [_json_file(f, files_prefix, namespace) for f in ordered],
         })
     extra = '<meta name="pypi:project-status" content="active">\n'
     parts = [_HEAD.format(title=f"Links for {escape(name)}", extra=extra)]
@@ -83,7 +90,8 @@ def project_detail(name: str, files: Sequence[PackageFile], media: str,
     return "".join(parts).encode("utf-8")
 
 
-def _json_file(f: PackageFile, files_prefix: str) -> dict[str, Any]:
+def _json_file(f: PackageFile, files_prefix: str, namespace: tuple[str, str] | None
+               ) -> dict[str, Any]:
     metadata: dict[str, str] | bool = (
         {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
     )
@@ -98,6 +106,7 @@ def _json_file(f: PackageFile, files_prefix: str) -> dict[str, Any]:
         "yanked": yanked,
         "size": f.size,
         "upload-time": upload_time(f.uploaded_at),
+        **({"namespace": namespace[0], "owner": namespace[1]} if namespace else {}),
     }
 
 

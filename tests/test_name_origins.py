@@ -1,0 +1,132 @@
+"""Origin locks and PEP 752 namespaces: who may upload a name, decided once and kept."""
+
+from __future__ import annotations
+
+import json
+from base64 import b64encode
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+
+from pypireg.admin.cli import CommandError, build_parser, run_command
+from pypireg.storage import name_origins as origin_store
+from pypireg.storage import projects as project_store
+from pypireg.storage import tokens as token_store
+from tests.distributions import upload_form, wheel_bytes, wheel_filename
+
+JSON_V1 = b"application/vnd.pypi.simple.v1+json"
+
+
+async def cli(db: Any, *argv: str) -> str:
+    return await run_command(db, build_parser().parse_args(list(argv)))
+
+
+async def project(registry: Any, path: str) -> tuple[Any, dict[bytes, list[bytes]]]:
+    created = await project_store.create_project(registry.db, path, public=True)
+    _, token = await token_store.create_token(registry.db, created.id, "write")
+    return created, {b"Authorization": [b"Basic " + b64encode(f"__token__:{token}".encode())]}
+
+
+async def upload(registry: Any, path: str, auth: dict[bytes, list[bytes]], name: str,
+                 version: str = "1.0") -> tuple[int, str]:
+    ctype, body = upload_form(name, version, wheel_filename(name, version),
+                              wheel_bytes(name, version))
+    resp = await treq.post(registry.api(path.replace("/", "%2F")), data=body,
+                           headers={b"Content-Type": [ctype], **auth})
+    return resp.code, await resp.text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_first_served_from_an_upstream_cannot_be_uploaded_until_claimed(
+        registry: Any) -> None:
+    acme, auth = await project(registry, "acme")
+    await origin_store.record_upstream_origin(registry.db, acme.id, "six", "public")
+    code, text = await upload(registry, "acme", auth, "six")
+    assert code == 409, text
+    assert "comes from the upstream 'public'" in text and "pypireg name claim" in text
+
+    # The origin stays what it was: a second upstream cannot take it over either.
+    again = await origin_store.record_upstream_origin(registry.db, acme.id, "six", "other")
+    assert again.upstream == "public"
+
+    assert "six: local (claimed)" in await cli(registry.db, "name", "claim", "acme", "Six")
+    code, text = await upload(registry, "acme", auth, "six")
+    assert code == 201, text
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_fixes_a_local_origin_that_outlives_its_files(registry: Any) -> None:
+    acme, auth = await project(registry, "acme")
+    assert (await upload(registry, "acme", auth, "private-lib"))[0] == 201
+    origin = await origin_store.get_origin(registry.db, acme.id, "private-lib")
+    assert origin is not None and (origin.origin, origin.reason) == ("local", "upload")
+    await registry.db.execute("DELETE FROM package_files")
+    # Still local: the proxy will never take the name from an upstream.
+    after = await origin_store.record_upstream_origin(registry.db, acme.id, "private-lib",
+                                                      "public")
+    assert after.origin == "local"
+
+
+@pytest_twisted.ensureDeferred
+async def test_reserving_a_name(db: Any) -> None:
+    acme = await project_store.create_project(db, "acme")
+    assert await cli(db, "name", "reserve", "acme", "Internal.Tool") == (
+        "internal-tool: local (reserved)")
+    await origin_store.record_upstream_origin(db, acme.id, "six", "public")
+    with pytest.raises(CommandError, match="already comes from the upstream 'public'"):
+        await cli(db, "name", "reserve", "acme", "six")
+    with pytest.raises(CommandError, match="invalid package name"):
+        await cli(db, "name", "reserve", "acme", "not a name")
+    listed = json.loads(await cli(db, "--json", "name", "list", "acme"))
+    assert [(n["name"], n["origin"], n["upstream"]) for n in listed] == [
+        ("internal-tool", "local", None), ("six", "upstream", "public")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_namespace_belongs_to_its_owner(registry: Any) -> None:
+    _, owner_auth = await project(registry, "acme")
+    _, other_auth = await project(registry, "other")
+    assert (await upload(registry, "other", other_auth, "acme-legacy"))[0] == 201  # before
+    assert "Granted acme and acme-* to acme." == await cli(
+        registry.db, "namespace", "grant", "--project", "acme", "ACME")
+
+    for name in ("acme", "acme-tools", "Acme_Tools2", "acme.cli"):
+        code, text = await upload(registry, "other", other_auth, name)
+        assert code == 409, (name, text)
+        assert "namespace 'ACME'" in text
+    assert (await upload(registry, "other", other_auth, "acmetools"))[0] == 201
+    # A package that existed before the grant keeps releasing (PEP 752).
+    assert (await upload(registry, "other", other_auth, "acme-legacy", "2.0"))[0] == 201
+    assert (await upload(registry, "acme", owner_auth, "acme-tools"))[0] == 201
+
+    # PEP 752's keys in the owner's JSON index, not in the other project's.
+    resp = await treq.get(registry.api("acme") + "/simple/acme-tools/",
+                          headers={b"Accept": [JSON_V1]})
+    files = json.loads(await resp.content())["files"]
+    assert [(f["namespace"], f["owner"]) for f in files] == [("acme", "acme")]
+    resp = await treq.get(registry.api("other") + "/simple/acme-legacy/",
+                          headers={b"Accept": [JSON_V1]})
+    assert all("namespace" not in f for f in json.loads(await resp.content())["files"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_namespace_covers_the_projects_under_it(registry: Any) -> None:
+    await cli(registry.db, "group", "create", "corp")
+    _, inside_auth = await project(registry, "corp/tools")
+    _, outside_auth = await project(registry, "elsewhere")
+    await cli(registry.db, "namespace", "grant", "--group", "corp", "corp")
+    assert (await upload(registry, "corp/tools", inside_auth, "corp-lib"))[0] == 201
+    assert (await upload(registry, "elsewhere", outside_auth, "corp-lib"))[0] == 409
+    with pytest.raises(CommandError, match="granted already"):
+        await cli(registry.db, "namespace", "grant", "--project", "elsewhere", "corp")
+    with pytest.raises(CommandError, match="another owner"):
+        await cli(registry.db, "name", "reserve", "elsewhere", "corp-x")
+    listed = json.loads(await cli(registry.db, "--json", "namespace", "list"))
+    assert [(n["prefix"], n["owner"], n["owner_kind"]) for n in listed] == [
+        ("corp", "corp", "group")]
+    assert await cli(registry.db, "namespace", "revoke", "corp") == "Revoked the namespace corp."
+    assert (await upload(registry, "elsewhere", outside_auth, "corp-lib"))[0] == 201
+    with pytest.raises(CommandError, match="no namespace"):
+        await cli(registry.db, "namespace", "revoke", "corp")

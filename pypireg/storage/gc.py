@@ -42,6 +42,9 @@ async def referenced_blobs(db: Database) -> set[str]:
     rows = await db.fetch_all(
         "SELECT sha256 FROM package_files UNION SELECT metadata_sha256 FROM package_files"
         " WHERE metadata_sha256 IS NOT NULL"
+        # Files cached from upstreams, and their core metadata.
+        " UNION SELECT sha256 FROM upstream_files UNION SELECT metadata_sha256"
+        " FROM upstream_files WHERE metadata_sha256 IS NOT NULL"
     )
     return {r[0] for r in rows}
 

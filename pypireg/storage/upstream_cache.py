@@ -1,0 +1,213 @@
+"""The upstream proxy's state: cached pages, fetched files, blocks, per-index upstreams.
+
+Storage layer (schema/0013 says what each table is for). Pages are kept as
+JSON documents in the shape the upstream package writes them; this module
+does not look inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg2.extras import Json
+
+from pypireg.storage.database import Database
+
+PageState = Literal["found", "missing", "pending"]
+_PAGE_COLUMNS = ("upstream, name, state, page, etag, last_modified, last_serial, fetched_at,"
+                 " checked_at, error, error_at, fetching_until")
+_FILE_COLUMNS = "sha256, upstream, name, filename, size, metadata_sha256, stored_at"
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    upstream: str
+    name: str
+    state: PageState
+    page: dict[str, Any] | None
+    etag: str | None
+    last_modified: str | None
+    last_serial: int | None
+    fetched_at: datetime | None
+    checked_at: datetime
+    error: str | None
+    error_at: datetime | None
+    fetching_until: datetime | None
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    sha256: str
+    upstream: str
+    name: str
+    filename: str
+    size: int
+    metadata_sha256: str | None
+    stored_at: datetime
+
+
+@dataclass(frozen=True)
+class Block:
+    id: int
+    project_id: int
+    name: str
+    version: str | None
+    reason: str
+    created_at: datetime
+
+
+async def get_page(db: Database, upstream: str, name: str) -> CachedPage | None:
+    row = await db.fetch_one(
+        f"SELECT {_PAGE_COLUMNS} FROM upstream_pages WHERE upstream = %s AND name = %s",
+        (upstream, name))
+    return CachedPage(*row) if row else None
+
+
+async def take_fetch_lease(db: Database, upstream: str, name: str, seconds: float) -> bool:
+    """Whether this process may ask the upstream now (no other fetch of the name is running).
+
+    The lease ends by itself after *seconds* (a daemon that died mid-fetch).
+    """
+    row = await db.fetch_one(
+        "INSERT INTO upstream_pages AS u (upstream, name, state, checked_at, fetching_until)"
+        " VALUES (%s, %s, 'pending', '-infinity', now() + %s * interval '1 second')"
+        " ON CONFLICT (upstream, name) DO UPDATE"
+        " SET fetching_until = now() + %s * interval '1 second'"
+        " WHERE u.fetching_until IS NULL OR u.fetching_until < now()"
+        " RETURNING 1", (upstream, name, seconds, seconds))
+    return row is not None
+
+
+async def store_fetched(db: Database, upstream: str, name: str, page: dict[str, Any], *,
+                        etag: str | None, last_modified: str | None, last_serial: int | None
+                        ) -> None:
+    await db.execute(
+        "UPDATE upstream_pages SET state = 'found', page = %s, etag = %s, last_modified = %s,"
+        " last_serial = %s, fetched_at = now(), checked_at = now(), error = NULL,"
+        " error_at = NULL, fetching_until = NULL WHERE upstream = %s AND name = %s",
+        (Json(page), etag, last_modified, last_serial, upstream, name))
+
+
+async def store_not_modified(db: Database, upstream: str, name: str) -> None:
+    await db.execute(
+        "UPDATE upstream_pages SET checked_at = now(), error = NULL, error_at = NULL,"
+        " fetching_until = NULL WHERE upstream = %s AND name = %s", (upstream, name))
+
+
+async def store_missing(db: Database, upstream: str, name: str) -> None:
+    """The upstream answered 404: the name is left off (its cached files stay)."""
+    await db.execute(
+        "UPDATE upstream_pages SET state = 'missing', page = NULL, etag = NULL,"
+        " last_modified = NULL, checked_at = now(), error = NULL, error_at = NULL,"
+        " fetching_until = NULL WHERE upstream = %s AND name = %s", (upstream, name))
+
+
+async def store_error(db: Database, upstream: str, name: str, error: str) -> None:
+    await db.execute(
+        "UPDATE upstream_pages SET error = %s, error_at = now(), fetching_until = NULL"
+        " WHERE upstream = %s AND name = %s", (error[:500], upstream, name))
+
+
+async def forget_page(db: Database, upstream: str, name: str) -> None:
+    """`pypireg upstream refresh`: the next request fetches the page anew."""
+    await db.execute("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
+                     " last_modified = NULL WHERE upstream = %s AND name = %s",
+                     (upstream, name))
+
+
+async def list_pages(db: Database, names: Sequence[str] | None = None) -> list[CachedPage]:
+    if names is None:
+        rows = await db.fetch_all(f"SELECT {_PAGE_COLUMNS} FROM upstream_pages"
+                                  ' ORDER BY name COLLATE "C", upstream')
+    else:
+        rows = await db.fetch_all(f"SELECT {_PAGE_COLUMNS} FROM upstream_pages"
+                                  ' WHERE name = ANY(%s) ORDER BY name COLLATE "C", upstream',
+                                  (list(names),))
+    return [CachedPage(*r) for r in rows]
+
+
+async def get_file(db: Database, sha256: str) -> CachedFile | None:
+    row = await db.fetch_one(f"SELECT {_FILE_COLUMNS} FROM upstream_files WHERE sha256 = %s",
+                             (sha256,))
+    return CachedFile(*row) if row else None
+
+
+async def record_file(db: Database, sha256: str, *, upstream: str, name: str, filename: str,
+                      size: int, metadata_sha256: str | None = None) -> None:
+    """A fetched file is in the blob store, verified: keep it."""
+    await db.execute(
+        "INSERT INTO upstream_files (sha256, upstream, name, filename, size, metadata_sha256)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO UPDATE"
+        " SET metadata_sha256 = coalesce(EXCLUDED.metadata_sha256,"
+        " upstream_files.metadata_sha256), last_download_at = now()",
+        (sha256, upstream, name, filename, size, metadata_sha256))
+
+
+async def touch_files(db: Database, sha256s: Sequence[str]) -> None:
+    """Downloads since the last flush (batched, for least-recently-downloaded eviction)."""
+    if sha256s:
+        await db.execute("UPDATE upstream_files SET last_download_at = now()"
+                         " WHERE sha256 = ANY(%s)", (list(sha256s),))
+
+
+async def cached_files(db: Database, name: str | None = None) -> list[CachedFile]:
+    if name is None:
+        rows = await db.fetch_all(f"SELECT {_FILE_COLUMNS} FROM upstream_files ORDER BY sha256")
+    else:
+        rows = await db.fetch_all(f"SELECT {_FILE_COLUMNS} FROM upstream_files"
+                                  " WHERE name = %s ORDER BY filename", (name,))
+    return [CachedFile(*r) for r in rows]
+
+
+async def purge(db: Database, name: str) -> int:
+    """`pypireg upstream purge`: forget a name's pages and files (blobs go with gc)."""
+    await db.execute("DELETE FROM upstream_pages WHERE name = %s", (name,))
+    rows = await db.fetch_all("DELETE FROM upstream_files WHERE name = %s RETURNING sha256",
+                              (name,))
+    return len(rows)
+
+
+async def blocks(db: Database, project_id: int, name: str) -> list[Block]:
+    rows = await db.fetch_all(
+        "SELECT id, project_id, name, version, reason, created_at FROM upstream_blocks"
+        " WHERE project_id = %s AND name = %s ORDER BY id", (project_id, name))
+    return [Block(*r) for r in rows]
+
+
+async def add_block(db: Database, project_id: int, name: str, version: str | None,
+                    reason: str) -> bool:
+    """Hide an upstream release (or the whole name); False if it was hidden already."""
+    rows = await db.fetch_all(
+        "INSERT INTO upstream_blocks (project_id, name, version, reason)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+        (project_id, name, version, reason))
+    return bool(rows)
+
+
+async def remove_block(db: Database, project_id: int, name: str, version: str | None) -> bool:
+    rows = await db.fetch_all(
+        "DELETE FROM upstream_blocks WHERE project_id = %s AND name = %s"
+        " AND coalesce(pypireg_release_key(version), '') ="
+        " coalesce(pypireg_release_key(%s), '') RETURNING id", (project_id, name, version))
+    return bool(rows)
+
+
+async def index_upstreams(db: Database, *, project_id: int | None = None,
+                          group_id: int | None = None) -> list[str] | None:
+    """The upstreams a project's or group's index includes; None: every configured one."""
+    assert (project_id is None) != (group_id is None)
+    table, key = ("projects", project_id) if project_id is not None else ("groups", group_id)
+    row = await db.fetch_one(f"SELECT upstreams FROM {table} WHERE id = %s", (key,))
+    return None if row is None or row[0] is None else list(row[0])
+
+
+async def set_index_upstreams(db: Database, upstreams: Sequence[str] | None, *,
+                              project_id: int | None = None, group_id: int | None = None
+                              ) -> None:
+    assert (project_id is None) != (group_id is None)
+    table, key = ("projects", project_id) if project_id is not None else ("groups", group_id)
+    value = None if upstreams is None else list(upstreams)
+    await db.execute(f"UPDATE {table} SET upstreams = %s WHERE id = %s", (value, key))

@@ -14,7 +14,7 @@ from pypireg.domain.names import is_valid_name, normalize_name
 from pypireg.http.metrics import Metrics
 from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_type_header
 from pypireg.http.page_cache import PackageCaches
-from pypireg.http.pypi.simple_index import project_detail, project_list
+from pypireg.http.pypi.simple_index import ListedFile, project_detail, project_list
 from pypireg.http.responses import not_modified, redirect
 from pypireg.http.scopes import ReadScope, RequestAccess
 from pypireg.storage import name_origins as origin_store
@@ -75,7 +75,8 @@ class SimpleRoutes:
             if len(scope.project_ids) == 1:
                 namespace = await origin_store.owned_namespace(self._db, normalized,
                                                                scope.project_ids[0])
-            page = self._cache_page(key, project_detail(normalized, files, media, files_prefix,
+            listed = [ListedFile.of(f) for f in files]
+            page = self._cache_page(key, project_detail(normalized, listed, media, files_prefix,
                                                         namespace))
         return self._index_response(request, scope, media, page)
 

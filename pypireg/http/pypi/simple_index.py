@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -31,7 +32,29 @@ _HEAD = (
 _TAIL = "</body>\n</html>\n"
 
 
-def _file_key(f: PackageFile) -> tuple[tuple[int, Version | str], str]:
+@dataclass(frozen=True)
+class ListedFile:
+    """One file as an index page lists it, whether stored here or cached from an upstream."""
+
+    filename: str
+    sha256: str
+    version: str
+    requires_python: str | None
+    # The sha256 of its PEP 658 core metadata file, if it has one.
+    metadata_sha256: str | None
+    yanked: bool
+    yanked_reason: str | None
+    size: int | None
+    # PEP 700, ISO 8601 in UTC.
+    upload_time: str | None
+
+    @classmethod
+    def of(cls, f: PackageFile) -> ListedFile:
+        return cls(f.filename, f.sha256, f.version, f.requires_python, f.metadata_sha256,
+                   f.yanked, f.yanked_reason, f.size, upload_time(f.uploaded_at))
+
+
+def _file_key(f: ListedFile) -> tuple[tuple[int, Version | str], str]:
     return (version_key(f.version), f.filename)
 
 
@@ -53,7 +76,7 @@ def project_list(packages: Sequence[PackageSummary], media: str, prefix: str = "
     return "".join(parts).encode("utf-8")
 
 
-def project_detail(name: str, files: Sequence[PackageFile], media: str,
+def project_detail(name: str, files: Sequence[ListedFile], media: str,
                    files_prefix: str = "../../files/",
                    namespace: tuple[str, str] | None = None) -> bytes:
     """One package's files; *name* is normalised, *files_prefix* leads to files/.
@@ -90,7 +113,7 @@ def project_detail(name: str, files: Sequence[PackageFile], media: str,
     return "".join(parts).encode("utf-8")
 
 
-def _json_file(f: PackageFile, files_prefix: str, namespace: tuple[str, str] | None
+def _json_file(f: ListedFile, files_prefix: str, namespace: tuple[str, str] | None
                ) -> dict[str, Any]:
     metadata: dict[str, str] | bool = (
         {"sha256": f.metadata_sha256} if f.metadata_sha256 else False
@@ -105,7 +128,7 @@ def _json_file(f: PackageFile, files_prefix: str, namespace: tuple[str, str] | N
         "dist-info-metadata": metadata,
         "yanked": yanked,
         "size": f.size,
-        "upload-time": upload_time(f.uploaded_at),
+        "upload-time": f.upload_time,
         **({"namespace": namespace[0], "owner": namespace[1]} if namespace else {}),
     }
 

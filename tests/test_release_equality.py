@@ -16,7 +16,9 @@ import treq
 
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
-from pypireg.storage.migrations import migrate
+from pypireg.storage.database import Cursor, Database
+from pypireg.storage.migrations import load_migrations, migrate
+from tests.conftest import reactor
 from tests.distributions import (
     sdist_bytes,
     sdist_filename,
@@ -102,12 +104,28 @@ async def test_equal_versions_are_one_release_everywhere(registry: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_migration_merges_releases_recorded_apart(db: Any) -> None:
+async def test_the_migration_merges_releases_recorded_apart(clean_dsn: str) -> None:
+    db = Database(reactor, clean_dsn, pool_size=1)
+    await db.start()
+    try:
+        await _merge_on(db)
+    finally:
+        db.close()
+
+
+async def _merge_on(db: Database) -> None:
+    # The schema as it was before 0011, with releases 1.0, 1.0.0 and 1.0.0.0 apart.
+    async def before(cur: Cursor) -> None:
+        await cur.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                          " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for m in load_migrations():
+            if m.version < 11:
+                await cur.execute(m.sql)
+                await cur.execute("INSERT INTO schema_migrations (version, name)"
+                                  " VALUES (%s, %s)", (m.version, m.name))
+
+    await db.run_interaction(before)
     project = await project_store.create_project(db, "acme")
-    # The state before schema/0011: no key, no unique index on it.
-    await db.execute("DROP INDEX package_versions_release_key")
-    await db.execute("DROP FUNCTION pypireg_release_key(TEXT)")
-    await db.execute("DELETE FROM schema_migrations WHERE version = 11")
     package = await db.fetch_one(
         "INSERT INTO packages (project_id, name, display_name) VALUES (%s, 'demo', 'demo')"
         " RETURNING id", (project.id,))
@@ -123,7 +141,7 @@ async def test_the_migration_merges_releases_recorded_apart(db: Any) -> None:
             "INSERT INTO package_files (package_id, version, filename, packagetype,"
             " python_version, size, sha256) VALUES (%s, %s, %s, 'sdist', 'source', 1, %s)",
             (package[0], version, filename, f"{n:064x}"))
-    assert await migrate(db) == [11]
+    assert (await migrate(db))[0] == 11
     releases = await db.fetch_all(
         "SELECT version FROM package_versions WHERE package_id = %s ORDER BY version",
         (package[0],))

@@ -1,13 +1,18 @@
 """Configuration: a TOML file read into frozen dataclasses.
 
-Domain layer, no I/O beyond reading the one file. Every error names the
-dotted key that is wrong, so an operator can fix the file without reading
-code.
+Domain layer, no I/O beyond reading the one file (and, for [[upstreams]],
+checking that a `ca_file` exists and reading the environment variables that
+`token_env` / `password_env` name). Every error names the dotted key that is
+wrong, so an operator can fix the file without reading code; none quotes a
+secret.
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +25,10 @@ MIB = 1024 * 1024
 DEFAULT_LISTEN = ("tcp:8080:interface=127.0.0.1",)
 DEFAULT_STORAGE = "pypireg-data"
 DEFAULT_MAX_UPLOAD = 50 * MIB
+GIB = 1024 * MIB
+DEFAULT_MAX_CACHE_SIZE = 50 * GIB
+DEFAULT_UPSTREAM_TTL = 600.0
+DEFAULT_UPSTREAM_TIMEOUT = 10.0
 
 
 class ConfigError(Exception):
@@ -62,12 +71,63 @@ class UploadsConfig:
 
 
 @dataclass(frozen=True)
+class UpstreamConfig:
+    """One `[[upstreams]]` entry: a PEP 503/691 index whose projects are proxied.
+
+    The secrets (*password*, *token*, and *headers*, which may carry an API
+    key) are left out of `repr`, so a logged or printed config never shows
+    them; no ConfigError message quotes them either.
+    """
+
+    # Used in logs, metrics, pages and the CLI: [a-z0-9][a-z0-9_-]{0,39}.
+    name: str
+    # The index's simple/ URL: absolute http(s), always ending in "/".
+    url: str
+    # Seconds a cached project page is fresh; after that it is revalidated.
+    ttl: float = DEFAULT_UPSTREAM_TTL
+    # Seconds allowed for connecting and for the first byte of an answer.
+    timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    # Serve only what is cached; never contact the upstream.
+    offline: bool = False
+    # Seconds: upstream files younger than this are hidden (a quarantine).
+    min_age: float = 0.0
+    # Extra request headers, in the order given (name, value).
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # HTTP Basic credentials, or a bearer token; at most one of the two.
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    # PEM file of the CA certificates to trust instead of the system's.
+    ca_file: Path | None = None
+
+    @property
+    def authorization(self) -> str | None:
+        """The `Authorization` header value the credentials make, or None."""
+        if self.token is not None:
+            return f"Bearer {self.token}"
+        if self.username is not None and self.password is not None:
+            pair = f"{self.username}:{self.password}".encode()
+            return "Basic " + base64.b64encode(pair).decode("ascii")
+        return None
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    # Past this many bytes of cached upstream files, the least recently
+    # downloaded are evicted; local uploads never count and never go.
+    max_cache_size: int = DEFAULT_MAX_CACHE_SIZE
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # No upstream unless configured: a private registry proxies nothing by default.
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     @property
     def pgdata(self) -> Path:
@@ -92,13 +152,21 @@ def load_config(path: Path | None) -> Config:
     return parse_config(raw, base)
 
 
-def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
-    """Turn a parsed TOML document into a Config; relative paths hang off *base*."""
-    _only_keys(raw, "", {"server", "storage", "database", "uploads", "logging"})
+def parse_config(raw: Mapping[str, Any], base: Path = Path(),
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Turn a parsed TOML document into a Config; relative paths hang off *base*.
+
+    *environ* (default: the process environment) is where `token_env` and
+    `password_env` look their secrets up.
+    """
+    _only_keys(raw, "", {"server", "storage", "database", "uploads", "logging", "upstreams",
+                         "proxy"})
     # Every section's shape first: a table that is not one is reported before
     # any key inside the others.
-    server, storage, database, uploads, logging = (
-        _table(raw, key) for key in ("server", "storage", "database", "uploads", "logging"))
+    server, storage, database, uploads, logging, proxy = (
+        _table(raw, key)
+        for key in ("server", "storage", "database", "uploads", "logging", "proxy"))
+    upstreams = _array_of_tables(raw, "upstreams")
     # Each section checks its own keys, then its values; the first mistake,
     # in this order, is the one reported.
     return Config(
@@ -107,6 +175,8 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path()) -> Config:
         storage=_storage(storage, base),
         database=_database(database),
         uploads=_uploads(uploads),
+        upstreams=_upstreams(upstreams, base, os.environ if environ is None else environ),
+        proxy=_proxy(proxy),
     )
 
 
@@ -188,6 +258,183 @@ def _uploads(table: Mapping[str, Any]) -> UploadsConfig:
         max_size, 'uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"'))
 
 
+_UPSTREAM_KEYS = {"name", "url", "ttl", "timeout", "offline", "min_age", "headers", "username",
+                  "password", "password_env", "token", "token_env", "ca_file"}
+_UPSTREAM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")
+# RFC 9110 5.1 (field names are tokens) and 5.5 (values: visible ASCII,
+# spaces and tabs inside). Anything else could split a request in two.
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}\Z")
+_HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?\Z")
+# Headers the client sets itself (negotiation, revalidation, framing): a
+# configured one would contradict it.
+_MANAGED_HEADERS = {"host", "accept", "accept-encoding", "if-none-match", "if-modified-since",
+                    "content-length", "transfer-encoding", "connection", "te", "upgrade",
+                    "keep-alive", "proxy-connection", "cookie"}
+
+
+def _upstreams(tables: list[Mapping[str, Any]], base: Path,
+               environ: Mapping[str, str]) -> tuple[UpstreamConfig, ...]:
+    """The [[upstreams]] array: each entry checked in order, then names unique."""
+    result: list[UpstreamConfig] = []
+    seen: set[str] = set()
+    for i, table in enumerate(tables):
+        upstream = _upstream(table, f"upstreams[{i}]", base, environ)
+        if upstream.name in seen:
+            raise ConfigError(f"upstreams[{i}].name {upstream.name!r} is used by an earlier "
+                              "upstream; names must be unique")
+        seen.add(upstream.name)
+        result.append(upstream)
+    return tuple(result)
+
+
+def _upstream(table: Mapping[str, Any], key: str, base: Path,
+              environ: Mapping[str, str]) -> UpstreamConfig:
+    """One [[upstreams]] table; *key* is its dotted prefix, e.g. "upstreams[1]"."""
+    _only_keys(table, key, _UPSTREAM_KEYS)
+    if "name" not in table:
+        raise ConfigError(f"{key}.name is missing: every upstream needs a name, e.g. \"public\"")
+    name = table["name"]
+    if not isinstance(name, str) or not _UPSTREAM_NAME_RE.match(name):
+        raise ConfigError(f"{key}.name must be 1 to 40 of a-z, 0-9, '_' and '-', starting with "
+                          f"a letter or digit, got {name!r}")
+    if "url" not in table:
+        raise ConfigError(f"{key}.url is missing, e.g. \"https://upstream.example/simple/\"")
+    url = _upstream_url(table["url"], f"{key}.url")
+    ttl = _duration(table.get("ttl", DEFAULT_UPSTREAM_TTL), f"{key}.ttl")
+    timeout = _duration(table.get("timeout", DEFAULT_UPSTREAM_TIMEOUT), f"{key}.timeout")
+    if timeout == 0:
+        raise ConfigError(f"{key}.timeout must be above zero, e.g. \"10s\"")
+    min_age = _duration(table.get("min_age", 0), f"{key}.min_age")
+    offline = table.get("offline", False)
+    if not isinstance(offline, bool):
+        raise ConfigError(f"{key}.offline must be true or false")
+    username, password, token = _credentials(table, key, environ)
+    headers = _headers(table.get("headers", {}), f"{key}.headers",
+                       has_credentials=username is not None or token is not None)
+    ca_file = None
+    if "ca_file" in table:
+        ca_path = Path(_string(table["ca_file"], f"{key}.ca_file must be a path to a PEM file"))
+        ca_file = ca_path if ca_path.is_absolute() else base / ca_path
+        if not ca_file.is_file():
+            raise ConfigError(f"{key}.ca_file: {ca_file} is not a file")
+    return UpstreamConfig(name=name, url=url, ttl=ttl, timeout=timeout, offline=offline,
+                          min_age=min_age, headers=headers, username=username,
+                          password=password, token=token, ca_file=ca_file)
+
+
+def _upstream_url(value: Any, key: str) -> str:
+    """An index URL: absolute http(s), no credentials, query or fragment; ends with "/"."""
+    example = "e.g. \"https://upstream.example/simple/\""
+    url = _string(value, f"{key} must be a URL, {example}")
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (not url.isascii() or any(c.isspace() for c in url)
+            or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok):
+        raise ConfigError(f"{key} must be an absolute http(s) URL (ASCII; an international "
+                          f"host name in its xn-- form), {example}")
+    # Credentials in the URL would end up in logs and error messages.
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key} must not contain credentials; use {key[:-4]}.username and "
+                          f"password (or password_env), or token / token_env")
+    if parts.query or parts.fragment or "#" in url:
+        raise ConfigError(f"{key} must not have a query or fragment, {example}")
+    # Project pages are resolved relative to it: "<url><name>/".
+    return url if url.endswith("/") else url + "/"
+
+
+def _credentials(table: Mapping[str, Any], key: str, environ: Mapping[str, str]
+                 ) -> tuple[str | None, str | None, str | None]:
+    """(username, password, token): Basic credentials or a bearer token, never both."""
+    password = _secret(table, key, "password", environ)
+    token = _secret(table, key, "token", environ)
+    username = table.get("username")
+    if username is not None:
+        username = _string(username, f"{key}.username must be a non-empty string")
+        # RFC 7617: the user-id cannot contain a colon; control characters
+        # would corrupt the header.
+        if ":" in username or not username.isprintable():
+            raise ConfigError(f"{key}.username must not contain ':' or control characters")
+    if token is not None and (username is not None or password is not None):
+        raise ConfigError(f"{key}: give either token (or token_env) or username and password "
+                          "(or password_env), not both")
+    if (username is None) != (password is None):
+        missing = "password (or password_env)" if password is None else "username"
+        raise ConfigError(f"{key}.{missing} is missing: Basic credentials need both a "
+                          "username and a password")
+    return username, password, token
+
+
+def _secret(table: Mapping[str, Any], key: str, what: str, environ: Mapping[str, str]
+            ) -> str | None:
+    """*what* ("token", "password") given inline or as `<what>_env`, the variable naming it.
+
+    Messages name keys and variables, never the secret itself.
+    """
+    inline, env_key = table.get(what), f"{what}_env"
+    if inline is not None and env_key in table:
+        raise ConfigError(f"{key}: give {what} or {env_key}, not both")
+    if inline is not None:
+        value = _string(inline, f"{key}.{what} must be a non-empty string")
+    elif env_key in table:
+        variable = _string(table[env_key],
+                           f"{key}.{env_key} must name an environment variable")
+        value = environ.get(variable, "")
+        if not value:
+            raise ConfigError(f"{key}.{env_key}: the environment variable {variable} is not "
+                              "set or is empty")
+    else:
+        return None
+    if not value.isprintable() or value != value.strip():
+        raise ConfigError(f"{key}.{what if inline is not None else env_key}: the {what} must "
+                          "not contain control characters or surrounding spaces")
+    return value
+
+
+def _headers(value: Any, key: str, *, has_credentials: bool) -> tuple[tuple[str, str], ...]:
+    """The `headers` table: extra request headers, validated so none can split a request."""
+    if not isinstance(value, dict):
+        raise ConfigError(f'{key} must be a table of strings, e.g. {{ "X-Team" = "infra" }}')
+    headers: list[tuple[str, str]] = []
+    for name, header_value in value.items():
+        if not _HEADER_NAME_RE.match(name):
+            raise ConfigError(f"{key}: {name!r} is not a valid header name")
+        dotted = f"{key}.{name}"
+        lower = name.lower()
+        if lower in _MANAGED_HEADERS:
+            raise ConfigError(f"{dotted}: this header is set by pypireg itself")
+        if lower == "authorization" and has_credentials:
+            raise ConfigError(f"{dotted}: the credentials already set Authorization")
+        # The value is not quoted: it may be an API key.
+        if not isinstance(header_value, str) or not _HEADER_VALUE_RE.match(header_value):
+            raise ConfigError(f"{dotted} must be a non-empty string of printable ASCII")
+        headers.append((name, header_value))
+    return tuple(headers)
+
+
+def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
+    """The [proxy] table: the disk budget of cached upstream files."""
+    _only_keys(table, "proxy", {"max_cache_size"})
+    size = table.get("max_cache_size", DEFAULT_MAX_CACHE_SIZE)
+    if isinstance(size, str):
+        size = parse_size(size, "proxy.max_cache_size")
+    return ProxyConfig(max_cache_size=_positive_int(
+        size, 'proxy.max_cache_size must be a positive size, e.g. "50GiB"'))
+
+
+def _duration(value: Any, key: str) -> float:
+    """A duration key: a number of seconds or a "10m"-style string; never negative."""
+    if isinstance(value, str):
+        return parse_duration(value, key)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise ConfigError(f'{key} must be a duration: seconds (e.g. 600) or a string such as '
+                          f'"10m", "30s", "2h" or "1d"')
+    return float(value)
+
+
 def _string(value: Any, message: str, *, allow_empty: bool = False) -> str:
     """*value* if it is a string (a non-empty one unless *allow_empty*), else ConfigError."""
     if not isinstance(value, str) or not (value or allow_empty):
@@ -235,6 +482,26 @@ def parse_size(text: str, key: str) -> int:
     if not (digits.isascii() and digits.isdigit()) or unit not in _UNITS:
         raise ConfigError(f'{key} must be a size such as 52428800, "50MiB" or "2GiB", got {text!r}')
     return int(digits) * _UNITS[unit]
+
+
+_DURATION_RE = re.compile(r"^([0-9]{1,9}(?:\.[0-9]{1,6})?)(ms|s|m|h|d)?\Z")
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, key: str) -> float:
+    """Parse "10m"-style durations into seconds: ms, s, m, h, d; no unit means seconds."""
+    match = _DURATION_RE.match(text.strip().lower().replace(" ", ""))
+    if not match:
+        raise ConfigError(f'{key} must be a duration such as 600, "10m", "30s", "2h" or "1d", '
+                          f"got {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _array_of_tables(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(f"{key} must be an array of tables ([[{key}]])")
+    return value
 
 
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import string
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,15 @@ from hypothesis import strategies as st
 
 from pypireg.config import (
     DEFAULT_LISTEN,
+    DEFAULT_MAX_CACHE_SIZE,
     MIB,
     Config,
     ConfigError,
+    ProxyConfig,
+    UpstreamConfig,
     load_config,
     parse_config,
+    parse_duration,
     parse_size,
 )
 
@@ -353,3 +358,265 @@ def test_load_config_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
 def test_load_config_directory_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(tmp_path)
+
+
+# -- [[upstreams]] and [proxy] ------------------------------------------------
+
+UPSTREAM_URL = "https://upstream.example/simple/"
+SECRET = "s3cr3t-token-value"
+
+
+def upstream(env: dict[str, str] | None = None, **keys: Any) -> UpstreamConfig:
+    """The one upstream parsed from a table with name, url and *keys*."""
+    table = {"name": "public", "url": UPSTREAM_URL, **keys}
+    (result,) = parse_config({"upstreams": [table]}, BASE, environ=env or {}).upstreams
+    return result
+
+
+def upstream_error(env: dict[str, str] | None = None, **keys: Any) -> str:
+    table = {"name": "public", "url": UPSTREAM_URL, **keys}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"upstreams": [table]}, BASE, environ=env or {})
+    return str(info.value)
+
+
+def test_no_upstream_and_the_default_cache_budget_by_default() -> None:
+    config = parse_config({}, BASE)
+    assert config.upstreams == ()
+    assert config.proxy == ProxyConfig(max_cache_size=50 * 1024 ** 3)
+    assert DEFAULT_MAX_CACHE_SIZE == 50 * 1024 ** 3
+
+
+def test_upstream_defaults() -> None:
+    u = upstream()
+    assert (u.name, u.url, u.ttl, u.timeout, u.offline, u.min_age) == (
+        "public", UPSTREAM_URL, 600.0, 10.0, False, 0.0)
+    assert (u.headers, u.username, u.password, u.token, u.ca_file) == ((), None, None, None, None)
+    assert u.authorization is None
+
+
+def test_upstreams_keep_their_order() -> None:
+    config = parse_config({"upstreams": [
+        {"name": "devpi", "url": "http://127.0.0.1:3141/root/pypi/+simple"},
+        {"name": "public", "url": UPSTREAM_URL},
+    ]}, BASE)
+    assert [u.name for u in config.upstreams] == ["devpi", "public"]
+    # A missing trailing slash is added: project pages hang off "<url><name>/".
+    assert config.upstreams[0].url == "http://127.0.0.1:3141/root/pypi/+simple/"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("10m", 600.0), ("10s", 10.0), ("2h", 7200.0), ("1d", 86400.0), ("0h", 0.0),
+    ("500ms", 0.5), ("1.5h", 5400.0), ("30", 30.0), (" 5 m ", 300.0), ("10M", 600.0),
+])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text, "upstreams[0].ttl") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "-1s", "10 minutes", "1w", "1e3", "½h", "\u0661\u0660s",
+                                  "1h30m", "inf", "nan"])
+def test_parse_duration_refuses_what_it_cannot_read(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"upstreams\[0\]\.ttl must be a duration"):
+        parse_duration(text, "upstreams[0].ttl")
+
+
+def test_durations_accept_numbers_and_strings() -> None:
+    u = upstream(ttl=90, timeout=2.5, min_age="2h")
+    assert (u.ttl, u.timeout, u.min_age) == (90.0, 2.5, 7200.0)
+    assert upstream(ttl=0).ttl == 0.0  # always revalidate
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("ttl", -1), ("ttl", True), ("ttl", "soon"), ("ttl", float("inf")), ("ttl", []),
+    ("timeout", 0), ("timeout", "0s"), ("timeout", -3), ("min_age", "-1h"), ("min_age", False),
+])
+def test_bad_durations_name_the_dotted_key(key: str, value: Any) -> None:
+    assert f"upstreams[0].{key}" in upstream_error(**{key: value})
+
+
+@pytest.mark.parametrize("name", ["public", "a", "devpi-1", "x_y", "0", "a" * 40])
+def test_upstream_names_that_are_accepted(name: str) -> None:
+    assert upstream(name=name).name == name
+
+
+@pytest.mark.parametrize("name", ["", "Public", "-x", "_x", "a" * 41, "a b", "a.b", "ünï",
+                                  "\u212aelvin", 5, None, ["a"]])
+def test_bad_upstream_names_name_the_key(name: Any) -> None:
+    assert "upstreams[0].name" in upstream_error(name=name)
+
+
+def test_upstream_names_are_unique_and_the_second_is_named() -> None:
+    error = config_error({"upstreams": [{"name": "a", "url": UPSTREAM_URL},
+                                        {"name": "b", "url": UPSTREAM_URL},
+                                        {"name": "a", "url": UPSTREAM_URL}]})
+    assert "upstreams[2].name" in error and "unique" in error
+
+
+def test_name_and_url_are_required() -> None:
+    assert "upstreams[0].name is missing" in config_error({"upstreams": [{"url": UPSTREAM_URL}]})
+    assert "upstreams[0].url is missing" in config_error({"upstreams": [{"name": "x"}]})
+
+
+def test_errors_in_a_later_upstream_carry_its_index() -> None:
+    error = config_error({"upstreams": [{"name": "a", "url": UPSTREAM_URL},
+                                        {"name": "b", "url": "ftp://upstream.example/"}]})
+    assert error.startswith("upstreams[1].url")
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://upstream.example/simple/", "upstream.example/simple/", "/simple/", "https://",
+    "https:///simple/", "https://upstream.example:0/", "https://upstream.example:99999/",
+    "https://upstream.example/simple/?x=1", "https://upstream.example/simple/#top",
+    "https://ünicode.example/simple/", "https://upstream.example/sim ple/", "", 7,
+    "https://upstream.example:port/",
+])
+def test_bad_upstream_urls_name_the_key(url: Any) -> None:
+    assert "upstreams[0].url" in upstream_error(url=url)
+
+
+def test_credentials_in_the_url_are_refused_without_being_repeated() -> None:
+    error = upstream_error(url=f"https://ci:{SECRET}@upstream.example/simple/")
+    assert "upstreams[0].url must not contain credentials" in error
+    assert SECRET not in error
+
+
+def test_bad_upstream_types_name_the_key() -> None:
+    assert "upstreams must be an array of tables" in config_error(
+        {"upstreams": {"name": "x", "url": UPSTREAM_URL}})
+    assert "upstreams must be an array" in config_error({"upstreams": ["x"]})
+    assert "upstreams[0].offline" in upstream_error(offline="yes")
+    assert "upstreams[0].bogus" in upstream_error(bogus=1)
+
+
+def test_token_becomes_a_bearer_header_and_stays_out_of_repr() -> None:
+    u = upstream(token=SECRET)
+    assert u.authorization == f"Bearer {SECRET}"
+    assert SECRET not in repr(u)
+    assert SECRET not in repr(parse_config({"upstreams": [
+        {"name": "p", "url": UPSTREAM_URL, "token": SECRET}]}, BASE))
+
+
+def test_basic_credentials_and_their_repr() -> None:
+    u = upstream(username="ci", password=SECRET)
+    assert u.authorization == "Basic " + base64.b64encode(f"ci:{SECRET}".encode()).decode()
+    assert "ci" in repr(u) and SECRET not in repr(u)
+
+
+def test_secrets_can_come_from_the_environment() -> None:
+    env = {"UP_TOKEN": SECRET, "UP_PASSWORD": "pw-" + SECRET}
+    assert upstream(env, token_env="UP_TOKEN").token == SECRET
+    u = upstream(env, username="ci", password_env="UP_PASSWORD")
+    assert u.password == "pw-" + SECRET and SECRET not in repr(u)
+
+
+def test_a_missing_environment_variable_is_named_but_no_value_shown() -> None:
+    error = upstream_error({}, token_env="UP_TOKEN")
+    assert "upstreams[0].token_env" in error and "UP_TOKEN" in error
+    assert "upstreams[0].token_env" in upstream_error({"UP_TOKEN": ""}, token_env="UP_TOKEN")
+
+
+@pytest.mark.parametrize(("env", "keys", "expected"), [
+    ({}, {"token": SECRET, "username": "ci", "password": "x"}, "not both"),
+    ({"T": SECRET}, {"token": SECRET, "token_env": "T"}, "token or token_env"),
+    ({"P": SECRET}, {"username": "ci", "password": SECRET, "password_env": "P"},
+     "password or password_env"),
+    ({}, {"username": "ci"}, "upstreams[0].password (or password_env) is missing"),
+    ({}, {"password": SECRET}, "upstreams[0].username is missing"),
+    ({}, {"username": "c:i", "password": SECRET}, "upstreams[0].username"),
+    ({}, {"token": ""}, "upstreams[0].token"),
+    ({}, {"token": 5}, "upstreams[0].token"),
+    ({}, {"token": SECRET + "\r\nX-Evil: 1"}, "upstreams[0].token"),
+    ({}, {"token": f" {SECRET}"}, "upstreams[0].token"),
+    ({"P": SECRET + "\n"}, {"username": "ci", "password_env": "P"}, "upstreams[0].password_env"),
+    ({}, {"token_env": 3}, "upstreams[0].token_env"),
+])
+def test_bad_credentials_name_the_key_and_never_the_secret(
+        env: dict[str, str], keys: dict[str, Any], expected: str) -> None:
+    error = upstream_error(env, **keys)
+    assert expected in error
+    assert SECRET not in error
+
+
+def test_headers_keep_their_order_and_stay_out_of_repr() -> None:
+    u = upstream(headers={"X-Api-Key": SECRET, "X-Team": "infra"})
+    assert u.headers == (("X-Api-Key", SECRET), ("X-Team", "infra"))
+    assert SECRET not in repr(u)
+
+
+def test_an_authorization_header_is_allowed_without_credentials_only() -> None:
+    assert upstream(headers={"Authorization": "Custom x"}).headers == (
+        ("Authorization", "Custom x"),)
+    assert "upstreams[0].headers.Authorization" in upstream_error(
+        token=SECRET, headers={"Authorization": "Custom x"})
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ("X-A: b", "upstreams[0].headers must be a table"),
+    ({"X A": "b"}, "upstreams[0].headers: 'X A' is not a valid header name"),
+    ({"": "b"}, "upstreams[0].headers"),
+    ({"X-A": "b\r\nX-Evil: 1"}, "upstreams[0].headers.X-A"),
+    ({"X-A": ""}, "upstreams[0].headers.X-A"),
+    ({"X-A": 5}, "upstreams[0].headers.X-A"),
+    ({"X-A": "caf\u00e9"}, "upstreams[0].headers.X-A"),
+    ({"Host": "elsewhere.example"}, "upstreams[0].headers.Host: this header is set by pypireg"),
+    ({"if-none-match": "*"}, "upstreams[0].headers.if-none-match"),
+])
+def test_bad_headers_name_the_key(headers: Any, expected: str) -> None:
+    error = upstream_error(headers=headers)
+    assert expected in error
+    assert "Evil" not in error and "caf" not in error
+
+
+def test_ca_file_is_relative_to_the_config_folder_and_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = parse_config({"upstreams": [{"name": "p", "url": UPSTREAM_URL,
+                                          "ca_file": "ca.pem"}]}, tmp_path)
+    assert config.upstreams[0].ca_file == tmp_path / "ca.pem"
+    with pytest.raises(ConfigError, match=r"upstreams\[0\]\.ca_file: .* is not a file"):
+        parse_config({"upstreams": [{"name": "p", "url": UPSTREAM_URL,
+                                     "ca_file": "missing.pem"}]}, tmp_path)
+    assert "upstreams[0].ca_file" in upstream_error(ca_file="")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("50GiB", 50 * 1024 ** 3), ("1MiB", MIB), (1000, 1000), ("10GB", 10 ** 10)])
+def test_proxy_max_cache_size(value: Any, expected: int) -> None:
+    assert parse_config({"proxy": {"max_cache_size": value}}, BASE).proxy.max_cache_size == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"proxy": {"max_cache_size": 0}}, "proxy.max_cache_size"),
+    ({"proxy": {"max_cache_size": "lots"}}, "proxy.max_cache_size"),
+    ({"proxy": {"max_cache_size": True}}, "proxy.max_cache_size"),
+    ({"proxy": {"size": 1}}, "proxy.size"),
+    ({"proxy": 5}, "proxy must be a table"),
+])
+def test_bad_proxy_values_name_the_key(raw: dict[str, Any], expected: str) -> None:
+    assert expected in config_error(raw)
+
+
+def test_the_example_file_upstream_block_parses_once_uncommented(tmp_path: Path) -> None:
+    """etc/pypireg.toml's commented-out [[upstreams]] example is valid as written."""
+    example = Path(__file__).resolve().parent.parent / "etc" / "pypireg.toml"
+    text = example.read_text()
+    block = text[text.index("# [[upstreams]]"):text.index("\n[proxy]")]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line
+                            for line in block.splitlines())
+    path = tmp_path / "pypireg.toml"
+    path.write_text(uncommented + "\n")
+    (u,) = load_config(path).upstreams
+    assert (u.name, u.url, u.ttl, u.timeout, u.offline, u.min_age) == (
+        "public", UPSTREAM_URL, 600.0, 10.0, False, 0.0)
+    # And the file as shipped still has no upstream.
+    assert load_config(example).upstreams == ()
+
+
+@deterministic
+@given(st.text(alphabet=string.printable, max_size=30))
+def test_any_duration_text_parses_or_names_the_key(text: str) -> None:
+    try:
+        seconds = parse_duration(text, "upstreams[3].ttl")
+    except ConfigError as e:
+        assert str(e).startswith("upstreams[3].ttl")
+    else:
+        assert seconds >= 0

@@ -84,6 +84,16 @@ class TooManyRequests(RegistryError):
         super().__init__(reason, headers={"Retry-After": str(retry_after)})
 
 
+class BadGateway(RegistryError):
+    """An upstream index failed to answer usefully, and nothing cached can stand in."""
+
+    code = 502
+
+
+class GatewayTimeout(RegistryError):
+    code = 504
+
+
 class ServiceUnavailable(RegistryError):
     code = 503
 

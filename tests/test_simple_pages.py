@@ -29,7 +29,7 @@ from pypireg.domain.simple_pages import (
     parse_json_page,
 )
 from pypireg.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML
-from pypireg.http.pypi.simple_index import project_detail
+from pypireg.http.pypi.simple_index import ListedFile, project_detail
 from pypireg.storage.packages import PackageFile
 
 deterministic = settings(derandomize=True, database=None, deadline=None)
@@ -70,13 +70,13 @@ def package_file(filename: str, version: str, sha256: str, **changes: Any) -> Pa
     return replace(base, **changes)
 
 
-OURS = [
+OURS = [ListedFile.of(f) for f in [
     package_file("demo_pkg-1.0.tar.gz", "1.0", SHA_A, requires_python=">=3.8,<4",
                  metadata_sha256=SHA_M),
     package_file("demo_pkg-2.0-py3-none-any.whl", "2.0", SHA_B, packagetype="bdist_wheel",
                  python_version="py3", yanked=True, yanked_reason="broken <build> & \"quoted\""),
     package_file("demo_pkg-2.0.tar.gz", "2.0", "d" * 64, yanked=True),
-]
+]]
 SERVED = "https://registry.example/api/v4/projects/1/packages/pypi/simple/demo-pkg/"
 FILES = "https://registry.example/api/v4/projects/1/packages/pypi/files/"
 

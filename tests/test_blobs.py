@@ -18,7 +18,7 @@ from zope.interface import implementer
 from pypireg.domain.errors import InsufficientStorage, UploadAbandoned
 from pypireg.storage import blobs
 from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore
-from tests.conftest import reactor
+from tests.support import reactor
 
 
 @implementer(IPushProducer)

@@ -16,9 +16,9 @@ from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
-from tests.conftest import reactor
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic
+from tests.support import reactor
+from tests.support.http import basic
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,7 @@ from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage import users as user_store
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, upload
+from tests.support.http import basic, upload
 
 
 async def _personal(db: Any, project_id: int, role: str | None, scope: str = "write") -> str:

@@ -28,9 +28,9 @@ from twisted.web.test.requesthelper import DummyRequest
 from pypireg.http import file_body
 from pypireg.http.file_body import BlobBody
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import Registry, reactor, start_registry
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import Registry, basic, project_with_tokens, start_registry, upload
 
 BIG = 12 * 1024 * 1024  # more than loopback buffers hold, so sendfile meets EAGAIN
 

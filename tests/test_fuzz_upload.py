@@ -14,9 +14,9 @@ import pytest_twisted
 
 from pypireg.admin.fsck import fsck
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import reactor
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_upload_stream import Client, files_in, head, setup
+from tests.support import reactor
+from tests.support.raw import Client, files_in, head, upload_site
 
 ROUNDS = 300
 
@@ -46,7 +46,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_mutated_uploads_never_5xx_nor_leave_residue(db: Any, tmp_path: Path) -> None:
     rng = random.Random(20261126)
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     wheel = wheel_bytes("fuzz-pkg", "1.0", payload=b"x = 1\n" * 50)
     ctype, body = upload_form("fuzz-pkg", "1.0", wheel_filename("fuzz-pkg", "1.0"), wheel,
                               extra={"summary": "fuzzing", "classifiers": "Private :: X"})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from base64 import b64encode
 from typing import Any
 
 import pytest_twisted
@@ -20,31 +19,7 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
-
-
-def basic(token: str, user: str = "__token__") -> dict[bytes, list[bytes]]:
-    return {b"Authorization": [b"Basic " + b64encode(f"{user}:{token}".encode())]}
-
-
-async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False
-                              ) -> tuple[Any, str, str]:
-    project = await project_store.create_project(reg.db, path, public=public)
-    _, write = await token_store.create_token(reg.db, project.id, "write")
-    _, read = await token_store.create_token(reg.db, project.id, "read")
-    return project, write, read
-
-
-async def upload(reg: Any, project: Any, token: str | None, filename: str, content: bytes,
-                 **kw: Any) -> tuple[int, str, Any]:
-    user = kw.pop("user", "__token__")  # a deploy token's own user name
-    ctype, body = upload_form(kw.pop("name", "demo-pkg"), kw.pop("version", "1.0"), filename,
-                              content, **kw)
-    headers = {b"Content-Type": [ctype]}
-    if token:
-        headers.update(basic(token, user))
-    resp = await treq.post(reg.api(project), data=body, headers=headers)
-    text = (await resp.content()).decode()
-    return resp.code, text, resp
+from tests.support.http import basic, project_with_tokens, upload
 
 
 @pytest_twisted.ensureDeferred

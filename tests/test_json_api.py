@@ -14,7 +14,6 @@ import treq
 from pypireg.config import parse_config
 from pypireg.service import build_site
 from pypireg.storage import packages as package_store
-from tests.conftest import reactor
 from tests.distributions import (
     metadata_text,
     sdist_bytes,
@@ -22,7 +21,8 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import basic, project_with_tokens, upload
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 

@@ -9,7 +9,7 @@ import pytest_twisted
 import treq
 
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support.http import basic, project_with_tokens, upload
 
 
 async def get(url: str) -> tuple[int, str]:
@@ -65,7 +65,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(db: Any, tmp_path: An
     from pypireg.access import FAILURES_PER_WINDOW
     from pypireg.config import parse_config
     from pypireg.service import build_site
-    from tests.conftest import reactor
+    from tests.support import reactor
 
     for trusted, expect_separate in ((["127.0.0.0/8"], True), ([], False)):
         config = parse_config({"storage": {"path": str(tmp_path / "data")},

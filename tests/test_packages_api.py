@@ -16,9 +16,9 @@ from pypireg.config import parse_config
 from pypireg.service import build_site
 from pypireg.storage.database import Database
 from pypireg.storage.migrations import migrate
-from tests.conftest import reactor
 from tests.distributions import sdist_bytes, sdist_filename, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import basic, project_with_tokens, upload
 
 ITEM_KEYS = {"id", "name", "version", "package_type", "status", "created_at", "_links",
              "pipelines", "tags"}

@@ -15,7 +15,6 @@ from pypi_simple import IndexPage, ProjectPage
 from pypireg.admin.cli import build_parser, run_command
 from pypireg.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_format
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import reactor
 from tests.distributions import (
     metadata_text,
     sdist_bytes,
@@ -23,7 +22,8 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import basic, project_with_tokens, upload
 
 PIP_ACCEPT = f"{JSON_V1}, {HTML_V1}; q=0.1, text/html; q=0.01"
 

@@ -1,4 +1,8 @@
-"""Routes over real TCP in-process: upload, index, files, access, validation."""
+"""Routes in-process: upload, index, files, access, validation.
+
+Uploads, downloads and the round trip go over real TCP; index reads in the
+access and redirect tests go through the same site in memory (StubTreq).
+"""
 
 from __future__ import annotations
 
@@ -94,7 +98,8 @@ async def test_access_rules(registry: Any) -> None:
 
     async def get(project: Any, token: str | None) -> int:
         headers = basic(token) if token else {}
-        resp = await treq.get(registry.api(project) + "/simple/demo-pkg/", headers=headers)
+        resp = await registry.stub.get(registry.api(project) + "/simple/demo-pkg/",
+                                       headers=headers)
         await resp.content()
         if resp.code == 401:
             assert resp.headers.getRawHeaders(b"www-authenticate") == [b'Basic realm="pypireg"']
@@ -166,17 +171,18 @@ async def test_index_redirects_and_not_found(registry: Any) -> None:
                                  wheel, name="Demo.Pkg")
     assert code == 201, text
     base = registry.api(project.id)
-    resp = await treq.get(base + "/simple/Demo.Pkg/", headers=basic(read), allow_redirects=False)
+    http = registry.stub
+    resp = await http.get(base + "/simple/Demo.Pkg/", headers=basic(read), allow_redirects=False)
     assert resp.code == 301
     assert resp.headers.getRawHeaders(b"location") == [
         f"/api/v4/projects/{project.id}/packages/pypi/simple/demo-pkg/".encode()]
-    resp = await treq.get(base + "/simple/demo-pkg", headers=basic(read), allow_redirects=False)
+    resp = await http.get(base + "/simple/demo-pkg", headers=basic(read), allow_redirects=False)
     assert resp.code == 301
-    resp = await treq.get(base + "/simple/unknown/", headers=basic(read))
+    resp = await http.get(base + "/simple/unknown/", headers=basic(read))
     assert resp.code == 404
-    resp = await treq.get(base + "/files/" + "0" * 64 + "/x-1.0.tar.gz", headers=basic(read))
+    resp = await http.get(base + "/files/" + "0" * 64 + "/x-1.0.tar.gz", headers=basic(read))
     assert resp.code == 404
-    resp = await treq.get(base + "/files/" + "0" * 64 + "/..%2Fetc%2Fpasswd", headers=basic(read))
+    resp = await http.get(base + "/files/" + "0" * 64 + "/..%2Fetc%2Fpasswd", headers=basic(read))
     assert resp.code == 404
 
 

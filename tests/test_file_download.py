@@ -31,6 +31,7 @@ from pypireg.storage.blobs import BlobStore
 from tests.distributions import wheel_bytes, wheel_filename
 from tests.support import reactor
 from tests.support.http import Registry, basic, project_with_tokens, start_registry, upload
+from tests.support.waiting import until
 
 BIG = 12 * 1024 * 1024  # more than loopback buffers hold, so sendfile meets EAGAIN
 
@@ -234,11 +235,7 @@ def _open_fds_to(path: Path) -> int:
 
 
 async def _until_closed(path: Path) -> None:
-    for _ in range(500):
-        if _open_fds_to(path) == 0:
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"{path} is still open")
+    await until(lambda: _open_fds_to(path) == 0, what=lambda: f"{path} is still open")
 
 
 @pytest_twisted.ensureDeferred

@@ -60,7 +60,9 @@ class StubClient:
     """treq's request functions against a root resource, in memory."""
 
     def __init__(self, root: Any) -> None:
-        self._treq = StubTreq(_FlushWhenFinished(root, lambda: self._treq.flush()))
+        # treq.testing is untyped: StubTreq's functions are set per instance.
+        self._treq: Any = StubTreq(  # type: ignore[no-untyped-call]
+            _FlushWhenFinished(root, lambda: self._treq.flush()))
 
     def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
         d: Deferred[Any] = self._treq.request(method, url, **kwargs)
@@ -164,7 +166,7 @@ async def upload(reg: Any, project: Any, token: str | None, filename: str, conte
     user = kw.pop("user", "__token__")  # a deploy token's own user name
     ctype, body = upload_form(kw.pop("name", "demo-pkg"), kw.pop("version", "1.0"), filename,
                               content, **kw)
-    headers = {b"Content-Type": [ctype]}
+    headers: dict[Any, Any] = {b"Content-Type": [ctype]}
     if token:
         headers.update(basic(token, user))
     resp = await treq.post(reg.api(project), data=body, headers=headers)

@@ -50,11 +50,11 @@ def pg_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def databases(pg_dsn: str) -> Iterator[FreshDatabases]:
     factory = FreshDatabases(pg_dsn)
-    pytest_twisted.blockon(Deferred.fromCoroutine(factory.start()))
     try:
+        pytest_twisted.blockon(Deferred.fromCoroutine(factory.start()))
         yield factory
     finally:
-        factory.close()
+        factory.close()  # drops the template and the clones, even if start() failed
 
 
 @pytest.fixture

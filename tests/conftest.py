@@ -1,7 +1,9 @@
-"""Shared fixtures: a real PostgreSQL, a fresh schema per test, helpers.
+"""Shared fixtures: a real PostgreSQL, a fresh database per test, the in-process registry.
 
-The database is the embedded PostgreSQL (started once per session in a
-temp folder) unless PYPIREG_TEST_DSN names another one.
+The server is the embedded PostgreSQL (started once per session in a temp
+folder) unless PYPIREG_TEST_DSN names another one. Each test that asks for
+a database gets its own, cloned from a template (tests/support/databases.py).
+Helpers live in tests/support; this module only holds fixtures.
 """
 
 from __future__ import annotations
@@ -13,21 +15,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import pytest_twisted
-from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 
 from pypireg.storage.database import Database
 from pypireg.storage.embedded import EmbeddedPostgres
-from pypireg.storage.migrations import migrate
-
-reactor: Any = _reactor
+from tests.support import reactor
+from tests.support.databases import FreshDatabases, admin_statement, blank_server_database
+from tests.support.http import Registry, start_registry
 
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
+    """A DSN for the server the tests' databases live on (its own database is left alone)."""
     dsn = os.environ.get("PYPIREG_TEST_DSN")
     if dsn:
         yield dsn
@@ -35,6 +36,10 @@ def pg_dsn() -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="pypireg-test-pg-"))
     embedded = EmbeddedPostgres(reactor, folder / "postgres")
     dsn = pytest_twisted.blockon(Deferred.fromCoroutine(embedded.start()))
+    # A throwaway cluster: what a crash would lose does not matter, and
+    # each CREATE DATABASE and commit no longer waits for the disk.
+    admin_statement(dsn, "ALTER SYSTEM SET fsync = off")
+    admin_statement(dsn, "SELECT pg_reload_conf()")
     try:
         yield dsn
     finally:
@@ -42,94 +47,57 @@ def pg_dsn() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def reset_schema(dsn: str) -> None:
-    """Drop every table in the current schema (a blank database for each test)."""
-    conn = psycopg2.connect(dsn)
+@pytest.fixture(scope="session")
+def databases(pg_dsn: str) -> Iterator[FreshDatabases]:
+    factory = FreshDatabases(pg_dsn)
     try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-            tables = [r[0] for r in cur.fetchall()]
-            if tables:
-                cur.execute("DROP TABLE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
-            # Our SQL functions too: a later migration may have redefined one.
-            cur.execute(
-                "SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n"
-                " ON n.oid = p.pronamespace WHERE n.nspname = current_schema()"
-                " AND p.proname LIKE 'pypireg%%'")
-            for (function,) in cur.fetchall():
-                cur.execute(f"DROP FUNCTION IF EXISTS {function} CASCADE")
+        pytest_twisted.blockon(Deferred.fromCoroutine(factory.start()))
+        yield factory
     finally:
-        conn.close()
+        factory.close()  # drops the template and the clones, even if start() failed
 
 
 @pytest.fixture
-def clean_dsn(pg_dsn: str) -> str:
-    reset_schema(pg_dsn)
-    return pg_dsn
+def clean_dsn(databases: FreshDatabases) -> Iterator[str]:
+    """A fresh database with no tables (for migrations and the real daemon)."""
+    with databases.fresh("empty") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def daemon_dsn() -> Iterator[str | None]:
+    """For the real daemon: a fresh empty database on PYPIREG_TEST_DSN's server,
+    or None (the daemon runs the embedded PostgreSQL in its folder, the README's default)."""
+    with blank_server_database("daemon") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def migrated_dsn(databases: FreshDatabases) -> Iterator[str]:
+    """A fresh database with every migration applied."""
+    with databases.fresh("migrated") as dsn:
+        yield dsn
 
 
 @pytest_twisted.async_yield_fixture()
-async def db(clean_dsn: str) -> Any:
-    database = Database(reactor, clean_dsn, pool_size=3)
+async def db(migrated_dsn: str) -> Any:
+    database = Database(reactor, migrated_dsn, pool_size=3)
     await database.start()
-    await migrate(database)
     yield database
     database.close()
 
 
-class Registry:
-    """An in-process registry on a real TCP port, over the test database."""
-
-    def __init__(self, db: Database, config: Any, port: Any, authorizer: Any) -> None:
-        self.db = db
-        self.config = config
-        self.port = port
-        self.authorizer = authorizer
-        self.url = f"http://127.0.0.1:{port.getHost().port}"
-
-    def api(self, project: str | int) -> str:
-        return f"{self.url}/api/v4/projects/{project}/packages/pypi"
-
-    @property
-    def storage(self) -> Path:
-        return Path(self.config.storage.path)
-
-    def stored_files(self) -> list[Path]:
-        return sorted(p for p in (self.storage / "blobs").rglob("*") if p.is_file())
-
-    def temp_files(self) -> list[Path]:
-        return sorted((self.storage / "tmp").iterdir())
-
-    async def settled_temp_files(self, timeout: float = 5.0) -> list[Path]:
-        """Temp files once in-flight removals (done in worker threads) are over."""
-        from twisted.internet.task import deferLater
-
-        waited = 0.0
-        while self.temp_files() and waited < timeout:
-            await deferLater(reactor, 0.02, lambda: None)
-            waited += 0.02
-        return self.temp_files()
-
-
-async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024
-                         ) -> Registry:
-    """The whole HTTP site on a real TCP port; stop it with `registry.port.stopListening()`."""
-    from pypireg.config import parse_config
-    from pypireg.service import build_site
-
-    config = parse_config(
-        {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size}}
-    )
-    site, authorizer = await build_site(reactor, config, db)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    return Registry(db, config, port, authorizer)
+@pytest_twisted.async_yield_fixture()
+async def registry(db: Database, tmp_path: Path) -> Any:
+    """The whole site on a real TCP port (`registry.http`), and in memory (`registry.stub`)."""
+    reg = await start_registry(db, tmp_path)
+    yield reg
+    await reg.stop()
 
 
 @pytest_twisted.async_yield_fixture()
-async def registry(db: Database, tmp_path: Path) -> Any:
-    reg = await start_registry(db, tmp_path)
+async def web(db: Database, tmp_path: Path) -> Any:
+    """The whole site with no socket at all: requests only through `web.stub`."""
+    reg: Registry = await start_registry(db, tmp_path, listen=False)
     yield reg
-    await reg.port.stopListening()
+    await reg.stop()

@@ -18,7 +18,7 @@ from zope.interface import implementer
 from pypireg.domain.errors import InsufficientStorage, UploadAbandoned
 from pypireg.storage import blobs
 from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore
-from tests.conftest import reactor
+from tests.support import reactor
 
 
 @implementer(IPushProducer)
@@ -26,6 +26,7 @@ class _Producer:
     def __init__(self) -> None:
         self.paused = False
         self.pauses = 0
+        self._resumed: Deferred[None] | None = None
 
     def pauseProducing(self) -> None:
         assert not self.paused
@@ -35,15 +36,19 @@ class _Producer:
     def resumeProducing(self) -> None:
         assert self.paused
         self.paused = False
+        if self._resumed is not None:
+            resumed, self._resumed = self._resumed, None
+            resumed.callback(None)
 
     def stopProducing(self) -> None:
         pass
 
-
-def _sleep(seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
+    def resumed(self) -> Deferred[None]:
+        """Fires when the writer resumes us (its worker thread has drained the buffer)."""
+        assert self.paused
+        if self._resumed is None:
+            self._resumed = Deferred()
+        return self._resumed
 
 
 @pytest_twisted.ensureDeferred
@@ -61,7 +66,7 @@ async def test_writer_pauses_the_producer_and_keeps_memory_bounded(tmp_path: Pat
     while total < 40 * 1024 * 1024:
         if producer.paused:
             assert temp.buffered <= HIGH_WATER + 256 * 1024
-            await _sleep(0.001)
+            await producer.resumed()
             continue
         chunk = rng.randbytes(rng.choice([1, 100, 4096, 65536, 262144]))
         temp.write(chunk)
@@ -132,7 +137,7 @@ async def _stream(temp: blobs.TempBlob, producer: _Producer, total: int) -> None
     sent = 0
     while sent < total:
         if producer.paused:
-            await _sleep(0.001)
+            await producer.resumed()
             continue
         temp.write(b"\x01" * 262144)
         sent += 262144

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from twisted.internet.task import deferLater
 
 from pypireg.config import parse_config
 from pypireg.http.negotiation import JSON_V1
@@ -16,9 +15,10 @@ from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
-from tests.conftest import reactor
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic
+from tests.support import reactor
+from tests.support.http import basic
+from tests.support.waiting import next_turn
 
 
 @pytest_twisted.ensureDeferred
@@ -53,11 +53,13 @@ async def test_caches_follow_changes_from_other_processes(db: Database, tmp_path
             return resp.code, json.loads(body)["versions"] if resp.code == 200 else []
 
         async def eventually(check: Any) -> None:
-            for _ in range(100):
+            # The notification arrives on the listener's own connection; each
+            # check is a request, a few reactor turns: no sleeping between.
+            for _ in range(2000):
                 if await check():
                     return
-                await deferLater(reactor, 0.02, lambda: None)
-            raise AssertionError("the change was not seen within 2 seconds")
+                await next_turn()
+            raise AssertionError("the change was not seen within 2000 requests")
 
         await upload("1.0")
         assert await versions() == (200, ["1.0"])

@@ -16,9 +16,9 @@ from pypireg.config import parse_config
 from pypireg.service import build_site
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import reactor
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens
+from tests.support import reactor
+from tests.support.http import basic, project_with_tokens
 
 
 def post(url: str, token: str, filename: str, data: bytes, version: str = "1.0") -> Any:

@@ -1,4 +1,8 @@
-"""GitLab's deploy tokens API: maintainers create, list and revoke tokens over HTTP."""
+"""GitLab's deploy tokens API: maintainers create, list and revoke tokens over HTTP.
+
+The API calls go through the real site in memory (StubTreq); only the
+uploads that prove a token works use the real port.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest_twisted
-import treq
 
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage import users as user_store
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, upload
+from tests.support.http import basic, upload
 
 
 async def _personal(db: Any, project_id: int, role: str | None, scope: str = "write") -> str:
@@ -37,10 +40,11 @@ def _url(registry: Any, project: str | int, token_id: int | None = None) -> str:
     return base if token_id is None else f"{base}/{token_id}"
 
 
-async def _call(method: str, url: str, secret: str | None, **kw: Any) -> tuple[int, Any]:
+async def _call(registry: Any, method: str, url: str, secret: str | None, **kw: Any
+                ) -> tuple[int, Any]:
     headers = {b"PRIVATE-TOKEN": [secret.encode()]} if secret else {}
     headers.update(kw.pop("headers", {}))
-    resp = await treq.request(method, url, headers=headers, **kw)
+    resp = await registry.stub.request(method, url, headers=headers, **kw)
     body = await resp.content()
     if resp.headers.getRawHeaders(b"content-type") == [b"application/json"]:
         return resp.code, json.loads(body)
@@ -55,7 +59,7 @@ async def test_a_maintainer_creates_uses_lists_and_revokes_a_deploy_token(
     maintainer = await _personal(db, project.id, "maintainer")
     expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     code, created = await _call(
-        "POST", _url(registry, "team%2Fapp"), maintainer,
+        registry, "POST", _url(registry, "team%2Fapp"), maintainer,
         data=json.dumps({"name": "CI", "scopes": ["write_package_registry"],
                          "expires_at": expires.isoformat()}).encode(),
         headers={b"Content-Type": [b"application/json"]})
@@ -70,28 +74,31 @@ async def test_a_maintainer_creates_uses_lists_and_revokes_a_deploy_token(
     assert await _deploy_upload(registry, project.id, created["username"], created["token"],
                                 "1.0") == 201
 
-    code, listed = await _call("GET", _url(registry, project.id), maintainer)
+    code, listed = await _call(registry, "GET", _url(registry, project.id), maintainer)
     assert code == 200 and [t["id"] for t in listed] == [created["id"]]
     assert "token" not in listed[0]
-    code, one = await _call("GET", _url(registry, project.id, created["id"]), maintainer)
+    code, one = await _call(registry, "GET", _url(registry, project.id, created["id"]),
+                            maintainer)
     assert code == 200 and one == listed[0]
 
-    code, _ = await _call("DELETE", _url(registry, project.id, created["id"]), maintainer)
+    code, _ = await _call(registry, "DELETE", _url(registry, project.id, created["id"]),
+                          maintainer)
     assert code == 204
     assert await _deploy_upload(registry, project.id, created["username"], created["token"],
                                 "1.1") == 401
-    code, listed = await _call("GET", _url(registry, project.id), maintainer)
+    code, listed = await _call(registry, "GET", _url(registry, project.id), maintainer)
     assert listed[0]["revoked"] is True
-    code, _ = await _call("DELETE", _url(registry, project.id, created["id"]), maintainer)
+    code, _ = await _call(registry, "DELETE", _url(registry, project.id, created["id"]),
+                          maintainer)
     assert code == 204  # revoking twice is harmless
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_form_body_with_gitlab_array_syntax_and_a_user_name(registry: Any) -> None:
-    project = await project_store.create_project(registry.db, "app")
-    maintainer = await _personal(registry.db, project.id, "maintainer")
+async def test_a_form_body_with_gitlab_array_syntax_and_a_user_name(web: Any) -> None:
+    project = await project_store.create_project(web.db, "app")
+    maintainer = await _personal(web.db, project.id, "maintainer")
     code, created = await _call(
-        "POST", _url(registry, project.id), maintainer,
+        web, "POST", _url(web, project.id), maintainer,
         data=b"name=mirror&scopes%5B%5D=read_package_registry&username=mirror-bot"
              b"&expires_at=2099-01-01",
         headers={b"Content-Type": [b"application/x-www-form-urlencoded"]})
@@ -101,8 +108,8 @@ async def test_a_form_body_with_gitlab_array_syntax_and_a_user_name(registry: An
 
 
 @pytest_twisted.ensureDeferred
-async def test_only_a_maintainers_personal_api_token_manages_tokens(registry: Any) -> None:
-    db = registry.db
+async def test_only_a_maintainers_personal_api_token_manages_tokens(web: Any) -> None:
+    db = web.db
     project = await project_store.create_project(db, "private-app")
     other = await project_store.create_project(db, "other")
     _, project_write = await token_store.create_token(db, project.id, "write")
@@ -123,19 +130,19 @@ async def test_only_a_maintainers_personal_api_token_manages_tokens(registry: An
     }
     form = {b"Content-Type": [b"application/x-www-form-urlencoded"]}
     for label, (auth, expected) in callers.items():
-        for method, url in (("GET", _url(registry, project.id)),
-                            ("POST", _url(registry, project.id)),
-                            ("GET", _url(registry, project.id, deploy.id)),
-                            ("DELETE", _url(registry, project.id, deploy.id))):
-            code, body = await _call(method, url, None, headers={**auth, **form},
+        for method, url in (("GET", _url(web, project.id)),
+                            ("POST", _url(web, project.id)),
+                            ("GET", _url(web, project.id, deploy.id)),
+                            ("DELETE", _url(web, project.id, deploy.id))):
+            code, body = await _call(web, method, url, None, headers={**auth, **form},
                                      data=b"name=x&scopes=read_package_registry")
             assert code == expected, (label, method, url, body)
     assert (await token_store.list_tokens(db, project.id))[1].revoked_at is None
 
 
 @pytest_twisted.ensureDeferred
-async def test_bad_requests_say_what_is_wrong_and_create_nothing(registry: Any) -> None:
-    db = registry.db
+async def test_bad_requests_say_what_is_wrong_and_create_nothing(web: Any) -> None:
+    db = web.db
     project = await project_store.create_project(db, "app")
     other = await project_store.create_project(db, "other")
     maintainer = await _personal(db, project.id, "maintainer")
@@ -155,17 +162,17 @@ async def test_bad_requests_say_what_is_wrong_and_create_nothing(registry: Any) 
         ({"name": ["x", 1], "scopes": ["read_package_registry"]}, "text"),
     ]
     for document, says in cases:
-        code, body = await _call("POST", _url(registry, project.id), maintainer,
+        code, body = await _call(web, "POST", _url(web, project.id), maintainer,
                                  data=json.dumps(document).encode(),
                                  headers={b"Content-Type": [b"application/json"]})
         assert (code, says in body) == (400, True), (document, body)
-    code, body = await _call("POST", _url(registry, project.id), maintainer, data=b"[1]",
+    code, body = await _call(web, "POST", _url(web, project.id), maintainer, data=b"[1]",
                              headers={b"Content-Type": [b"application/json"]})
     assert code == 400 and "object" in body
     # Another project's deploy token, a project token and an unknown id: not found here.
     for token_id in (others_token.id, personal_of_project[0].id, 999_999):
         for method in ("GET", "DELETE"):
-            code, body = await _call(method, _url(registry, project.id, token_id), maintainer)
+            code, body = await _call(web, method, _url(web, project.id, token_id), maintainer)
             assert code == 404, (method, token_id, body)
     assert [t.kind for t in await token_store.list_tokens(db, project.id)] == ["project"]
     assert (await token_store.list_tokens(db, other.id))[0].revoked_at is None

@@ -1,7 +1,8 @@
 """End to end: the real `twistd -n pypireg`, the real `pypireg` command, twine and pip.
 
 The daemon runs the embedded PostgreSQL in its data folder (the README's
-default) unless PYPIREG_TEST_DSN names a server, as CI's second run does.
+default) unless PYPIREG_TEST_DSN names a server, as CI's second run does;
+then each daemon gets a fresh empty database there (tests/support/daemon.py).
 """
 
 from __future__ import annotations
@@ -18,120 +19,24 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import reset_schema
+from tests.support.daemon import BIN, Daemon, running_daemon, twine
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
-    def __init__(self, folder: Path, dsn: str | None) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.config = folder / "pypireg.toml"
-        lines = [
-            "[server]",
-            f'listen = ["tcp:{self.port}:interface=127.0.0.1"]',
-            "[storage]",
-            'path = "data"',
-            "[uploads]",
-            'max_size = "2MiB"',
-        ]
-        if dsn:
-            lines += ["[database]", f'dsn = "{dsn}"']
-        self.config.write_text("\n".join(lines) + "\n")
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = folder / "daemon.log"
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(self.config)],
-                cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("daemon did not start:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / "pypireg"), "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=120, cwd=self.folder,
-        )
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    def api(self, project: str) -> str:
-        return f"{self.url}/api/v4/projects/{project}/packages/pypi"
-
-    def index(self, project: str, token: str) -> str:
-        return f"http://__token__:{token}@127.0.0.1:{self.port}/api/v4/projects/{project}" \
-               "/packages/pypi/simple"
-
-
-@contextmanager
-def running_daemon(prefix: str) -> Iterator[Daemon]:
-    """A started daemon in a fresh folder, on PYPIREG_TEST_DSN (reset) or embedded."""
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
-    if dsn:
-        reset_schema(dsn)
-    # Not under pytest's basetemp: pytest resets that to mode 0700 when a
-    # session starts, and the embedded PostgreSQL runs as another user.
-    daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn)
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(daemon.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
-    if dsn:
-        reset_schema(dsn)
-    # Not under pytest's basetemp: pytest resets that to mode 0700 when a
-    # session starts, and the embedded PostgreSQL runs as another user.
-    folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-"))
-    stale = folder / "data" / "tmp"
-    stale.mkdir(parents=True)
-    (stale / "upload-999999-0123456789abcdef.part").write_bytes(b"left by a crash")
-    d = Daemon(folder, dsn)
-    d.start()
-    try:
+def daemon() -> Iterator[Daemon]:
+    def left_by_a_crash(d: Daemon) -> None:
+        stale = d.folder / "data" / "tmp"
+        stale.mkdir(parents=True)
+        (stale / "upload-999999-0123456789abcdef.part").write_bytes(b"left by a crash")
+
+    with running_daemon("pypireg-e2e-", setup=left_by_a_crash) as d:
         yield d
-    finally:
-        d.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +52,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir",
                     str(src / "dist"), str(src)], check=True, capture_output=True, timeout=300)
     return src / "dist"
-
-
-def twine(daemon: Daemon, project: str, token: str, *files: Path
-          ) -> subprocess.CompletedProcess[str]:
-    pypirc = daemon.folder / "pypirc"
-    pypirc.write_text(
-        "[distutils]\nindex-servers = local\n\n[local]\n"
-        f"repository = {daemon.api(project)}\nusername = __token__\npassword = {token}\n"
-    )
-    return subprocess.run(
-        [str(BIN / "twine"), "upload", "--disable-progress-bar", "--non-interactive",
-         "--config-file", str(pypirc), "--repository", "local", *map(str, files)],
-        capture_output=True, text=True, timeout=120,
-    )
 
 
 def test_stale_temp_files_removed_at_startup(daemon: Daemon) -> None:
@@ -299,7 +190,7 @@ def test_public_project_anonymous_read(daemon: Daemon, built: Path) -> None:
     assert err.value.code == 404
 
 
-def test_failed_start_exits_non_zero(tmp_path: Path) -> None:
+def test_failed_start_exits_non_zero(daemon_dsn: str | None) -> None:
     # The port is taken: twistd must exit 1, so systemd's Restart=on-failure works.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -308,10 +199,9 @@ def test_failed_start_exits_non_zero(tmp_path: Path) -> None:
         folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-fail-"))
         try:
             config = folder / "pypireg.toml"
-            dsn = os.environ.get("PYPIREG_TEST_DSN")
             config.write_text(
                 f'[server]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
-                + (f'[database]\ndsn = "{dsn}"\n' if dsn else "")
+                + (f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else "")
             )
             result = subprocess.run(
                 [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(config)],
@@ -323,10 +213,10 @@ def test_failed_start_exits_non_zero(tmp_path: Path) -> None:
     assert "could not start" in result.stdout + result.stderr
 
 
-def test_systemd_socket_activation(tmp_path: Path) -> None:
+def test_systemd_socket_activation(daemon_dsn: str | None) -> None:
     # As systemd (or systemd-socket-activate) does: a listening socket on fd 3
     # with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, and the systemd: endpoint.
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
+    dsn = daemon_dsn
     folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-systemd-"))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -409,15 +299,12 @@ def test_backup_and_restore(built: Path, tmp_path: Path) -> None:
             shutil.rmtree(d.folder, ignore_errors=True)
 
 
-def test_json_event_log(tmp_path: Path) -> None:
-    dsn = os.environ.get("PYPIREG_TEST_DSN")
-    if dsn:
-        reset_schema(dsn)
-    daemon = Daemon(Path(tempfile.mkdtemp(prefix="pypireg-e2e-json-")), dsn)
-    with daemon.config.open("a") as f:
-        f.write('[logging]\njson_file = "events.json"\n')
-    try:
-        daemon.start()
+def test_json_event_log() -> None:
+    def log_json(d: Daemon) -> None:
+        with d.config.open("a") as f:
+            f.write('[logging]\njson_file = "events.json"\n')
+
+    with running_daemon("pypireg-e2e-json-", setup=log_json) as daemon:
         with urllib.request.urlopen(daemon.url + "/-/health") as resp:
             assert resp.status == 200
         daemon.stop()
@@ -425,6 +312,3 @@ def test_json_event_log(tmp_path: Path) -> None:
                   (daemon.folder / "events.json").read_text().splitlines() if line.strip()]
         assert any(e.get("log_namespace") == "pypireg.service" for e in events)
         assert any("/-/health" in json.dumps(e) for e in events)  # the access log too
-    finally:
-        daemon.stop()
-        shutil.rmtree(daemon.folder, ignore_errors=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.distributions import wheel_bytes, wheel_filename, write
-from tests.test_e2e import BIN, Daemon, running_daemon, twine
+from tests.support.daemon import BIN, Daemon, running_daemon, twine
 
 pytestmark = pytest.mark.e2e
 UV = shutil.which("uv", path=str(BIN)) or shutil.which("uv")

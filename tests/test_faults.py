@@ -32,10 +32,10 @@ from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.migrations import migrate
-from tests.conftest import reactor, reset_schema
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_e2e import Daemon
-from tests.test_http_routes import project_with_tokens, upload
+from tests.support import reactor
+from tests.support.daemon import Daemon
+from tests.support.http import project_with_tokens, upload
 
 
 @pytest_twisted.ensureDeferred
@@ -153,11 +153,10 @@ def _upload_raw(port: int, project: str, token: str, name: str, version: str,
 
 
 @pytest.mark.e2e
-def test_kill_9_during_uploads_loses_nothing_acknowledged(pg_dsn: str) -> None:
-    reset_schema(pg_dsn)
+def test_kill_9_during_uploads_loses_nothing_acknowledged(clean_dsn: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="pypireg-kill9-"))
     rng = random.Random(9)
-    daemon = Daemon(folder, pg_dsn)
+    daemon = Daemon(folder, clean_dsn)
     acknowledged: dict[str, bytes] = {}
     rounds, attempts = 5, 0
     try:

@@ -28,9 +28,10 @@ from twisted.web.test.requesthelper import DummyRequest
 from pypireg.http import file_body
 from pypireg.http.file_body import BlobBody
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import Registry, reactor, start_registry
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import Registry, basic, project_with_tokens, start_registry, upload
+from tests.support.waiting import until
 
 BIG = 12 * 1024 * 1024  # more than loopback buffers hold, so sendfile meets EAGAIN
 
@@ -234,11 +235,7 @@ def _open_fds_to(path: Path) -> int:
 
 
 async def _until_closed(path: Path) -> None:
-    for _ in range(500):
-        if _open_fds_to(path) == 0:
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"{path} is still open")
+    await until(lambda: _open_fds_to(path) == 0, what=lambda: f"{path} is still open")
 
 
 @pytest_twisted.ensureDeferred

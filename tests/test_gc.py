@@ -11,9 +11,9 @@ import pytest_twisted
 
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.gc import collect_garbage
-from tests.conftest import reactor
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import project_with_tokens, upload
 
 
 @pytest_twisted.ensureDeferred

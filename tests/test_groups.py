@@ -14,7 +14,7 @@ from pypireg.http.negotiation import JSON_V1
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, upload
+from tests.support.http import basic, upload
 
 
 def group_api(registry: Any, group: str) -> str:

@@ -11,8 +11,8 @@ import treq
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import reactor
-from tests.test_http_routes import basic, project_with_tokens
+from tests.support import reactor
+from tests.support.http import basic, project_with_tokens
 
 
 def _raw(port: int, data: bytes) -> bytes:

@@ -1,10 +1,13 @@
-"""Routes over real TCP in-process: upload, index, files, access, validation."""
+"""Routes in-process: upload, index, files, access, validation.
+
+Uploads, downloads and the round trip go over real TCP; index reads in the
+access and redirect tests go through the same site in memory (StubTreq).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from base64 import b64encode
 from typing import Any
 
 import pytest_twisted
@@ -20,31 +23,7 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
-
-
-def basic(token: str, user: str = "__token__") -> dict[bytes, list[bytes]]:
-    return {b"Authorization": [b"Basic " + b64encode(f"{user}:{token}".encode())]}
-
-
-async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False
-                              ) -> tuple[Any, str, str]:
-    project = await project_store.create_project(reg.db, path, public=public)
-    _, write = await token_store.create_token(reg.db, project.id, "write")
-    _, read = await token_store.create_token(reg.db, project.id, "read")
-    return project, write, read
-
-
-async def upload(reg: Any, project: Any, token: str | None, filename: str, content: bytes,
-                 **kw: Any) -> tuple[int, str, Any]:
-    user = kw.pop("user", "__token__")  # a deploy token's own user name
-    ctype, body = upload_form(kw.pop("name", "demo-pkg"), kw.pop("version", "1.0"), filename,
-                              content, **kw)
-    headers = {b"Content-Type": [ctype]}
-    if token:
-        headers.update(basic(token, user))
-    resp = await treq.post(reg.api(project), data=body, headers=headers)
-    text = (await resp.content()).decode()
-    return resp.code, text, resp
+from tests.support.http import basic, project_with_tokens, upload
 
 
 @pytest_twisted.ensureDeferred
@@ -119,7 +98,8 @@ async def test_access_rules(registry: Any) -> None:
 
     async def get(project: Any, token: str | None) -> int:
         headers = basic(token) if token else {}
-        resp = await treq.get(registry.api(project) + "/simple/demo-pkg/", headers=headers)
+        resp = await registry.stub.get(registry.api(project) + "/simple/demo-pkg/",
+                                       headers=headers)
         await resp.content()
         if resp.code == 401:
             assert resp.headers.getRawHeaders(b"www-authenticate") == [b'Basic realm="pypireg"']
@@ -191,17 +171,18 @@ async def test_index_redirects_and_not_found(registry: Any) -> None:
                                  wheel, name="Demo.Pkg")
     assert code == 201, text
     base = registry.api(project.id)
-    resp = await treq.get(base + "/simple/Demo.Pkg/", headers=basic(read), allow_redirects=False)
+    http = registry.stub
+    resp = await http.get(base + "/simple/Demo.Pkg/", headers=basic(read), allow_redirects=False)
     assert resp.code == 301
     assert resp.headers.getRawHeaders(b"location") == [
         f"/api/v4/projects/{project.id}/packages/pypi/simple/demo-pkg/".encode()]
-    resp = await treq.get(base + "/simple/demo-pkg", headers=basic(read), allow_redirects=False)
+    resp = await http.get(base + "/simple/demo-pkg", headers=basic(read), allow_redirects=False)
     assert resp.code == 301
-    resp = await treq.get(base + "/simple/unknown/", headers=basic(read))
+    resp = await http.get(base + "/simple/unknown/", headers=basic(read))
     assert resp.code == 404
-    resp = await treq.get(base + "/files/" + "0" * 64 + "/x-1.0.tar.gz", headers=basic(read))
+    resp = await http.get(base + "/files/" + "0" * 64 + "/x-1.0.tar.gz", headers=basic(read))
     assert resp.code == 404
-    resp = await treq.get(base + "/files/" + "0" * 64 + "/..%2Fetc%2Fpasswd", headers=basic(read))
+    resp = await http.get(base + "/files/" + "0" * 64 + "/..%2Fetc%2Fpasswd", headers=basic(read))
     assert resp.code == 404
 
 

@@ -1,4 +1,8 @@
-"""PyPI's JSON API (`/pypi/<name>/json`): shapes, latest version, redirects, access."""
+"""PyPI's JSON API (`/pypi/<name>/json`): shapes, latest version, redirects, access.
+
+The API is read through the real site in memory (StubTreq); uploads and file
+downloads use the real port.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,6 @@ import treq
 from pypireg.config import parse_config
 from pypireg.service import build_site
 from pypireg.storage import packages as package_store
-from tests.conftest import reactor
 from tests.distributions import (
     metadata_text,
     sdist_bytes,
@@ -22,16 +25,17 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import STUB_URL, StubClient, basic, project_with_tokens, upload
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 
 
-async def get_json(url: str, token: str | None, **headers: str) -> tuple[Any, Any]:
+async def get_json(client: Any, url: str, token: str | None, **headers: str) -> tuple[Any, Any]:
     h = basic(token) if token else {}
     for key, value in headers.items():
         h[key.replace("_", "-").encode()] = [value.encode()]
-    resp = await treq.get(url, headers=h, allow_redirects=False)
+    resp = await client.get(url, headers=h, allow_redirects=False)
     body = await resp.content()
     return resp, json.loads(body) if resp.code == 200 else body
 
@@ -57,7 +61,7 @@ async def _setup(registry: Any) -> tuple[Any, str, str, dict[str, bytes]]:
 async def test_project_document_shape_and_values(registry: Any) -> None:
     project, _, read, blobs = await _setup(registry)
     url = registry.api(project.id) + "/pypi/demo-pkg/json"
-    resp, doc = await get_json(url, read)
+    resp, doc = await get_json(registry.stub, url, read)
     assert resp.code == 200
     assert resp.headers.getRawHeaders(b"content-type") == [b"application/json"]
     assert set(doc) == {"info", "releases", "urls", "last_serial", "vulnerabilities"}
@@ -107,9 +111,9 @@ async def test_project_document_shape_and_values(registry: Any) -> None:
 
     # Conditional GET; HEAD answers like GET without a body.
     etag = resp.headers.getRawHeaders(b"etag")[0].decode()
-    resp, _ = await get_json(url, read, If_None_Match=etag)
+    resp, _ = await get_json(registry.stub, url, read, If_None_Match=etag)
     assert resp.code == 304
-    resp = await treq.head(url, headers=basic(read))
+    resp = await registry.stub.head(url, headers=basic(read))
     assert resp.code == 200 and await resp.content() == b""
 
 
@@ -117,7 +121,7 @@ async def test_project_document_shape_and_values(registry: Any) -> None:
 async def test_release_document(registry: Any) -> None:
     project, _, read, _ = await _setup(registry)
     base = registry.api(project.id) + "/pypi/demo-pkg"
-    resp, doc = await get_json(base + "/0.9/json", read)
+    resp, doc = await get_json(registry.stub, base + "/0.9/json", read)
     assert resp.code == 200
     # As on PyPI, a release's document has no "releases".
     assert set(doc) == {"info", "urls", "last_serial", "vulnerabilities"}
@@ -127,15 +131,16 @@ async def test_release_document(registry: Any) -> None:
     assert [f["filename"] for f in doc["urls"]] == ["demo_pkg-0.9.tar.gz"]
 
     # PEP 440 equality: 1.0.0 is 1.0.
-    resp, doc = await get_json(base + "/1.0.0/json", read)
+    resp, doc = await get_json(registry.stub, base + "/1.0.0/json", read)
     assert resp.code == 200 and doc["info"]["version"] == "1.0"
     for missing in ("2.0", "not-a-version"):
-        resp, _ = await get_json(f"{base}/{missing}/json", read)
+        resp, _ = await get_json(registry.stub, f"{base}/{missing}/json", read)
         assert resp.code == 404, missing
 
 
 async def _latest(registry: Any, project: Any, token: str) -> str:
-    resp, doc = await get_json(registry.api(project.id) + "/pypi/demo-pkg/json", token)
+    resp, doc = await get_json(registry.stub, registry.api(project.id) + "/pypi/demo-pkg/json",
+                               token)
     assert resp.code == 200
     return str(doc["info"]["version"])
 
@@ -154,7 +159,8 @@ async def test_latest_version_skips_prereleases_and_yanked(registry: Any) -> Non
     assert await package_store.set_yanked(registry.db, project.id, "demo-pkg", "1.10",
                                           yanked=True, reason="broken build") == 1
     assert await _latest(registry, project, read) == "1.9"
-    _, doc = await get_json(registry.api(project.id) + "/pypi/demo-pkg/1.10/json", read)
+    _, doc = await get_json(registry.stub, registry.api(project.id) + "/pypi/demo-pkg/1.10/json",
+                            read)
     assert doc["info"]["yanked"] is True
     assert doc["info"]["yanked_reason"] == "broken build"
     assert doc["urls"][0]["yanked"] is True
@@ -178,17 +184,17 @@ async def test_redirects_and_not_found(registry: Any) -> None:
     assert code == 201, text
     base = registry.api(project.id) + "/pypi"
     prefix = f"/api/v4/projects/{project.id}/packages/pypi/pypi"
-    resp, _ = await get_json(base + "/Demo.Pkg/json", read)
+    resp, _ = await get_json(registry.stub, base + "/Demo.Pkg/json", read)
     assert resp.code == 301
     assert resp.headers.getRawHeaders(b"location") == [f"{prefix}/demo-pkg/json".encode()]
-    resp, _ = await get_json(base + "/Demo_Pkg/1.0/json", read)
+    resp, _ = await get_json(registry.stub, base + "/Demo_Pkg/1.0/json", read)
     assert resp.code == 301
     assert resp.headers.getRawHeaders(b"location") == [f"{prefix}/demo-pkg/1.0/json".encode()]
-    resp, doc = await get_json(base + "/demo-pkg/json", read)
+    resp, doc = await get_json(registry.stub, base + "/demo-pkg/json", read)
     assert resp.code == 200
     assert doc["info"]["name"] == "Demo.Pkg"  # the display name
     for missing in ("/unknown/json", "/-bad-/json", "/unknown/1.0/json"):
-        resp, _ = await get_json(base + missing, read)
+        resp, _ = await get_json(registry.stub, base + missing, read)
         assert resp.code == 404, missing
 
 
@@ -203,14 +209,14 @@ async def test_access(registry: Any) -> None:
     def url(project: Any) -> str:
         return registry.api(project.id) + "/pypi/demo-pkg/json"
 
-    resp, _ = await get_json(url(private), None)
+    resp, _ = await get_json(registry.stub, url(private), None)
     assert resp.code == 401
     assert resp.headers.getRawHeaders(b"www-authenticate") == [b'Basic realm="pypireg"']
-    resp, _ = await get_json(url(private), pub_write)  # another project's token
+    resp, _ = await get_json(registry.stub, url(private), pub_write)  # another project's token
     assert resp.code == 404
-    resp, _ = await get_json(url(private), None, PRIVATE_TOKEN=read)
+    resp, _ = await get_json(registry.stub, url(private), None, PRIVATE_TOKEN=read)
     assert resp.code == 200
-    resp, doc = await get_json(url(public), None)
+    resp, doc = await get_json(registry.stub, url(public), None)
     assert resp.code == 200 and doc["info"]["name"] == "demo-pkg"
     assert resp.headers.getRawHeaders(b"cache-control") == [
         b"public, max-age=0, must-revalidate"]
@@ -223,7 +229,7 @@ async def test_poetry_style_consumer_downloads_urls(registry: Any) -> None:
     assert (await upload(registry, project.id, write, WHEEL, wheel))[0] == 201
     # Addressed by its path, as a pyproject.toml source URL would.
     url = registry.api("acme%2Ftools") + "/pypi/demo-pkg/json"
-    resp, doc = await get_json(url, read)
+    resp, doc = await get_json(registry.stub, url, read)
     assert resp.code == 200
     release = doc["releases"][doc["info"]["version"]]
     assert release == doc["urls"]
@@ -243,15 +249,12 @@ async def test_links_are_absolute_with_base_url(registry: Any) -> None:
     config = parse_config({"storage": {"path": str(registry.storage)},
                            "server": {"base_url": "https://pypi.example.com/reg"}})
     site, _ = await build_site(reactor, config, registry.db)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    try:
-        api = f"http://127.0.0.1:{port.getHost().port}/api/v4/projects/{project.id}/packages/pypi"
-        resp, doc = await get_json(api + "/pypi/demo-pkg/json", read)
-        prefix = f"https://pypi.example.com/reg/api/v4/projects/{project.id}/packages/pypi"
-        assert doc["info"]["package_url"] == f"{prefix}/simple/demo-pkg/"
-        assert doc["urls"][0]["url"].startswith(f"{prefix}/files/")
-        resp, _ = await get_json(api + "/pypi/Demo_Pkg/json", read)
-        assert resp.headers.getRawHeaders(b"location") == [
-            f"{prefix}/pypi/demo-pkg/json".encode()]
-    finally:
-        await port.stopListening()
+    client = StubClient(site.resource)
+    api = f"{STUB_URL}/api/v4/projects/{project.id}/packages/pypi"
+    resp, doc = await get_json(client, api + "/pypi/demo-pkg/json", read)
+    prefix = f"https://pypi.example.com/reg/api/v4/projects/{project.id}/packages/pypi"
+    assert doc["info"]["package_url"] == f"{prefix}/simple/demo-pkg/"
+    assert doc["urls"][0]["url"].startswith(f"{prefix}/files/")
+    resp, _ = await get_json(client, api + "/pypi/Demo_Pkg/json", read)
+    assert resp.headers.getRawHeaders(b"location") == [
+        f"{prefix}/pypi/demo-pkg/json".encode()]

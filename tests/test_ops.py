@@ -9,27 +9,28 @@ import pytest_twisted
 import treq
 
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support.http import basic, project_with_tokens, upload
 
 
-async def get(url: str) -> tuple[int, str]:
-    resp = await treq.get(url)
+async def get(url: str, client: Any = treq) -> tuple[int, str]:
+    resp = await client.get(url)
     return resp.code, (await resp.content()).decode()
 
 
 @pytest_twisted.ensureDeferred
-async def test_health_and_readiness(registry: Any) -> None:
-    assert await get(registry.url + "/-/health") == (200, "ok\n")
-    assert await get(registry.url + "/-/ready") == (200, "ready\n")
-    shutil.rmtree(registry.storage / "tmp")
-    code, text = await get(registry.url + "/-/ready")
+async def test_health_and_readiness(web: Any) -> None:
+    # In memory: these answers need no socket.
+    assert await get(web.url + "/-/health", web.stub) == (200, "ok\n")
+    assert await get(web.url + "/-/ready", web.stub) == (200, "ready\n")
+    shutil.rmtree(web.storage / "tmp")
+    code, text = await get(web.url + "/-/ready", web.stub)
     assert code == 503 and "storage not writable" in text
-    (registry.storage / "tmp").mkdir()
-    assert (await get(registry.url + "/-/ready"))[0] == 200
-    registry.db.close()
-    code, text = await get(registry.url + "/-/ready")
+    (web.storage / "tmp").mkdir()
+    assert (await get(web.url + "/-/ready", web.stub))[0] == 200
+    web.db.close()
+    code, text = await get(web.url + "/-/ready", web.stub)
     assert code == 503 and "database unreachable" in text
-    assert (await get(registry.url + "/-/health"))[0] == 200
+    assert (await get(web.url + "/-/health", web.stub))[0] == 200
 
 
 @pytest_twisted.ensureDeferred
@@ -65,7 +66,7 @@ async def test_forwarded_headers_only_from_trusted_proxies(db: Any, tmp_path: An
     from pypireg.access import FAILURES_PER_WINDOW
     from pypireg.config import parse_config
     from pypireg.service import build_site
-    from tests.conftest import reactor
+    from tests.support import reactor
 
     for trusted, expect_separate in ((["127.0.0.0/8"], True), ([], False)):
         config = parse_config({"storage": {"path": str(tmp_path / "data")},

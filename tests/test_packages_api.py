@@ -16,9 +16,9 @@ from pypireg.config import parse_config
 from pypireg.service import build_site
 from pypireg.storage.database import Database
 from pypireg.storage.migrations import migrate
-from tests.conftest import reactor
 from tests.distributions import sdist_bytes, sdist_filename, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import STUB_URL, StubClient, basic, project_with_tokens, upload
 
 ITEM_KEYS = {"id", "name", "version", "package_type", "status", "created_at", "_links",
              "pipelines", "tags"}
@@ -29,15 +29,15 @@ def packages_url(registry: Any, project: Any) -> str:
     return f"{registry.url}/api/v4/projects/{project}/packages"
 
 
-async def call(method: str, url: str, token: str | None = None, *, private_token: bool = False
-               ) -> tuple[Any, Any]:
-    """(response, JSON body or raw bytes), following no redirects."""
+async def call(client: Any, method: str, url: str, token: str | None = None, *,
+               private_token: bool = False) -> tuple[Any, Any]:
+    """(response, JSON body or raw bytes), following no redirects; *client* a StubClient."""
     headers: dict[bytes, list[bytes]] = {}
     if token and private_token:
         headers[b"PRIVATE-TOKEN"] = [token.encode()]
     elif token:
         headers.update(basic(token))
-    resp = await treq.request(method, url, headers=headers, allow_redirects=False)
+    resp = await client.request(method, url, headers=headers, allow_redirects=False)
     body = await resp.content()
     if resp.code == 200:
         assert resp.headers.getRawHeaders(b"content-type") == [b"application/json"]
@@ -70,7 +70,8 @@ async def put(registry: Any, project: Any, token: str, name: str, version: str,
 
 async def listing(registry: Any, project: Any, token: str, query: str = "") -> list[str]:
     """The listing as "name version" strings."""
-    resp, items = await call("GET", packages_url(registry, project.id) + query, token)
+    resp, items = await call(
+        registry.stub, "GET", packages_url(registry, project.id) + query, token)
     assert resp.code == 200, items
     return [f"{i['name']} {i['version']}" for i in items]
 
@@ -87,7 +88,7 @@ async def test_shapes_and_values(registry: Any) -> None:
                                  wheel, name="Demo.Pkg")
     assert code == 201, text
 
-    resp, items = await call("GET", packages_url(registry, project.id), read)
+    resp, items = await call(registry.stub, "GET", packages_url(registry, project.id), read)
     assert resp.code == 200
     assert [(i["name"], i["version"]) for i in items] == [
         ("Demo.Pkg", "1.0"), ("Demo.Pkg", "2.0"), ("other", "0.1")]
@@ -110,11 +111,13 @@ async def test_shapes_and_values(registry: Any) -> None:
     assert header(resp, "x-next-page") == "" and header(resp, "x-prev-page") == ""
     assert set(links(resp)) == {"first", "last"}
 
-    resp, item = await call("GET", f"{packages_url(registry, project.id)}/{first['id']}", read)
+    resp, item = await call(
+        registry.stub, "GET", f"{packages_url(registry, project.id)}/{first['id']}", read)
     assert resp.code == 200 and item == first
 
     resp, files = await call(
-        "GET", f"{packages_url(registry, project.id)}/{first['id']}/package_files", read)
+        registry.stub, "GET", f"{packages_url(registry, project.id)}/{first['id']}/package_files",
+        read)
     assert resp.code == 200
     assert header(resp, "x-total") == "3"
     assert [f["file_name"] for f in files] == [
@@ -129,8 +132,9 @@ async def test_shapes_and_values(registry: Any) -> None:
         assert f["file_sha1"] is None
         assert re.fullmatch(GITLAB_TIME, f["created_at"])
     assert files[0]["id"] < files[1]["id"] < files[2]["id"]
-    resp, desc = await call("GET", f"{packages_url(registry, project.id)}/{first['id']}"
-                            "/package_files?order_by=file_name&sort=desc", read)
+    resp, desc = await call(
+        registry.stub, "GET", f"{packages_url(registry, project.id)}/{first['id']}"
+        "/package_files?order_by=file_name&sort=desc", read)
     assert [f["id"] for f in desc] == [files[1]["id"], files[2]["id"], files[0]["id"]]
 
 
@@ -147,7 +151,7 @@ async def test_pagination_across_three_pages(registry: Any) -> None:
     url: str | None = base + "?sort=desc&per_page=2"
     pages = []
     while url is not None:
-        resp, items = await call("GET", url, read)
+        resp, items = await call(registry.stub, "GET", url, read)
         assert resp.code == 200
         seen += [f"{i['name']} {i['version']}" for i in items]
         pages.append(resp)
@@ -175,12 +179,12 @@ async def test_pagination_across_three_pages(registry: Any) -> None:
             assert query["page"] == [str(expected)]
 
     # Past the end: an empty page, no prev or next, as in GitLab.
-    resp, items = await call("GET", base + "?per_page=2&page=4", read)
+    resp, items = await call(registry.stub, "GET", base + "?per_page=2&page=4", read)
     assert resp.code == 200 and items == []
     assert header(resp, "x-prev-page") == "" and header(resp, "x-next-page") == ""
     assert set(links(resp)) == {"first", "last"}
     # per_page above 100 counts as 100.
-    resp, items = await call("GET", base + "?per_page=500", read)
+    resp, items = await call(registry.stub, "GET", base + "?per_page=500", read)
     assert resp.code == 200 and len(items) == 5
     assert header(resp, "x-per-page") == "100"
 
@@ -192,15 +196,11 @@ async def test_links_use_base_url(registry: Any) -> None:
     config = parse_config({"storage": {"path": str(registry.storage)},
                            "server": {"base_url": "https://pypi.example.com"}})
     site, _ = await build_site(reactor, config, registry.db)
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    try:
-        url = f"http://127.0.0.1:{port.getHost().port}/api/v4/projects/acme%2Ftools/packages"
-        resp, items = await call("GET", url, read)
-        assert resp.code == 200 and len(items) == 1
-        assert links(resp)["first"] == (
-            "https://pypi.example.com/api/v4/projects/acme%2Ftools/packages?page=1&per_page=20")
-    finally:
-        await port.stopListening()
+    url = f"{STUB_URL}/api/v4/projects/acme%2Ftools/packages"
+    resp, items = await call(StubClient(site.resource), "GET", url, read)
+    assert resp.code == 200 and len(items) == 1
+    assert links(resp)["first"] == (
+        "https://pypi.example.com/api/v4/projects/acme%2Ftools/packages?page=1&per_page=20")
 
 
 @pytest_twisted.ensureDeferred
@@ -234,7 +234,8 @@ async def test_filters_and_sorting(registry: Any) -> None:
     assert await names("?order_by=type") == uploaded
     assert await names("?order_by=version&per_page=2&page=2") == by_version[2:4]
 
-    resp, _ = await call("GET", packages_url(registry, project.id) + "?package_type=npm", read)
+    resp, _ = await call(
+        registry.stub, "GET", packages_url(registry, project.id) + "?package_type=npm", read)
     assert header(resp, "x-total") == "0" and header(resp, "x-total-pages") == "1"
 
     for query, message in (("order_by=size", "order_by must be one of"),
@@ -242,7 +243,8 @@ async def test_filters_and_sorting(registry: Any) -> None:
                            ("page=0", "page must be"), ("page=x", "page must be"),
                            ("page=99999999999", "page must be"),
                            ("per_page=-1", "per_page must be")):
-        resp, body = await call("GET", f"{packages_url(registry, project.id)}?{query}", read)
+        resp, body = await call(
+            registry.stub, "GET", f"{packages_url(registry, project.id)}?{query}", read)
         assert resp.code == 400, query
         assert message in body.decode(), (query, body)
 
@@ -253,48 +255,53 @@ async def test_access(registry: Any) -> None:
     public, pub_write, pub_read = await project_with_tokens(registry, "public", public=True)
     await put(registry, private, write, "demo-pkg", "1.0")
     await put(registry, public, pub_write, "demo-pkg", "1.0")
-    _, (own,) = await call("GET", packages_url(registry, private.id), read)
-    _, (foreign,) = await call("GET", packages_url(registry, public.id), None)
+    _, (own,) = await call(registry.stub, "GET", packages_url(registry, private.id), read)
+    _, (foreign,) = await call(registry.stub, "GET", packages_url(registry, public.id), None)
     mine = f"{packages_url(registry, private.id)}/{own['id']}"
     files_url = mine + "/package_files"
 
     for url in (packages_url(registry, private.id), mine, files_url):
-        resp, _ = await call("GET", url)
+        resp, _ = await call(registry.stub, "GET", url)
         assert resp.code == 401, url
         assert resp.headers.getRawHeaders(b"www-authenticate") == [b'Basic realm="pypireg"']
-        assert (await call("GET", url, pub_read))[0].code == 404, url  # another project's
-        assert (await call("GET", url, read, private_token=True))[0].code == 200, url
-        assert (await call("GET", url, write))[0].code == 200, url
+        assert (await call(
+            registry.stub, "GET", url, pub_read))[0].code == 404, url  # another project's
+        assert (await call(registry.stub, "GET", url, read, private_token=True))[0].code == 200, url
+        assert (await call(registry.stub, "GET", url, write))[0].code == 200, url
 
     # Another project's package id is not found, for reads and deletes.
-    assert (await call("GET", f"{packages_url(registry, private.id)}/{foreign['id']}",
-                       read))[0].code == 404
-    assert (await call("DELETE", f"{packages_url(registry, private.id)}/{foreign['id']}",
-                       write))[0].code == 404
-    assert (await call("GET", f"{packages_url(registry, private.id)}/{2**70}", read)
+    assert (await call(
+        registry.stub, "GET", f"{packages_url(registry, private.id)}/{foreign['id']}",
+        read))[0].code == 404
+    assert (await call(
+        registry.stub, "DELETE", f"{packages_url(registry, private.id)}/{foreign['id']}",
+        write))[0].code == 404
+    assert (await call(registry.stub, "GET", f"{packages_url(registry, private.id)}/{2**70}", read)
             )[0].code == 404
 
     # Deletes: anonymous 401, read token 403, another project's write token 404.
-    _, (own_file,) = await call("GET", files_url, read)
+    _, (own_file,) = await call(registry.stub, "GET", files_url, read)
     for url in (mine, f"{files_url}/{own_file['id']}"):
-        assert (await call("DELETE", url))[0].code == 401
-        resp, body = await call("DELETE", url, read)
+        assert (await call(registry.stub, "DELETE", url))[0].code == 401
+        resp, body = await call(registry.stub, "DELETE", url, read)
         assert resp.code == 403, body
-        assert (await call("DELETE", url, pub_write))[0].code == 404
-        assert (await call("DELETE", url, read, private_token=True))[0].code == 403
-    assert (await call("DELETE", f"{packages_url(registry, public.id)}/{foreign['id']}",
-                       write))[0].code == 403  # readable, not writable
+        assert (await call(registry.stub, "DELETE", url, pub_write))[0].code == 404
+        assert (await call(registry.stub, "DELETE", url, read, private_token=True))[0].code == 403
+    assert (await call(
+        registry.stub, "DELETE", f"{packages_url(registry, public.id)}/{foreign['id']}",
+        write))[0].code == 403  # readable, not writable
     # Nothing was deleted.
-    assert (await call("GET", mine, read))[0].code == 200
+    assert (await call(registry.stub, "GET", mine, read))[0].code == 200
     assert len(await listing(registry, public, pub_read)) == 1
 
     # Anonymous reads of a public project.
-    resp, items = await call("GET", packages_url(registry, public.id))
+    resp, items = await call(registry.stub, "GET", packages_url(registry, public.id))
     assert resp.code == 200 and len(items) == 1
 
 
 async def simple_page(registry: Any, project: Any, token: str, path: str = "") -> tuple[int, str]:
-    resp = await treq.get(f"{registry.api(project.id)}/simple/{path}", headers=basic(token))
+    resp = await registry.stub.get(f"{registry.api(project.id)}/simple/{path}",
+                                   headers=basic(token))
     return resp.code, await resp.text()
 
 
@@ -307,30 +314,33 @@ async def test_deletes(registry: Any) -> None:
     await put(registry, project, write, "other", "0.1")
     stored = registry.stored_files()
     base = packages_url(registry, project.id)
-    _, items = await call("GET", base, read)
+    _, items = await call(registry.stub, "GET", base, read)
     ids = {f"{i['name']} {i['version']}": i["id"] for i in items}
-    _, files = await call("GET", f"{base}/{ids['demo-pkg 1.0']}/package_files", read)
+    _, files = await call(registry.stub, "GET", f"{base}/{ids['demo-pkg 1.0']}/package_files", read)
     sdist_id = next(f["id"] for f in files if f["file_name"].endswith(".tar.gz"))
 
     # One file, with PRIVATE-TOKEN: gone from the index at once.
-    resp, _ = await call("DELETE", f"{base}/{ids['demo-pkg 1.0']}/package_files/{sdist_id}",
-                         write, private_token=True)
+    resp, _ = await call(
+        registry.stub, "DELETE", f"{base}/{ids['demo-pkg 1.0']}/package_files/{sdist_id}",
+        write, private_token=True)
     assert resp.code == 204
     code, page = await simple_page(registry, project, read, "demo-pkg/")
     assert code == 200
     assert "demo_pkg-1.0.tar.gz" not in page and "demo_pkg-1.0-py3-none-any.whl" in page
-    resp, _ = await call("DELETE", f"{base}/{ids['demo-pkg 1.0']}/package_files/{sdist_id}",
-                         write)
+    resp, _ = await call(
+        registry.stub, "DELETE", f"{base}/{ids['demo-pkg 1.0']}/package_files/{sdist_id}",
+        write)
     assert resp.code == 404
     # A file id of another package.
-    resp, _ = await call("DELETE", f"{base}/{ids['demo-pkg 2.0']}/package_files/{files[0]['id']}",
-                         write)
+    resp, _ = await call(
+        registry.stub, "DELETE", f"{base}/{ids['demo-pkg 2.0']}/package_files/{files[0]['id']}",
+        write)
     assert resp.code == 404
 
     # A whole package (release): rows go, blobs stay for the garbage collector.
-    resp, _ = await call("DELETE", f"{base}/{ids['demo-pkg 1.0']}", write)
+    resp, _ = await call(registry.stub, "DELETE", f"{base}/{ids['demo-pkg 1.0']}", write)
     assert resp.code == 204
-    assert (await call("GET", f"{base}/{ids['demo-pkg 1.0']}", read))[0].code == 404
+    assert (await call(registry.stub, "GET", f"{base}/{ids['demo-pkg 1.0']}", read))[0].code == 404
     assert await listing(registry, project, read) == ["demo-pkg 2.0", "other 0.1"]
     code, page = await simple_page(registry, project, read, "demo-pkg/")
     assert "demo_pkg-1.0" not in page and "demo_pkg-2.0-py3-none-any.whl" in page
@@ -339,19 +349,23 @@ async def test_deletes(registry: Any) -> None:
                           headers=basic(read))
     assert resp.code == 404
     assert registry.stored_files() == stored
-    assert (await call("DELETE", f"{base}/{ids['demo-pkg 1.0']}", write))[0].code == 404
+    assert (await call(
+        registry.stub, "DELETE", f"{base}/{ids['demo-pkg 1.0']}", write))[0].code == 404
 
     # The last release of a package: the package leaves the index.
-    assert (await call("DELETE", f"{base}/{ids['demo-pkg 2.0']}", write))[0].code == 204
+    assert (await call(
+        registry.stub, "DELETE", f"{base}/{ids['demo-pkg 2.0']}", write))[0].code == 204
     assert (await simple_page(registry, project, read, "demo-pkg/"))[0] == 404
     code, page = await simple_page(registry, project, read)
     assert "demo-pkg" not in page and "other" in page
     # Or its last file.
-    _, (other_file,) = await call("GET", f"{base}/{ids['other 0.1']}/package_files", read)
-    resp, _ = await call("DELETE", f"{base}/{ids['other 0.1']}/package_files/{other_file['id']}",
-                         write)
+    _, (other_file,) = await call(
+        registry.stub, "GET", f"{base}/{ids['other 0.1']}/package_files", read)
+    resp, _ = await call(
+        registry.stub, "DELETE", f"{base}/{ids['other 0.1']}/package_files/{other_file['id']}",
+        write)
     assert resp.code == 204
-    assert (await call("GET", f"{base}/{ids['other 0.1']}", read))[0].code == 404
+    assert (await call(registry.stub, "GET", f"{base}/{ids['other 0.1']}", read))[0].code == 404
     code, page = await simple_page(registry, project, read)
     assert "other" not in page
     assert await listing(registry, project, read) == []
@@ -359,7 +373,7 @@ async def test_deletes(registry: Any) -> None:
 
     # Uploading again makes a new package, with a new id.
     await put(registry, project, write, "demo-pkg", "1.0")
-    _, (again,) = await call("GET", base, read)
+    _, (again,) = await call(registry.stub, "GET", base, read)
     assert again["version"] == "1.0" and again["id"] not in ids.values()
     assert (await simple_page(registry, project, read, "demo-pkg/"))[0] == 200
 

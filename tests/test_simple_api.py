@@ -1,4 +1,8 @@
-"""The simple API in both formats, core metadata files, yanking, conditional GETs."""
+"""The simple API in both formats, core metadata files, yanking, conditional GETs.
+
+Reads and yanks go through the real site in memory (StubTreq); the uploads
+that set the data up use the real port.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
 from pypi_simple import IndexPage, ProjectPage
 
 from pypireg.admin.cli import build_parser, run_command
 from pypireg.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_format
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import reactor
 from tests.distributions import (
     metadata_text,
     sdist_bytes,
@@ -23,7 +25,8 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support import reactor
+from tests.support.http import basic, project_with_tokens, upload
 
 PIP_ACCEPT = f"{JSON_V1}, {HTML_V1}; q=0.1, text/html; q=0.01"
 
@@ -60,13 +63,14 @@ async def _setup(registry: Any) -> tuple[Any, str, str, bytes, bytes]:
     return project, write, read, wheel, sdist
 
 
-async def get(url: str, token: str, accept: str | None = None, **headers: str) -> Any:
+async def get(client: Any, url: str, token: str, accept: str | None = None, **headers: str
+              ) -> Any:
     h = basic(token)
     if accept:
         h[b"Accept"] = [accept.encode()]
     for k, v in headers.items():
         h[k.replace("_", "-").encode()] = [v.encode()]
-    resp = await treq.get(url, headers=h)
+    resp = await client.get(url, headers=h)
     return resp, await resp.content()
 
 
@@ -75,7 +79,7 @@ async def test_json_and_html_detail_pages(registry: Any) -> None:
     project, _, read, wheel, _ = await _setup(registry)
     url = registry.api(project.id) + "/simple/demo-pkg/"
 
-    resp, body = await get(url, read, PIP_ACCEPT)
+    resp, body = await get(registry.stub, url, read, PIP_ACCEPT)
     assert resp.headers.getRawHeaders(b"content-type") == [JSON_V1.encode()]
     assert resp.headers.getRawHeaders(b"vary") == [b"Accept, Authorization"]
     doc = json.loads(body)
@@ -99,7 +103,7 @@ async def test_json_and_html_detail_pages(registry: Any) -> None:
         warnings.simplefilter("error")
         page = ProjectPage.from_json_data(doc, base_url=url)
     assert {p.filename for p in page.packages} == set(by_name)
-    resp, html = await get(url, read, HTML_V1)
+    resp, html = await get(registry.stub, url, read, HTML_V1)
     assert resp.headers.getRawHeaders(b"content-type") == [HTML_V1.encode()]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -111,7 +115,7 @@ async def test_json_and_html_detail_pages(registry: Any) -> None:
     assert hwhl.has_metadata is True
 
     # The metadata file (PEP 658/714) is the wheel's METADATA.
-    resp, metadata = await get(hwhl.url + ".metadata", read)
+    resp, metadata = await get(registry.stub, hwhl.url + ".metadata", read)
     assert resp.code == 200
     assert metadata.decode().startswith("Metadata-Version: 2.1\nName: demo-pkg")
     assert whl["core-metadata"] == {"sha256": hashlib.sha256(metadata).hexdigest()}
@@ -121,20 +125,20 @@ async def test_json_and_html_detail_pages(registry: Any) -> None:
 async def test_project_list_negotiation_and_conditional_get(registry: Any) -> None:
     project, _, read, _, _ = await _setup(registry)
     url = registry.api(project.id) + "/simple/"
-    resp, body = await get(url, read, JSON_V1)
+    resp, body = await get(registry.stub, url, read, JSON_V1)
     assert json.loads(body) == {"meta": {"api-version": "1.4"}, "projects": [{"name": "demo-pkg"}]}
-    resp, body = await get(url, read, "text/html")
+    resp, body = await get(registry.stub, url, read, "text/html")
     assert resp.headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
     index = IndexPage.from_html(body)
     assert index.projects == ["demo-pkg"] and index.repository_version == "1.4"
     etag = resp.headers.getRawHeaders(b"etag")[0].decode()
-    resp, body = await get(url, read, "text/html", If_None_Match=etag)
+    resp, body = await get(registry.stub, url, read, "text/html", If_None_Match=etag)
     assert resp.code == 304 and body == b""
-    resp, body = await get(url, read, JSON_V1, If_None_Match=etag)
+    resp, body = await get(registry.stub, url, read, JSON_V1, If_None_Match=etag)
     assert resp.code == 200  # another representation, another ETag
-    resp, body = await get(url, read, "application/xml")
+    resp, body = await get(registry.stub, url, read, "application/xml")
     assert resp.code == 406
-    resp, body = await get(url + "?format=" + JSON_V1, read, "text/html")
+    resp, body = await get(registry.stub, url + "?format=" + JSON_V1, read, "text/html")
     assert resp.headers.getRawHeaders(b"content-type") == [JSON_V1.encode()]
 
 
@@ -142,30 +146,33 @@ async def test_project_list_negotiation_and_conditional_get(registry: Any) -> No
 async def test_yank_and_unyank_over_the_api(registry: Any) -> None:
     project, write, read, _, _ = await _setup(registry)
     yank_url = registry.api(project.id) + "/demo-pkg/1.0/yank"
-    resp = await treq.put(yank_url, data=b'{"reason": "broken <build>"}', headers=basic(read))
+    resp = await registry.stub.put(yank_url, data=b'{"reason": "broken <build>"}',
+                                   headers=basic(read))
     assert resp.code == 403
-    resp = await treq.put(yank_url, data=b'{"reason": "broken <build>"}', headers=basic(write))
+    resp = await registry.stub.put(yank_url, data=b'{"reason": "broken <build>"}',
+                                   headers=basic(write))
     assert resp.code == 200
     assert json.loads(await resp.content())["files"] == 2
 
     url = registry.api(project.id) + "/simple/demo-pkg/"
-    _, body = await get(url, read, JSON_V1)
+    _, body = await get(registry.stub, url, read, JSON_V1)
     yanked = {f["filename"]: f["yanked"] for f in json.loads(body)["files"]}
     assert yanked == {"demo_pkg-0.9.tar.gz": False, "demo_pkg-1.0-py3-none-any.whl":
                       "broken <build>", "demo_pkg-1.0.tar.gz": "broken <build>"}
-    _, html = await get(url, read, "text/html")
+    _, html = await get(registry.stub, url, read, "text/html")
     assert b'data-yanked="broken &lt;build&gt;"' in html
     page = ProjectPage.from_html("demo-pkg", html, base_url=url)
     assert {p.filename for p in page.packages if p.is_yanked} == {
         "demo_pkg-1.0-py3-none-any.whl", "demo_pkg-1.0.tar.gz"}
 
-    resp = await treq.delete(yank_url, headers=basic(write))
+    resp = await registry.stub.delete(yank_url, headers=basic(write))
     assert resp.code == 200
-    _, html = await get(url, read, "text/html")
+    _, html = await get(registry.stub, url, read, "text/html")
     assert b"data-yanked" not in html
-    resp = await treq.put(registry.api(project.id) + "/demo-pkg/7.0/yank", headers=basic(write))
+    resp = await registry.stub.put(registry.api(project.id) + "/demo-pkg/7.0/yank",
+                                   headers=basic(write))
     assert resp.code == 404
-    resp = await treq.put(yank_url, data=b"not json", headers=basic(write))
+    resp = await registry.stub.put(yank_url, data=b"not json", headers=basic(write))
     assert resp.code == 400
 
 
@@ -184,7 +191,8 @@ async def test_cli_yank_and_metadata_backfill(registry: Any) -> None:
     await registry.db.execute("UPDATE package_files SET metadata_sha256 = NULL")
     result = await cli("backfill-metadata")
     assert result == "Extracted core metadata for 2 files; 1 have none to serve."
-    _, body = await get(registry.api(project.id) + "/simple/demo-pkg/", read, JSON_V1)
+    _, body = await get(registry.stub, registry.api(project.id) + "/simple/demo-pkg/", read,
+                        JSON_V1)
     offered = {f["filename"]: bool(f["core-metadata"]) for f in json.loads(body)["files"]}
     assert offered == {"demo_pkg-0.9.tar.gz": False, "demo_pkg-1.0-py3-none-any.whl": True,
                        "demo_pkg-1.0.tar.gz": True}
@@ -197,11 +205,11 @@ async def test_pips_own_parser_reads_both_formats(registry: Any) -> None:
     from pip._internal.index.collector import IndexContent, parse_links
 
     project, write, read, wheel, _ = await _setup(registry)
-    await treq.put(registry.api(project.id) + "/demo-pkg/1.0/yank",
+    await registry.stub.put(registry.api(project.id) + "/demo-pkg/1.0/yank",
                    data=b'{"reason": "bad"}', headers=basic(write))
     url = registry.api(project.id) + "/simple/demo-pkg/"
     for media in ("text/html", JSON_V1):
-        resp, body = await get(url, read, media)
+        resp, body = await get(registry.stub, url, read, media)
         content_type = resp.headers.getRawHeaders(b"content-type")[0].decode()
         links = {link.filename: link for link in parse_links(
             IndexContent(body, content_type, "utf-8", url, cache_link_parsing=False))}

@@ -16,7 +16,7 @@ from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Database
 from pypireg.storage.migrations import load_migrations, migrate
-from tests.conftest import reactor
+from tests.support import reactor
 
 
 def test_migrations_are_numbered_and_packaged() -> None:

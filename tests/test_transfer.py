@@ -14,7 +14,6 @@ import pytest_twisted
 from pypireg.admin.transfer import export_project, import_folder
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore
-from tests.conftest import reactor
 from tests.distributions import (
     metadata_text,
     sdist_bytes,
@@ -23,7 +22,8 @@ from tests.distributions import (
     wheel_filename,
     write,
 )
-from tests.test_e2e import running_daemon
+from tests.support import reactor
+from tests.support.daemon import running_daemon
 
 
 def pypiserver_folder(root: Path) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.distributions import wheel_bytes, wheel_filename, write
-from tests.test_e2e import Daemon, running_daemon, twine
+from tests.support.daemon import Daemon, running_daemon, twine
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")

@@ -26,7 +26,7 @@ from pypireg.storage import users as user_store
 from pypireg.storage.projects import Project
 from pypireg.storage.releases import FileDetail
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-from tests.test_http_routes import basic, project_with_tokens, upload
+from tests.support.http import basic, project_with_tokens, upload
 
 README = """# Demo heading
 

@@ -10,77 +10,19 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import deferLater
-from twisted.internet.testing import StringTransport
 
-from pypireg.config import parse_config
-from pypireg.service import build_site
-from pypireg.storage import projects as project_store
-from pypireg.storage import tokens as token_store
-from tests.conftest import reactor
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
-
-
-class Client:
-    def __init__(self, site: Any) -> None:
-        # Lenient: twisted.web resumes the transport after closing it.
-        self.transport = StringTransport(lenient=True)
-        self.protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
-        waited = 0.0
-        while not predicate():
-            assert waited < timeout, self.transport.value()
-            await deferLater(reactor, 0.01, lambda: None)
-            waited += 0.01
-
-    @property
-    def response(self) -> bytes:
-        return bytes(self.transport.value())
-
-
-def head(project: int, token: str | None, ctype: bytes, length: int | None,
-         extra: bytes = b"") -> bytes:
-    lines = [f"POST /api/v4/projects/{project}/packages/pypi HTTP/1.1".encode(), b"Host: test",
-             b"Content-Type: " + ctype]
-    if token:
-        lines.append(b"Authorization: Basic " + b64encode(f"__token__:{token}".encode()))
-    if length is None:
-        lines.append(b"Transfer-Encoding: chunked")
-    else:
-        lines.append(b"Content-Length: %d" % length)
-    if extra:
-        lines.append(extra)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-async def setup(db: Any, tmp_path: Path, max_size: int = 1024 * 1024) -> tuple[Any, int, str]:
-    config = parse_config({"storage": {"path": str(tmp_path / "data")},
-                           "uploads": {"max_size": max_size}})
-    site, _ = await build_site(reactor, config, db)
-    project = await project_store.create_project(db, "acme")
-    _, token = await token_store.create_token(db, project.id, "write")
-    return site, project.id, token
-
-
-def files_in(tmp_path: Path, sub: str) -> list[Path]:
-    return [p for p in (tmp_path / "data" / sub).rglob("*") if p.is_file()]
+from tests.support.raw import Client, files_in, head, upload_site
 
 
 @pytest_twisted.ensureDeferred
 async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_path: Path
                                                                  ) -> None:
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     wheel = wheel_bytes("demo-pkg", "1.0")
     ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
     client = Client(site)
@@ -101,7 +43,7 @@ async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_pa
 @pytest_twisted.ensureDeferred
 async def test_epilogue_crlf_in_a_later_read_is_accepted(db: Any, tmp_path: Path) -> None:
     # twine ends the body with "--boundary--\r\n"; the CRLF may come alone.
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     wheel = wheel_bytes("demo-pkg", "1.0")
     ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
     assert body.endswith(b"--\r\n")
@@ -109,7 +51,9 @@ async def test_epilogue_crlf_in_a_later_read_is_accepted(db: Any, tmp_path: Path
     client.send(head(project, token, ctype, len(body)))
     await client.wait_for(lambda: client.transport.producerState == "producing")
     client.send(body[:-2])
-    await deferLater(reactor, 0.05, lambda: None)
+    # Everything but the CRLF is in: the site waits for it, without answering.
+    await client.wait_for(lambda: client.transport.producerState == "producing")
+    assert client.response == b""
     client.send(body[-2:])
     await client.wait_for(lambda: b"\r\n\r\n" in client.response)
     assert client.response.startswith(b"HTTP/1.1 201 "), client.response
@@ -117,7 +61,7 @@ async def test_epilogue_crlf_in_a_later_read_is_accepted(db: Any, tmp_path: Path
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_token_answered_before_body(db: Any, tmp_path: Path) -> None:
-    site, project, _ = await setup(db, tmp_path)
+    site, project, _ = await upload_site(db, tmp_path)
     client = Client(site)
     client.send(head(project, "pypireg_" + "x" * 43, b"multipart/form-data; boundary=b",
                      500_000, b"Expect: 100-continue"))
@@ -133,7 +77,7 @@ async def test_wrong_token_answered_before_body(db: Any, tmp_path: Path) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_continue_sent_only_after_token_check(db: Any, tmp_path: Path) -> None:
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     client = Client(site)
     client.send(head(project, token, b"multipart/form-data; boundary=b", 1000,
                      b"Expect: 100-continue"))
@@ -144,7 +88,7 @@ async def test_continue_sent_only_after_token_check(db: Any, tmp_path: Path) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_content_length_over_limit_refused_at_once(db: Any, tmp_path: Path) -> None:
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     client = Client(site)
     client.send(head(project, token, b"multipart/form-data; boundary=b", 100 * 1024 * 1024))
     # No database round trip needed: the answer is synchronous.
@@ -154,7 +98,7 @@ async def test_content_length_over_limit_refused_at_once(db: Any, tmp_path: Path
 
 @pytest_twisted.ensureDeferred
 async def test_chunked_body_over_limit_cut_off(db: Any, tmp_path: Path) -> None:
-    site, project, token = await setup(db, tmp_path, max_size=64 * 1024)
+    site, project, token = await upload_site(db, tmp_path, max_size=64 * 1024)
     wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(256 * 1024))
     ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
     client = Client(site)
@@ -173,7 +117,7 @@ async def test_chunked_body_over_limit_cut_off(db: Any, tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> None:
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(300 * 1024))
     ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
     client = Client(site)
@@ -192,7 +136,7 @@ async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_truncated_multipart_is_400(db: Any, tmp_path: Path) -> None:
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     wheel = wheel_bytes("demo-pkg", "1.0")
     ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
     truncated = body[: -len(b"--pypiregboundary--\r\n")]
@@ -209,7 +153,7 @@ async def test_any_chunking_stores_the_same_bytes(db: Any, tmp_path: Path) -> No
     # The parser itself is fuzzed with hypothesis in test_multipart.py; this
     # drives the whole site with seeded random chunkings.
     rng = random.Random(1234)
-    site, project, token = await setup(db, tmp_path)
+    site, project, token = await upload_site(db, tmp_path)
     for round_ in range(12):
         wheel = wheel_bytes("demo-pkg", f"1.{round_}", payload=os.urandom(rng.randint(1, 20000)))
         ctype, body = upload_form("demo-pkg", f"1.{round_}",
@@ -237,7 +181,7 @@ async def test_slow_headers_are_cut_off(db: Any, tmp_path: Path) -> None:
 
     from pypireg.http import site as site_module
 
-    site, _, _ = await setup(db, tmp_path)
+    site, _, _ = await upload_site(db, tmp_path)
     clock = Clock()
     site.clock = clock
     # Slowloris: a request line, then headers that never end.
@@ -259,7 +203,7 @@ async def test_failed_auth_is_rate_limited_but_valid_tokens_pass(registry: Any) 
     import treq
 
     from pypireg.access import FAILURES_PER_WINDOW
-    from tests.test_http_routes import basic, project_with_tokens
+    from tests.support.http import basic, project_with_tokens
 
     project, _, read = await project_with_tokens(registry)
     url = registry.api(project.id) + "/simple/"

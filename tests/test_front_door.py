@@ -22,7 +22,7 @@ from pypireg.http.front_door import framing_problem, host_problem, split_absolut
 from pypireg.http.responses import redirect
 from pypireg.service import build_site
 from pypireg.storage import projects as project_store
-from tests.conftest import reactor
+from tests.support import reactor
 
 SMUGGLED = b"GET /-/health HTTP/1.1\r\nHost: x\r\n\r\n"
 STATUS_LINE = re.compile(rb"(?:\A|\r\n)HTTP/1\.1 \d{3} ")

@@ -18,7 +18,6 @@ from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Cursor, Database
 from pypireg.storage.migrations import load_migrations, migrate
-from tests.conftest import reactor
 from tests.distributions import (
     sdist_bytes,
     sdist_filename,
@@ -26,6 +25,7 @@ from tests.distributions import (
     wheel_bytes,
     wheel_filename,
 )
+from tests.support import reactor
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 

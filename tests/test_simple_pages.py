@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pypireg.domain.simple_pages import (
     ACCEPT,
     MAX_FILES,
+    MAX_SKIPPED_EXAMPLES,
     ProjectPage,
     UpstreamFile,
     UpstreamPageError,
@@ -349,24 +350,46 @@ def test_non_hex_or_unknown_hashes_are_dropped() -> None:
     assert f.sha256 is None
 
 
+HOSTILE_LINKS = {
+    # href: why it is skipped
+    "../x.whl": "not an accepted distribution file name",
+    "../../etc/passwd": "not an accepted distribution file name",
+    "javascript:alert(1)//demo_pkg-1.0.tar.gz": "the URL is not http(s) or too long",
+    "demo_pkg-1.0.tar.gz%2F..%2F..%2Fx": "not an accepted distribution file name",
+    "data:,x/demo_pkg-1.0.tar.gz": "the URL is not http(s) or too long",
+    "ftp://h/demo_pkg-1.0.tar.gz": "the URL is not http(s) or too long",
+    "file:///demo_pkg-1.0.tar.gz": "the URL is not http(s) or too long",
+}
+
+
+@pytest.mark.parametrize(("href", "reason"), list(HOSTILE_LINKS.items()))
+def test_each_hostile_html_link_is_skipped_for_its_reason(href: str, reason: str) -> None:
+    page = parse_html_page(html_page(f'<a href="{href}">x</a>'), PAGE)
+    assert page.files == ()
+    assert (page.skipped, page.skipped_examples) == (1, (f"{href!r}: {reason}",))
+
+
 def test_hostile_html_links_are_skipped() -> None:
-    body = html_page(
-        '<a href="../x.whl">x</a>', '<a href="../../etc/passwd">p</a>',
-        '<a href="javascript:alert(1)//demo_pkg-1.0.tar.gz">j</a>',
-        '<a href="demo_pkg-1.0.tar.gz%2F..%2F..%2Fx">e</a>',
-        '<a href="data:text/plain,demo_pkg-1.0.tar.gz">d</a>',
-        '<a href="demo_pkg-1.0.tar.gz#sha256=nothex">ok</a>',
-        '<a href="other/demo_pkg-1.0.tar.gz">dup</a>', "<a>no href</a>", '<a href="">empty</a>')
+    body = html_page(*(f'<a href="{href}">x</a>' for href in HOSTILE_LINKS),
+                     '<a href="demo_pkg-1.0.tar.gz#sha256=nothex">ok</a>',
+                     '<a href="other/demo_pkg-1.0.tar.gz">dup</a>',
+                     "<a>no href</a>", '<a href="">empty</a>')
     page = parse_html_page(body, PAGE)
     (f,) = page.files
     assert f.url == PAGE + "demo_pkg-1.0.tar.gz" and f.hashes == {}
-    # ../x.whl, passwd, javascript:, the encoded traversal, data:, the repeat;
-    # the anchors without an href are not entries at all.
-    assert page.skipped == 6
-    assert [e.split(": ", 1)[1] for e in page.skipped_examples] == [
-        "not an accepted distribution file name", "not an accepted distribution file name",
-        "the URL is not http(s) or too long", "not an accepted distribution file name",
-        "not an accepted distribution file name"]
+    # Every hostile link and the repeat; anchors without an href are not entries.
+    assert page.skipped == len(HOSTILE_LINKS) + 1
+    assert len(page.skipped_examples) == MAX_SKIPPED_EXAMPLES
+    assert page.skipped_examples == tuple(
+        f"{href!r}: {reason}" for href, reason in HOSTILE_LINKS.items()
+    )[:MAX_SKIPPED_EXAMPLES]
+
+
+def test_a_repeated_file_name_is_skipped_as_a_repeat() -> None:
+    page = parse_html_page(html_page('<a href="demo_pkg-1.0.tar.gz">a</a>',
+                                     '<a href="other/demo_pkg-1.0.tar.gz">b</a>'), PAGE)
+    assert [f.url for f in page.files] == [PAGE + "demo_pkg-1.0.tar.gz"]
+    assert page.skipped_examples == ("'other/demo_pkg-1.0.tar.gz': a repeated file name",)
 
 
 def test_markup_that_breaks_html_parser_is_a_typed_error_or_parses() -> None:

@@ -251,11 +251,9 @@ def _database(table: Mapping[str, Any]) -> DatabaseConfig:
 def _uploads(table: Mapping[str, Any]) -> UploadsConfig:
     """The [uploads] table: the size limit, as bytes or a "50MiB"-style string."""
     _only_keys(table, "uploads", {"max_size"})
-    max_size = table.get("max_size", DEFAULT_MAX_UPLOAD)
-    if isinstance(max_size, str):
-        max_size = parse_size(max_size, "uploads.max_size")
-    return UploadsConfig(max_size=_positive_int(
-        max_size, 'uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"'))
+    return UploadsConfig(max_size=_size(
+        table.get("max_size", DEFAULT_MAX_UPLOAD), "uploads.max_size",
+        'uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"'))
 
 
 _UPSTREAM_KEYS = {"name", "url", "ttl", "timeout", "offline", "min_age", "headers", "username",
@@ -417,11 +415,16 @@ def _headers(value: Any, key: str, *, has_credentials: bool) -> tuple[tuple[str,
 def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
     """The [proxy] table: the disk budget of cached upstream files."""
     _only_keys(table, "proxy", {"max_cache_size"})
-    size = table.get("max_cache_size", DEFAULT_MAX_CACHE_SIZE)
-    if isinstance(size, str):
-        size = parse_size(size, "proxy.max_cache_size")
-    return ProxyConfig(max_cache_size=_positive_int(
-        size, 'proxy.max_cache_size must be a positive size, e.g. "50GiB"'))
+    return ProxyConfig(max_cache_size=_size(
+        table.get("max_cache_size", DEFAULT_MAX_CACHE_SIZE), "proxy.max_cache_size",
+        'proxy.max_cache_size must be a positive size, e.g. "50GiB"'))
+
+
+def _size(value: Any, dotted: str, message: str) -> int:
+    """A positive byte count, given as a number or a "50MiB"-style string."""
+    if isinstance(value, str):
+        value = parse_size(value, dotted)
+    return _positive_int(value, message)
 
 
 def _duration(value: Any, key: str) -> float:

@@ -115,3 +115,12 @@ def upload_form(name: str, version: str, filename: str, content: bytes, *,
     )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return f"multipart/form-data; boundary={boundary}".encode(), body
+
+
+# The demo distribution the archive tests take apart and rebuild.
+WHEEL = wheel_filename("demo-pkg", "1.0")  # demo_pkg-1.0-py3-none-any.whl
+SDIST = sdist_filename("demo-pkg", "1.0")  # demo_pkg-1.0.tar.gz
+ZIP_SDIST = "demo_pkg-1.0.zip"
+META = metadata_text("demo-pkg", "1.0").encode()
+INFO = "demo_pkg-1.0.dist-info"
+TOP = "demo_pkg-1.0"

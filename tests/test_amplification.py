@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import socket
-from base64 import b64encode
 from typing import Any
 
 import pytest
@@ -16,9 +15,8 @@ from twisted.internet.threads import deferToThread
 
 from pypireg.http.metrics import Metrics
 from pypireg.http.ranges import MAX_RANGES, tame_range
-from pypireg.storage import projects as project_store
-from pypireg.storage import tokens as token_store
-from tests.distributions import upload_form, wheel_bytes, wheel_filename
+from tests.distributions import wheel_bytes, wheel_filename
+from tests.support.http import project_with_tokens, upload
 
 SIZE = 1000
 
@@ -63,14 +61,11 @@ def _raw_get(port: int, path: str, headers: dict[str, str]) -> bytes:
 
 @pytest_twisted.ensureDeferred
 async def test_a_repeated_whole_file_range_sends_the_file_once(registry: Any) -> None:
-    project = await project_store.create_project(registry.db, "acme", public=True)
-    _, token = await token_store.create_token(registry.db, project.id, "write")
+    project, token, _ = await project_with_tokens(registry, public=True)
     wheel = wheel_bytes("demo", "1.0", payload=os.urandom(300_000))
-    ctype, body = upload_form("demo", "1.0", wheel_filename("demo", "1.0"), wheel)
-    auth = b"Basic " + b64encode(f"__token__:{token}".encode())
-    resp = await treq.post(registry.api(project.id), data=body,
-                           headers={b"Content-Type": [ctype], b"Authorization": [auth]})
-    assert resp.code == 201, await resp.text()
+    code, text, _ = await upload(registry, project.id, token, wheel_filename("demo", "1.0"),
+                                 wheel, name="demo")
+    assert code == 201, text
     sha = hashlib.sha256(wheel).hexdigest()
     filename = wheel_filename("demo", "1.0")
     path = f"/api/v4/projects/{project.id}/packages/pypi/files/{sha}/{filename}"

@@ -41,20 +41,17 @@ from pypireg.ingest.member_paths import path_problem
 from pypireg.storage.projects import create_project
 from pypireg.storage.tokens import create_token
 from tests.distributions import (
-    metadata_text,
+    INFO,
+    META,
+    SDIST,
+    TOP,
+    WHEEL,
+    ZIP_SDIST,
     sdist_bytes,
-    sdist_filename,
     upload_form,
     wheel_bytes,
-    wheel_filename,
 )
 
-WHEEL = wheel_filename("demo-pkg", "1.0")  # demo_pkg-1.0-py3-none-any.whl
-SDIST = sdist_filename("demo-pkg", "1.0")  # demo_pkg-1.0.tar.gz
-ZIP_SDIST = "demo_pkg-1.0.zip"
-META = metadata_text("demo-pkg", "1.0").encode()
-INFO = "demo_pkg-1.0.dist-info"
-TOP = "demo_pkg-1.0"
 HINT = "; paths in a distribution must be relative, with plain names separated by '/'."
 # Deterministic: the same examples on every run, nothing written to .hypothesis/.
 deterministic = settings(derandomize=True, database=None)

@@ -25,19 +25,16 @@ from pypireg.domain.metadata import CoreMetadata
 from pypireg.ingest import archives
 from pypireg.ingest.archives import MAX_METADATA_BYTES, read_core_metadata
 from tests.distributions import (
+    INFO,
+    META,
+    SDIST,
+    TOP,
+    WHEEL,
+    ZIP_SDIST,
     metadata_text,
     sdist_bytes,
-    sdist_filename,
     wheel_bytes,
-    wheel_filename,
 )
-
-WHEEL = wheel_filename("demo-pkg", "1.0")  # demo_pkg-1.0-py3-none-any.whl
-SDIST = sdist_filename("demo-pkg", "1.0")  # demo_pkg-1.0.tar.gz
-ZIP_SDIST = "demo_pkg-1.0.zip"
-META = metadata_text("demo-pkg", "1.0").encode()
-INFO = "demo_pkg-1.0.dist-info"
-TOP = "demo_pkg-1.0"
 
 
 def read(folder: Path, filename: str, data: bytes) -> CoreMetadata:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,9 +18,8 @@ from pypireg.domain.names import check_name, is_valid_name, normalize_name, pars
 from pypireg.domain.upload_rules import check_form, check_metadata
 from pypireg.domain.wheel_tags import known_platform
 from pypireg.http.multipart import FormReader, content_disposition
-from pypireg.storage import projects as project_store
-from pypireg.storage import tokens as token_store
-from tests.distributions import metadata_text, upload_form, wheel_bytes, wheel_filename
+from tests.distributions import metadata_text, wheel_bytes, wheel_filename
+from tests.support.http import project_with_tokens, upload
 
 KELVIN = "\u212a"  # matched "k" under re.IGNORECASE, and .lower() makes it one
 
@@ -166,9 +163,7 @@ def test_dispositions_as_clients_send_them() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_hostile_names_are_refused_over_http_and_nothing_is_stored(registry: Any) -> None:
-    project = await project_store.create_project(registry.db, "acme")
-    _, token = await token_store.create_token(registry.db, project.id, "write")
-    auth = {b"Authorization": [b"Basic " + b64encode(f"__token__:{token}".encode())]}
+    project, token, _ = await project_with_tokens(registry)
     kelvin_wheel = wheel_bytes("kelvin", "1.0", metadata=metadata_text(f"{KELVIN}elvin", "1.0"))
     cases = [
         (f"{KELVIN}elvin", "1.0", wheel_filename("kelvin", "1.0"), wheel_bytes("kelvin", "1.0")),
@@ -177,11 +172,9 @@ async def test_hostile_names_are_refused_over_http_and_nothing_is_stored(registr
         ("demo", "1.0", "C:\\\\dist\\\\demo-1.0-py3-none-any.whl", wheel_bytes("demo", "1.0")),
     ]
     for name, version, filename, content in cases:
-        ctype, body = upload_form(name, version, filename, content)
-        resp = await treq.post(registry.api(project.id), data=body,
-                               headers={b"Content-Type": [ctype], **auth})
-        text = await resp.text()
-        assert resp.code == 400, (filename, text)
+        code, text, _ = await upload(registry, project.id, token, filename, content, name=name,
+                                     version=version)
+        assert code == 400, (filename, text)
         assert hashlib.sha256(content).hexdigest() not in str(registry.stored_files())
     assert registry.stored_files() == []
     assert await registry.settled_temp_files() == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from base64 import b64encode
 from typing import Any
 
 import pytest
@@ -13,8 +12,8 @@ import treq
 from pypireg.admin.cli import CommandError, build_parser, run_command
 from pypireg.storage import name_origins as origin_store
 from pypireg.storage import projects as project_store
-from pypireg.storage import tokens as token_store
-from tests.distributions import upload_form, wheel_bytes, wheel_filename
+from tests.distributions import wheel_bytes, wheel_filename
+from tests.support.http import project_with_tokens, upload
 
 JSON_V1 = b"application/vnd.pypi.simple.v1+json"
 
@@ -23,27 +22,24 @@ async def cli(db: Any, *argv: str) -> str:
     return await run_command(db, build_parser().parse_args(list(argv)))
 
 
-async def project(registry: Any, path: str) -> tuple[Any, dict[bytes, list[bytes]]]:
-    created = await project_store.create_project(registry.db, path, public=True)
-    _, token = await token_store.create_token(registry.db, created.id, "write")
-    return created, {b"Authorization": [b"Basic " + b64encode(f"__token__:{token}".encode())]}
+async def project(registry: Any, path: str) -> tuple[Any, str]:
+    created, write, _ = await project_with_tokens(registry, path, public=True)
+    return created, write
 
 
-async def upload(registry: Any, path: str, auth: dict[bytes, list[bytes]], name: str,
-                 version: str = "1.0") -> tuple[int, str]:
-    ctype, body = upload_form(name, version, wheel_filename(name, version),
-                              wheel_bytes(name, version))
-    resp = await treq.post(registry.api(path.replace("/", "%2F")), data=body,
-                           headers={b"Content-Type": [ctype], **auth})
-    return resp.code, await resp.text()
+async def upload_wheel(registry: Any, project: Any, token: str, name: str,
+                       version: str = "1.0") -> tuple[int, str]:
+    code, text, _ = await upload(registry, project.id, token, wheel_filename(name, version),
+                                 wheel_bytes(name, version), name=name, version=version)
+    return code, text
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_name_first_served_from_an_upstream_cannot_be_uploaded_until_claimed(
         registry: Any) -> None:
-    acme, auth = await project(registry, "acme")
+    acme, token = await project(registry, "acme")
     await origin_store.record_upstream_origin(registry.db, acme.id, "six", "public")
-    code, text = await upload(registry, "acme", auth, "six")
+    code, text = await upload_wheel(registry, acme, token, "six")
     assert code == 409, text
     assert "comes from the upstream 'public'" in text and "pypireg name claim" in text
 
@@ -52,14 +48,14 @@ async def test_a_name_first_served_from_an_upstream_cannot_be_uploaded_until_cla
     assert again.upstream == "public"
 
     assert "six: local (claimed)" in await cli(registry.db, "name", "claim", "acme", "Six")
-    code, text = await upload(registry, "acme", auth, "six")
+    code, text = await upload_wheel(registry, acme, token, "six")
     assert code == 201, text
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_upload_fixes_a_local_origin_that_outlives_its_files(registry: Any) -> None:
-    acme, auth = await project(registry, "acme")
-    assert (await upload(registry, "acme", auth, "private-lib"))[0] == 201
+    acme, token = await project(registry, "acme")
+    assert (await upload_wheel(registry, acme, token, "private-lib"))[0] == 201
     origin = await origin_store.get_origin(registry.db, acme.id, "private-lib")
     assert origin is not None and (origin.origin, origin.reason) == ("local", "upload")
     await registry.db.execute("DELETE FROM package_files")
@@ -86,20 +82,20 @@ async def test_reserving_a_name(db: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_namespace_belongs_to_its_owner(registry: Any) -> None:
-    _, owner_auth = await project(registry, "acme")
-    _, other_auth = await project(registry, "other")
-    assert (await upload(registry, "other", other_auth, "acme-legacy"))[0] == 201  # before
+    owner, owner_token = await project(registry, "acme")
+    other, other_token = await project(registry, "other")
+    assert (await upload_wheel(registry, other, other_token, "acme-legacy"))[0] == 201  # before
     assert "Granted acme and acme-* to acme." == await cli(
         registry.db, "namespace", "grant", "--project", "acme", "ACME")
 
     for name in ("acme", "acme-tools", "Acme_Tools2", "acme.cli"):
-        code, text = await upload(registry, "other", other_auth, name)
+        code, text = await upload_wheel(registry, other, other_token, name)
         assert code == 409, (name, text)
         assert "namespace 'ACME'" in text
-    assert (await upload(registry, "other", other_auth, "acmetools"))[0] == 201
+    assert (await upload_wheel(registry, other, other_token, "acmetools"))[0] == 201
     # A package that existed before the grant keeps releasing (PEP 752).
-    assert (await upload(registry, "other", other_auth, "acme-legacy", "2.0"))[0] == 201
-    assert (await upload(registry, "acme", owner_auth, "acme-tools"))[0] == 201
+    assert (await upload_wheel(registry, other, other_token, "acme-legacy", "2.0"))[0] == 201
+    assert (await upload_wheel(registry, owner, owner_token, "acme-tools"))[0] == 201
 
     # PEP 752's keys in the owner's JSON index, not in the other project's.
     resp = await treq.get(registry.api("acme") + "/simple/acme-tools/",
@@ -114,11 +110,11 @@ async def test_a_namespace_belongs_to_its_owner(registry: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_group_namespace_covers_the_projects_under_it(registry: Any) -> None:
     await cli(registry.db, "group", "create", "corp")
-    _, inside_auth = await project(registry, "corp/tools")
-    _, outside_auth = await project(registry, "elsewhere")
+    inside, inside_token = await project(registry, "corp/tools")
+    outside, outside_token = await project(registry, "elsewhere")
     await cli(registry.db, "namespace", "grant", "--group", "corp", "corp")
-    assert (await upload(registry, "corp/tools", inside_auth, "corp-lib"))[0] == 201
-    assert (await upload(registry, "elsewhere", outside_auth, "corp-lib"))[0] == 409
+    assert (await upload_wheel(registry, inside, inside_token, "corp-lib"))[0] == 201
+    assert (await upload_wheel(registry, outside, outside_token, "corp-lib"))[0] == 409
     with pytest.raises(CommandError, match="granted already"):
         await cli(registry.db, "namespace", "grant", "--project", "elsewhere", "corp")
     with pytest.raises(CommandError, match="another owner"):
@@ -127,6 +123,6 @@ async def test_a_group_namespace_covers_the_projects_under_it(registry: Any) -> 
     assert [(n["prefix"], n["owner"], n["owner_kind"]) for n in listed] == [
         ("corp", "corp", "group")]
     assert await cli(registry.db, "namespace", "revoke", "corp") == "Revoked the namespace corp."
-    assert (await upload(registry, "elsewhere", outside_auth, "corp-lib"))[0] == 201
+    assert (await upload_wheel(registry, outside, outside_token, "corp-lib"))[0] == 201
     with pytest.raises(CommandError, match="no namespace"):
         await cli(registry.db, "namespace", "revoke", "corp")

@@ -8,40 +8,31 @@ before schema/0011 are merged by it.
 from __future__ import annotations
 
 import json
-from base64 import b64encode
 from typing import Any
 
 import pytest_twisted
 import treq
 
 from pypireg.storage import projects as project_store
-from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Cursor, Database
 from pypireg.storage.migrations import load_migrations, migrate
 from tests.distributions import (
     sdist_bytes,
     sdist_filename,
-    upload_form,
     wheel_bytes,
     wheel_filename,
 )
 from tests.support import reactor
+from tests.support.http import basic, project_with_tokens, upload
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
 
-async def _setup(registry: Any) -> tuple[Any, dict[bytes, list[bytes]]]:
-    project = await project_store.create_project(registry.db, "acme", public=True)
-    _, token = await token_store.create_token(registry.db, project.id, "write")
-    return project, {b"Authorization": [b"Basic " + b64encode(f"__token__:{token}".encode())]}
-
-
-async def _upload(registry: Any, auth: dict[bytes, list[bytes]], version: str,
-                  filename: str, content: bytes) -> None:
-    ctype, body = upload_form("demo", version, filename, content)
-    resp = await treq.post(registry.api("acme"), data=body,
-                           headers={b"Content-Type": [ctype], **auth})
-    assert resp.code == 201, await resp.text()
+async def _upload(registry: Any, token: str, version: str, filename: str, content: bytes
+                  ) -> None:
+    code, text, _ = await upload(registry, "acme", token, filename, content, name="demo",
+                                 version=version)
+    assert code == 201, text
 
 
 async def _get_json(url: str, **kw: Any) -> Any:
@@ -52,14 +43,15 @@ async def _get_json(url: str, **kw: Any) -> Any:
 
 @pytest_twisted.ensureDeferred
 async def test_equal_versions_are_one_release_everywhere(registry: Any) -> None:
-    _, auth = await _setup(registry)
-    await _upload(registry, auth, "1.0", wheel_filename("demo", "1.0"),
+    _, token, _ = await project_with_tokens(registry, "acme", public=True)
+    auth = basic(token)
+    await _upload(registry, token, "1.0", wheel_filename("demo", "1.0"),
                   wheel_bytes("demo", "1.0"))
-    await _upload(registry, auth, "1.0.0", sdist_filename("demo", "1.0.0"),
+    await _upload(registry, token, "1.0.0", sdist_filename("demo", "1.0.0"),
                   sdist_bytes("demo", "1.0.0"))
-    await _upload(registry, auth, "1.0.0.0", wheel_filename("demo", "1.0.0.0"),
+    await _upload(registry, token, "1.0.0.0", wheel_filename("demo", "1.0.0.0"),
                   wheel_bytes("demo", "1.0.0.0"))
-    await _upload(registry, auth, "1.0.1", wheel_filename("demo", "1.0.1"),
+    await _upload(registry, token, "1.0.1", wheel_filename("demo", "1.0.1"),
                   wheel_bytes("demo", "1.0.1"))
     api = registry.api("acme")
 

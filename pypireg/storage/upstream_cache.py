@@ -59,6 +59,39 @@ class Block:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class NameRules:
+    """What decides whether an index may serve *name* from an upstream."""
+
+    # A project of the index has the name locally (uploaded, reserved, claimed).
+    local: bool
+    # The upstream a project of the index first served it from, if any.
+    upstream: str | None
+    # The name lies in a PEP 752 namespace (granted to anyone): never proxied.
+    namespaced: bool
+    # An admin hid the whole name in a project of the index.
+    name_blocked: bool
+    # Release keys (pypireg_release_key) hidden in a project of the index.
+    blocked_versions: frozenset[str]
+
+
+async def name_rules(db: Database, project_ids: Sequence[int], name: str) -> NameRules:
+    row = await db.fetch_one(
+        "SELECT EXISTS (SELECT 1 FROM name_origins WHERE project_id = ANY(%(p)s)"
+        "               AND name = %(n)s AND origin = 'local'),"
+        " (SELECT upstream FROM name_origins WHERE project_id = ANY(%(p)s) AND name = %(n)s"
+        "  AND origin = 'upstream' ORDER BY decided_at, project_id LIMIT 1),"
+        " EXISTS (SELECT 1 FROM namespaces WHERE %(n)s = prefix"
+        "         OR starts_with(%(n)s, prefix || '-')),"
+        " ARRAY(SELECT coalesce(pypireg_release_key(version), '') FROM upstream_blocks"
+        "       WHERE project_id = ANY(%(p)s) AND name = %(n)s)",
+        {"p": list(project_ids), "n": name})
+    assert row is not None
+    keys = frozenset(row[3])
+    return NameRules(local=row[0], upstream=row[1], namespaced=row[2],
+                     name_blocked="" in keys, blocked_versions=keys - {""})
+
+
 async def get_page(db: Database, upstream: str, name: str) -> CachedPage | None:
     row = await db.fetch_one(
         f"SELECT {_PAGE_COLUMNS} FROM upstream_pages WHERE upstream = %s AND name = %s",
@@ -113,8 +146,10 @@ async def store_error(db: Database, upstream: str, name: str, error: str) -> Non
 
 async def forget_page(db: Database, upstream: str, name: str) -> None:
     """`pypireg upstream refresh`: the next request fetches the page anew."""
+    # `state = state` is there for the change trigger: daemons drop their
+    # in-memory copies at once.
     await db.execute("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
-                     " last_modified = NULL WHERE upstream = %s AND name = %s",
+                     " last_modified = NULL, state = state WHERE upstream = %s AND name = %s",
                      (upstream, name))
 
 

@@ -55,22 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore | None = None
-                      ) -> str:
+async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore | None = None,
+                      config: Config | None = None) -> str:
     """Run the command *args* parsed to, on *db* and *blobs*; return what to print.
 
-    In-process callers (tests) that give no *blobs* get the store of the
-    default config, not prepared: the commands that do not touch blobs never
-    notice it.
+    In-process callers (tests) that give no *config* get the defaults (no
+    upstreams); those that give no *blobs* get the store of *config*, not
+    prepared: the commands that do not touch blobs never notice it.
 
     Raises:
         CommandError: A user error, to print as one line.
     """
+    if config is None:
+        config = Config()
     if blobs is None:
         from twisted.internet import reactor
 
-        blobs = BlobStore(reactor, Config().storage.path)
-    return await _run(CommandContext(db, blobs, args.json), args)
+        blobs = BlobStore(reactor, config.storage.path)
+    return await _run(CommandContext(db, blobs, args.json, config), args)
 
 
 async def _run(ctx: CommandContext, args: argparse.Namespace) -> str:
@@ -88,7 +90,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     try:
         blobs = BlobStore(reactor, config.storage.path)
         blobs.prepare()
-        output = await _run(CommandContext(db, blobs, args.json), args)
+        output = await _run(CommandContext(db, blobs, args.json, config), args)
     finally:
         db.close()
         if embedded is not None:

@@ -1,8 +1,7 @@
 """The admin command's upstream side (in-process, real PostgreSQL).
 
 `project update` / `group update` choose the upstreams an index includes;
-`pypireg upstream …` blocks releases, refreshes and purges the shared cache,
-and reports its status without ever printing an upstream's secrets.
+`pypireg upstream …` blocks releases, refreshes and purges the shared cache.
 """
 
 from __future__ import annotations
@@ -128,3 +127,147 @@ async def test_upstream_names_are_checked_before_anything_changes(db: Database) 
 def test_the_upstream_options_exclude_one_another(kind: str, options: list[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args([kind, "update", "x", *options])
+
+
+async def project_id(db: Database, path: str) -> int:
+    project = await project_store.get_project(db, path)
+    assert project is not None
+    return project.id
+
+
+async def cached_page(db: Database, upstream: str, name: str, etag: str = '"e1"') -> None:
+    """A page fetched from *upstream*, with an ETag to revalidate it by."""
+    await cache.take_fetch_lease(db, upstream, name, 30)
+    await cache.store_fetched(db, upstream, name, {"files": []}, etag=etag,
+                              last_modified=None, last_serial=None)
+
+
+async def cached_file(db: Database, upstream: str, name: str, filename: str, size: int
+                      ) -> None:
+    digest = (filename.encode().hex() * 64)[:64]
+    await cache.record_file(db, digest, upstream=upstream, name=name, filename=filename,
+                            size=size)
+
+
+@inline
+async def test_block_and_unblock_upstream_releases(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    acme = await project_id(db, "acme")
+
+    text = await cli(db, "upstream", "block", "acme", "Evil_Pkg", "v1.0.0", "--reason",
+                     " malicious release ")
+    assert text == "Hid evil-pkg 1.0.0 from the upstreams in acme: malicious release"
+    # The same release spelt otherwise is hidden already; the first reason stays.
+    again = await cli_json(db, "upstream", "block", "acme", "evil-pkg", "1.0", "--reason", "x")
+    assert again == {"project": "acme", "name": "evil-pkg", "version": "1.0", "reason": "x",
+                     "added": False}
+    assert "acme hides evil-pkg 1.0 already" in await cli(
+        db, "upstream", "block", "acme", "evil-pkg", "1.0", "--reason", "x")
+    whole = await cli(db, "upstream", "block", "acme", "evil.pkg", "--reason", "typosquat")
+    assert whole == "Hid every release of evil-pkg from the upstreams in acme: typosquat"
+    assert [(b.version, b.reason) for b in await cache.blocks(db, acme, "evil-pkg")] == [
+        ("1.0.0", "malicious release"), (None, "typosquat")]
+
+    assert await cli(db, "upstream", "unblock", "acme", "EVIL-PKG", "1") == \
+        "Unblocked evil-pkg 1 in acme."
+    with pytest.raises(CommandError, match=r"no block of evil-pkg 1\.0 in acme; "
+                                           r"`pypireg upstream status acme`"):
+        await cli(db, "upstream", "unblock", "acme", "evil-pkg", "1.0")
+    assert await cli_json(db, "upstream", "unblock", "acme", "evil-pkg") == {
+        "project": "acme", "name": "evil-pkg", "version": None}
+    with pytest.raises(CommandError, match="no block of every release of evil-pkg"):
+        await cli(db, "upstream", "unblock", "acme", "evil-pkg")
+    assert await cache.blocks(db, acme, "evil-pkg") == []
+
+
+@inline
+async def test_block_arguments_are_checked(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        await cli(db, "upstream", "block", "nope", "six", "--reason", "x")
+    with pytest.raises(CommandError, match="invalid package name 'six!'"):
+        await cli(db, "upstream", "block", "acme", "six!", "--reason", "x")
+    with pytest.raises(CommandError, match="PEP 440"):
+        await cli(db, "upstream", "block", "acme", "six", "not-a-version", "--reason", "x")
+    with pytest.raises(CommandError, match="PEP 440"):
+        await cli(db, "upstream", "unblock", "acme", "six", "not-a-version")
+    with pytest.raises(CommandError, match="--reason must say why"):
+        await cli(db, "upstream", "block", "acme", "six", "--reason", "  ")
+    with pytest.raises(SystemExit):  # --reason is required
+        build_parser().parse_args(["upstream", "block", "acme", "six", "1.0"])
+    assert await cache.list_blocks(db, await project_id(db, "acme")) == []
+
+
+@inline
+async def test_refresh_resets_the_pages_of_the_upstreams_a_project_includes(
+        db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    await cli(db, "project", "create", "tools")
+    await cli(db, "project", "update", "tools", "--upstreams", "other")
+    for upstream, name in (("public", "six"), ("other", "six"), ("public", "seven")):
+        await cached_page(db, upstream, name)
+
+    text = await cli(db, "upstream", "refresh", "acme", "Six")
+    assert text.startswith("Reset the cached page of six from public, other:")
+    for upstream in ("public", "other"):
+        page = await cache.get_page(db, upstream, "six")
+        assert page is not None and page.etag is None
+        assert page.checked_at.replace(tzinfo=None).year == 1  # '-infinity': due now
+    untouched = await cache.get_page(db, "public", "seven")
+    assert untouched is not None and untouched.etag == '"e1"'
+
+    # tools includes only "other": the page from "public" keeps its validators.
+    await cached_page(db, "public", "six", etag='"e2"')
+    await cached_page(db, "other", "six", etag='"e2"')
+    assert await cli_json(db, "upstream", "refresh", "tools", "six") == {
+        "project": "tools", "name": "six", "reset": ["other"], "not_cached": []}
+    public = await cache.get_page(db, "public", "six")
+    assert public is not None and public.etag == '"e2"'
+
+    assert await cli(db, "upstream", "refresh", "acme", "eight") == \
+        "eight is not cached from public, other; nothing to reset."
+
+
+@inline
+async def test_refresh_needs_an_upstream(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    with pytest.raises(CommandError, match=r"no upstreams are configured.*--config"):
+        await cli(db, "upstream", "refresh", "acme", "six", config=Config())
+    await cli(db, "project", "update", "acme", "--no-upstreams")
+    with pytest.raises(CommandError, match="acme includes no upstream; `pypireg project "
+                                           "update acme --default-upstreams`"):
+        await cli(db, "upstream", "refresh", "acme", "six")
+    with pytest.raises(CommandError, match="invalid package name"):
+        await cli(db, "upstream", "refresh", "acme", "six_")
+
+
+@inline
+async def test_purge_forgets_a_name_for_every_project(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    await cli(db, "project", "update", "acme", "--no-upstreams")  # purge is not per project
+    await cached_page(db, "public", "six")
+    await cached_page(db, "other", "six")
+    await cached_page(db, "public", "seven")
+    await cached_file(db, "public", "six", "six-1.16.0-py2.py3-none-any.whl", 100)
+    await cached_file(db, "other", "six", "six-1.16.0.tar.gz", 200)
+    await cached_file(db, "public", "seven", "seven-1.0.tar.gz", 300)
+
+    text = await cli(db, "upstream", "purge", "acme", "SIX")
+    assert "Purged six" in text and "2 cached files" in text and "every project" in text
+    assert "garbage collector" in text
+    assert await cache.get_page(db, "public", "six") is None
+    assert await cache.get_page(db, "other", "six") is None
+    assert await cache.cached_files(db, "six") == []
+    assert [f.filename for f in await cache.cached_files(db, "seven")] == ["seven-1.0.tar.gz"]
+    assert await cache.get_page(db, "public", "seven") is not None
+
+    assert await cli_json(db, "upstream", "purge", "acme", "six") == {
+        "project": "acme", "name": "six", "files": 0}
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        await cli(db, "upstream", "purge", "nope", "six")
+
+
+def test_purge_help_says_the_cache_is_shared(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["upstream", "--help"])
+    assert "shared by every project" in " ".join(capsys.readouterr().out.split())

@@ -1,11 +1,12 @@
 """The `pypireg` admin command: assembles the subcommands and runs one.
 
 Composition layer. It reads the daemon's config (`--config`), so it talks to
-the same database; with no DSN it reuses the embedded PostgreSQL the daemon
-runs, or starts it for the duration of the command. Each module below
-registers its own subcommands, every leaf naming its handler, so running a
-command is one call. Errors print one line to stderr and exit non-zero. A
-new token is printed once, alone on the last line.
+the same database and knows the same upstreams; with no DSN it reuses the
+embedded PostgreSQL the daemon runs, or starts it for the duration of the
+command. Each module below registers its own subcommands, every leaf naming
+its handler, so running a command is one call. Errors print one line to
+stderr and exit non-zero. A new token is printed once, alone on the last
+line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pypireg.admin import (
     releases,
     tokens,
     transfer,
+    upstreams,
     users,
 )
 from pypireg.admin.context import CommandContext, CommandError, Handler
@@ -41,8 +43,8 @@ from pypireg.storage.database import Database
 __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
-_MODULES = (projects, groups, tokens, users, releases, names, backfill, transfer, backup,
-            fsck, maintenance)
+_MODULES = (projects, groups, tokens, users, releases, names, upstreams, backfill, transfer,
+            backup, fsck, maintenance)
 
 
 def build_parser() -> argparse.ArgumentParser:

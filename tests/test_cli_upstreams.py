@@ -1,7 +1,8 @@
 """The admin command's upstream side (in-process, real PostgreSQL).
 
 `project update` / `group update` choose the upstreams an index includes;
-`pypireg upstream …` blocks releases, refreshes and purges the shared cache.
+`pypireg upstream …` blocks releases, refreshes and purges the shared cache,
+and reports its status without ever printing an upstream's secrets.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 
 from pypireg.admin.cli import CommandError, build_parser, run_command
+from pypireg.admin.output import duration, size
 from pypireg.config import GIB, Config, ProxyConfig, UpstreamConfig
 from pypireg.storage import projects as project_store
 from pypireg.storage import upstream_cache as cache
@@ -271,3 +273,132 @@ def test_purge_help_says_the_cache_is_shared(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["upstream", "--help"])
     assert "shared by every project" in " ".join(capsys.readouterr().out.split())
+
+
+async def status_fixture(db: Database) -> None:
+    """acme includes both upstreams, tools only "other", solo none, the group corp "public"."""
+    for path in ("acme", "tools", "solo"):
+        await cli(db, "project", "create", path)
+    await cli(db, "project", "update", "tools", "--upstreams", "other")
+    await cli(db, "project", "update", "solo", "--no-upstreams")
+    await cli(db, "group", "create", "corp")
+    await cli(db, "group", "update", "corp", "--upstreams", "public")
+    await cached_page(db, "public", "six")
+    await cached_file(db, "public", "six", "six-1.16.0-py2.py3-none-any.whl", 1024)
+    await cached_file(db, "public", "six", "six-1.16.0.tar.gz", 2048)
+    await cache.take_fetch_lease(db, "other", "six", 30)
+    await cache.store_missing(db, "other", "six")
+    await cache.take_fetch_lease(db, "other", "six", 30)
+    await cache.store_error(db, "other", "six", "connection refused " + "x" * 100)
+    await cache.take_fetch_lease(db, "public", "seven", 30)  # asked for, never answered
+    await cli(db, "upstream", "block", "acme", "six", "1.0", "--reason", "bad build")
+
+
+@inline
+async def test_status_reports_upstreams_pages_and_the_cache(db: Database) -> None:
+    await status_fixture(db)
+    report = await cli_json(db, "upstream", "status")
+    assert report["upstreams"] == [
+        {"name": "public", "url": "https://upstream.example/simple/", "ttl": 600.0,
+         "timeout": 10.0, "offline": False, "min_age": 86400.0, "projects": ["acme"],
+         "groups": ["corp"]},
+        {"name": "other", "url": "https://upstream.example/other/simple/", "ttl": 600.0,
+         "timeout": 2.5, "offline": True, "min_age": 0.0, "projects": ["acme", "tools"],
+         "groups": []}]
+    pages = {(p["upstream"], p["name"]): p for p in report["pages"]}
+    assert list(pages) == [("public", "seven"), ("other", "six"), ("public", "six")]
+    found, missing, pending = pages["public", "six"], pages["other", "six"], \
+        pages["public", "seven"]
+    assert (found["state"], found["files"], found["bytes"]) == ("found", 2, 3072)
+    assert found["checked_at"] is not None and found["error"] is None
+    assert (missing["state"], missing["files"]) == ("missing", 0)
+    assert missing["error"].startswith("connection refused") and missing["error_at"]
+    assert (pending["state"], pending["checked_at"]) == ("pending", None)
+    assert report["cache"] == {"files": 2, "bytes": 3072, "max_bytes": GIB}
+    assert report["warnings"] == [] and "blocks" not in report
+
+    text = await cli(db, "upstream", "status")
+    lines = text.splitlines()
+    public = next(line for line in lines if line.startswith("public "))
+    assert public.split()[1:8] == ["https://upstream.example/simple/", "10m", "10s", "no",
+                                   "1d", "acme", "corp"]
+    other = next(line for line in lines if line.startswith("other  "))
+    assert "2.5s" in other and "yes" in other and "acme, tools" in other
+    six = next(line for line in lines if line.startswith("public    six"))
+    assert six.split()[2:5] == ["found", "2", "3KiB"]
+    seven = next(line for line in lines if " seven " in line)
+    assert seven.split()[2:6] == ["pending", "0", "0B", "due"]
+    refused = next(line for line in lines if "connection refused" in line)
+    assert "…" in refused and "x" * 100 not in refused  # cut in the table, whole in JSON
+    assert "Cache, shared by every project: 2 files, 3KiB of 1GiB (proxy.max_cache_size)." \
+        in lines
+
+
+@inline
+async def test_status_of_a_project_shows_its_upstreams_pages_and_blocks(db: Database) -> None:
+    await status_fixture(db)
+    acme = await cli_json(db, "upstream", "status", "acme")
+    assert acme["project"] == {"path": "acme", "upstreams": None,
+                               "includes": ["public", "other"]}
+    assert len(acme["pages"]) == 3
+    assert [(b["name"], b["version"], b["reason"]) for b in acme["blocks"]] == [
+        ("six", "1.0", "bad build")]
+    text = await cli(db, "upstream", "status", "acme")
+    assert "acme includes every configured upstream (the default): public, other." in text
+    assert "Blocks in acme:" in text and "bad build" in text
+
+    tools = await cli_json(db, "upstream", "status", "tools")
+    assert [(p["upstream"], p["name"]) for p in tools["pages"]] == [("other", "six")]
+    assert tools["blocks"] == [] and tools["cache"]["files"] == 2  # the cache is shared
+    text = await cli(db, "upstream", "status", "tools")
+    assert "tools includes, in this order: other." in text and "No blocks in tools." in text
+
+    solo = await cli(db, "upstream", "status", "solo")
+    assert "solo includes no upstream." in solo and "No cached pages." in solo
+
+    only = await cli_json(db, "upstream", "status", "acme", "--name", "Seven")
+    assert [(p["upstream"], p["name"]) for p in only["pages"]] == [("public", "seven")]
+    assert only["blocks"] == []
+    six = await cli_json(db, "upstream", "status", "--name", "six")
+    assert {p["name"] for p in six["pages"]} == {"six"} and len(six["pages"]) == 2
+
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        await cli(db, "upstream", "status", "nope")
+    with pytest.raises(CommandError, match="invalid package name"):
+        await cli(db, "upstream", "status", "--name", "six seven")
+
+
+@inline
+async def test_status_points_out_upstreams_the_config_no_longer_has(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    await cli(db, "project", "update", "acme", "--upstreams", "other,public")
+    only_public = Config(upstreams=CONFIG.upstreams[:1])
+    report = await cli_json(db, "upstream", "status", "acme", config=only_public)
+    assert report["project"]["includes"] == ["public"]
+    assert len(report["warnings"]) == 1 and "'other'" in report["warnings"][0]
+    text = await cli(db, "upstream", "status", config=only_public)
+    assert "Warning: project acme lists the upstream 'other', which is not configured" in text
+
+    empty = await cli(db, "upstream", "status", config=Config())
+    assert empty.startswith("No upstreams are configured")
+
+
+@inline
+async def test_status_never_prints_an_upstreams_secrets(db: Database) -> None:
+    await status_fixture(db)
+    outputs = [await cli(db, *json_flag, "upstream", "status", *project)
+               for json_flag in ((), ("--json",)) for project in ((), ("acme",))]
+    for output in outputs:
+        # The config does hold them (this test would pass on an empty one).
+        assert CONFIG.upstreams[0].token == TOKEN
+        for secret in (TOKEN, PASSWORD, HEADER_VALUE, USERNAME, "X-Api-Key", "Bearer",
+                       "Basic "):
+            assert secret not in output
+        assert "https://upstream.example/simple/" in output
+
+
+def test_durations_and_sizes_print_as_the_config_writes_them() -> None:
+    assert [duration(s) for s in (0, 1.5, 90, 600, 7200, 86400, 90000)] == [
+        "0s", "1.5s", "90s", "10m", "2h", "1d", "25h"]
+    assert [size(n) for n in (0, 1023, 1024, 1536, 50 * GIB, 3 * 1024 * GIB * 1024)] == [
+        "0B", "1023B", "1KiB", "1.5KiB", "50GiB", "3072TiB"]

@@ -5,7 +5,7 @@ release of a name) in one project's index; local uploads are never hidden.
 `refresh` makes the next request revalidate a name's cached pages, `purge`
 forgets a name's cached pages and files. Pages and files are cached per
 upstream and name, not per project, so refresh and purge act for every
-project that includes the upstream.
+project that includes the upstream. `status` is upstream_status.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pypireg.admin import index_upstreams
+from pypireg.admin import index_upstreams, upstream_status
 from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command, add_group
 from pypireg.admin.names import package_name
 from pypireg.admin.output import render
@@ -26,7 +26,7 @@ from pypireg.storage.projects import Project
 
 def add_parsers(sub: Subparsers) -> None:
     upstream = add_group(sub, "upstream",
-                         "upstream indexes: blocked releases, the shared cache")
+                         "upstream indexes: blocked releases, the shared cache, status")
     block = add_command(upstream, "block", _block,
                         help="hide an upstream release, or every release of a name, in a "
                              "project's index (local uploads are never hidden)")
@@ -47,6 +47,7 @@ def add_parsers(sub: Subparsers) -> None:
         upstream, "purge", _purge,
         help="forget NAME's cached pages and files; the cache is shared by every project, so "
              "this purges it for all (the garbage collector deletes the blobs later)"))
+    upstream_status.add_parser(upstream)
 
 
 def _project_and_name(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,11 @@ class Setup:
         self.read = read
         self.write = write
 
+    async def stop_upstream(self) -> None:
+        """The upstream goes away: no new connections, and the proxy's pooled ones close."""
+        await self.upstream.stop()
+        await self.proxy.proxy.close()
+
     def index(self, project: str = "acme") -> str:
         return f"{self.proxy.api(project)}/simple"
 
@@ -44,7 +49,7 @@ class Setup:
         code, text, _ = await upload(self.upstream, "pub", self.upstream_token,
                                      wheel_filename(name, version), content, name=name,
                                      version=version)
-        assert code == 200, text
+        assert code == 201, text
         return content
 
     async def page(self, name: str, token: str | None = None, project: str = "acme"
@@ -111,7 +116,7 @@ async def test_a_dependency_only_upstream_installs_through_the_one_index(setup: 
     assert hashlib.sha256(metadata).hexdigest() == entry["core-metadata"]["sha256"]
 
     # Once cached, the files no longer need the upstream.
-    await setup.upstream.stop()
+    await setup.stop_upstream()
     code, body = await setup.download(_absolute(setup, "six", entry["url"]))
     assert code == 200 and body == content
 
@@ -121,7 +126,7 @@ async def test_the_private_name_wins_whatever_the_upstream_publishes(setup: Setu
     mine = wheel_bytes("demo-pkg", "1.0")
     code, text, _ = await upload(setup.proxy, "acme", setup.write,
                                  wheel_filename("demo-pkg", "1.0"), mine)
-    assert code == 200, text
+    assert code == 201, text
     await setup.publish("demo-pkg", "99.0")  # dependency confusion, attempted
     code, page, resp = await setup.page("demo-pkg")
     assert code == 200
@@ -159,8 +164,8 @@ async def test_a_proxied_name_is_locked_to_its_upstream(setup: Setup) -> None:
 async def test_names_in_a_namespace_are_never_proxied(setup: Setup) -> None:
     acme = await project_store.get_project(setup.proxy.db, "acme")
     assert acme is not None
-    await origin_store.grant_namespace(setup.proxy.db, "acme", "acme", project_id=acme.id)
     await setup.publish("acme-secret", "1.0")
+    await origin_store.grant_namespace(setup.proxy.db, "acme", "acme", project_id=acme.id)
     code, _, _ = await setup.page("acme-secret")
     assert code == 404
 
@@ -184,7 +189,7 @@ async def test_a_name_that_exists_nowhere_is_404(setup: Setup) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_an_upstream_down_for_a_new_name_is_a_502(setup: Setup) -> None:
-    await setup.upstream.stop()
+    await setup.stop_upstream()
     code, text, _ = await setup.page("six")
     assert code == 502, text
     assert "public" in text and "retry" in text
@@ -194,7 +199,7 @@ async def test_an_upstream_down_for_a_new_name_is_a_502(setup: Setup) -> None:
 async def test_stale_if_error(setup: Setup) -> None:
     await setup.publish("six", "1.16.0")
     assert (await setup.page("six"))[0] == 200
-    await setup.upstream.stop()
+    await setup.stop_upstream()
     # Past its ttl (forgotten), the page is revalidated: the upstream is down.
     await cache_store.forget_page(setup.proxy.db, "public", "six")
     setup.proxy.proxy.index.pages.forget_all()

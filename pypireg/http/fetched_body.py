@@ -8,7 +8,7 @@ an incomplete download rather than a good one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -39,7 +39,7 @@ class FetchedBody(resource.Resource):
 
 class _RequestSink:
     def __init__(self, request: IRequest, content_type: bytes) -> None:
-        self._request: Any = request
+        self._request: Any = cast(Any, request)
         self._content_type = content_type
         self._gone = False
         self._done = False

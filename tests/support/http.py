@@ -136,8 +136,10 @@ class Registry:
         return self.temp_files()
 
     async def stop(self) -> None:
-        if self.port is not None:
-            await self.port.stopListening()
+        """Stop listening (connections already open stay); safe to call twice."""
+        port, self.port = self.port, None
+        if port is not None:
+            await port.stopListening()
         if self.proxy is not None:
             await self.proxy.close()
 

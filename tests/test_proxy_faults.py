@@ -126,7 +126,7 @@ async def test_wrong_bytes_are_never_cached_nor_completed(proxy: Proxy) -> None:
         # got no response, which would count the failure twice.
         resp = await treq.get(url, headers=basic(proxy.read), persistent=False)
         await treq.collect(resp, received.extend)
-    except Exception:  # noqa: BLE001 - the download must fail, however it shows
+    except Exception:
         failed = True
     else:
         failed = False
@@ -146,14 +146,14 @@ async def test_a_connection_dropped_mid_file_is_not_cached_and_a_retry_works(
     content = wheel_bytes("flaky", "1.0") + b"\0" * 200_000
     filename = wheel_filename("flaky", "1.0")
     proxy.upstream.project("flaky", {filename: content})
-    code, page, _ = await proxy.page("flaky")
+    _, page, _ = await proxy.page("flaky")
     url = proxy.file_url("flaky", page["files"][0])
     proxy.upstream.serve(f"/files/{filename}",
                          Truncated(content, 100_000, "application/octet-stream"))
     try:
         resp = await treq.get(url, headers=basic(proxy.read))
         body = await resp.content()
-    except Exception:  # noqa: BLE001
+    except Exception:
         body = None
     assert body != content
     sha256 = hashlib.sha256(content).hexdigest()
@@ -262,7 +262,7 @@ class _SlowReader(Protocol):
         self.received = bytearray()
         self.closed = False
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.write(self.request)
         self.transport.pauseProducing()  # type: ignore[attr-defined]
@@ -271,10 +271,10 @@ class _SlowReader(Protocol):
         assert self.transport is not None
         self.transport.resumeProducing()  # type: ignore[attr-defined]
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self.received.extend(data)
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:
         self.closed = True
 
 

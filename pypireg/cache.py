@@ -38,8 +38,10 @@ class Cache(Generic[K, V]):
         self.hits += 1
         return entry[1]
 
-    def put(self, key: K, value: V) -> None:
-        self._entries[key] = (self._clock.seconds() + self._ttl, value)
+    def put(self, key: K, value: V, ttl: float | None = None) -> None:
+        """Keep *value* for the cache's ttl, or for *ttl* seconds if that is shorter."""
+        lifetime = self._ttl if ttl is None else min(ttl, self._ttl)
+        self._entries[key] = (self._clock.seconds() + lifetime, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from dataclasses import dataclass
 from typing import IO, Any
 
 from twisted.application import strports
@@ -38,16 +39,22 @@ from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
 from pypireg.http.web.readme import ReadmeLimits, ReadmeRenderer
 from pypireg.http.web.routes import PageRoutes
+from pypireg.proxy.files import UpstreamFiles
+from pypireg.proxy.index import ProxiedIndex
+from pypireg.proxy.pages import UpstreamPages
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
 from pypireg.storage.migrations import migrate
+from pypireg.upstream.client import UpstreamClient
 
 _log = Logger()
 # Unreferenced blobs (from deletes) are removed this often; see storage/gc.py.
 GC_INTERVAL_SECONDS = 3600.0
+# Downloads of cached upstream files are recorded (for eviction) this often.
+DOWNLOADS_FLUSH_SECONDS = 60.0
 
 
 async def open_database(reactor: Any, config: Config) -> tuple[Database, EmbeddedPostgres | None]:
@@ -69,26 +76,63 @@ async def open_database(reactor: Any, config: Config) -> tuple[Database, Embedde
     return db, embedded
 
 
+@dataclass(frozen=True)
+class ProxyParts:
+    """The upstream proxy of one daemon (present only with upstreams configured)."""
+
+    clients: list[UpstreamClient]
+    index: ProxiedIndex
+    files: UpstreamFiles
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
+                metrics: Metrics, changes: ChangeListener | None) -> ProxyParts | None:
+    if not config.upstreams:
+        return None
+    clients = [UpstreamClient(reactor, upstream) for upstream in config.upstreams]
+    pages = UpstreamPages(reactor, db, clients, metrics.upstream_event)
+    if changes is not None:
+        # A page fetched, refreshed or purged by any daemon or the CLI.
+        changes.subscribe(lambda table: pages.forget_all()
+                          if table in ("upstream_pages", "*") else None)
+    files = UpstreamFiles(db, blobs, {c.name: c for c in clients},
+                          max_file_size=config.proxy.max_cache_size,
+                          observe=metrics.upstream_event,
+                          observe_bytes=metrics.upstream_fetched)
+    return ProxyParts(clients, ProxiedIndex(db, pages), files)
+
+
 async def build_site(reactor: Any, config: Config, db: Database,
-                     changes: ChangeListener | None = None) -> tuple[RegistrySite, Authorizer]:
+                     changes: ChangeListener | None = None, *,
+                     metrics: Metrics | None = None, blobs: BlobStore | None = None,
+                     proxy: ProxyParts | None = None) -> tuple[RegistrySite, Authorizer]:
     """The HTTP site over *db*, with its storage ready; the caller starts the authorizer.
 
     With a started ChangeListener the site caches token checks, index pages
     and file lookups (dropped on every committed change); without, it does
-    not cache.
+    not cache. The upstream proxy is the caller's (*proxy*, built with the
+    same *metrics* and *blobs*): it has connections to close.
     """
-    blobs = BlobStore(reactor, config.storage.path)
+    if blobs is None:
+        blobs = BlobStore(reactor, config.storage.path)
     blobs.prepare()
     await blobs.remove_stale_temp_files()
     authorizer = Authorizer(db, reactor, changes)
-    metrics = Metrics()
+    if metrics is None:
+        metrics = Metrics()
     metrics.track_pool(db.in_use, lambda: db.size)
     access = RequestAccess(authorizer, config.server.base_url)
     caches = PackageCaches(reactor, changes)
+    proxied = proxy.index if proxy is not None else None
     routes = RouteGroups(
         uploads=UploadRoutes(db, blobs, metrics, caches),
-        simple=SimpleRoutes(db, access, caches, metrics),
-        files=FileRoutes(db, access, blobs, caches),
+        simple=SimpleRoutes(db, access, caches, metrics, proxied),
+        files=FileRoutes(db, access, blobs, caches, proxied,
+                         proxy.files if proxy is not None else None),
         yank=YankRoutes(db, access, caches),
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
@@ -124,6 +168,7 @@ class RegistryService(MultiService):
         self._authorizer: Authorizer | None = None
         self._changes: ChangeListener | None = None
         self._json_observer: Any = None
+        self._proxy: ProxyParts | None = None
 
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
@@ -137,10 +182,14 @@ class RegistryService(MultiService):
         self.db, self._embedded = await open_database(self._reactor, config)
         self._changes = ChangeListener(self._reactor, self.db.dsn)
         await self._changes.start()
-        self.site, self._authorizer = await build_site(self._reactor, config, self.db,
-                                                       self._changes)
-        self._authorizer.start()
         blobs = BlobStore(self._reactor, config.storage.path)
+        metrics = Metrics()
+        self._proxy = build_proxy(self._reactor, config, self.db, blobs, metrics,
+                                  self._changes)
+        self.site, self._authorizer = await build_site(
+            self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
+            proxy=self._proxy)
+        self._authorizer.start()
         db = self.db
 
         def collect_blobs() -> Deferred[Any]:
@@ -150,6 +199,16 @@ class RegistryService(MultiService):
         collector = TimerService(GC_INTERVAL_SECONDS, collect_blobs)
         collector.clock = self._reactor
         collector.setServiceParent(self)
+        if self._proxy is not None:
+            fetched = self._proxy.files
+
+            def flush_downloads() -> Deferred[Any]:
+                d = Deferred.fromCoroutine(fetched.flush_downloads())
+                return d.addErrback(lambda f: _log.failure("recording downloads failed", f))
+
+            flusher = TimerService(DOWNLOADS_FLUSH_SECONDS, flush_downloads)
+            flusher.clock = self._reactor
+            flusher.setServiceParent(self)
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)
@@ -186,6 +245,9 @@ class RegistryService(MultiService):
         await super().stopService()  # type: ignore[no-untyped-call]
         if self._authorizer is not None:
             await self._authorizer.stop()
+        if self._proxy is not None:
+            await self._proxy.files.flush_downloads()
+            await self._proxy.close()
         if self._changes is not None:
             self._changes.stop()
         if self.db is not None:

@@ -5,6 +5,8 @@
 - SQL text lives only in storage/.
 - storage/ imports neither HTTP, admin, access nor ingest.
 - ingest/ imports neither HTTP nor admin.
+- upstream/ imports neither HTTP, admin, storage nor proxy.
+- proxy/ imports neither HTTP nor admin.
 - Only admin/ imports admin/.
 
 The checks run on the real tree and, to show they can fail, on a planted
@@ -93,6 +95,11 @@ def violations(root: Path, package: str = "pypireg") -> list[str]:
                 found.append(f"{where}:{line}: storage imports {name}")
             if module.layer == "ingest" and target_layer in ("http", "admin"):
                 found.append(f"{where}:{line}: ingest imports {name}")
+            if module.layer == "upstream" and target_layer in ("http", "admin", "storage",
+                                                               "proxy"):
+                found.append(f"{where}:{line}: upstream imports {name}")
+            if module.layer == "proxy" and target_layer in ("http", "admin"):
+                found.append(f"{where}:{line}: proxy imports {name}")
             if module.layer != "admin" and target_layer == "admin":
                 found.append(f"{where}:{line}: {module.layer} imports {name}")
         if module.layer != "storage":
@@ -121,6 +128,14 @@ PLANTED = {
     "http/routes.py": "from pypireg.admin.fsck import fsck\n"
                       "def f(db):\n"
                       "    return db.execute('DELETE FROM package_files WHERE id = 1')\n",
+    "upstream/__init__.py": "",
+    "upstream/client.py": "from pypireg.storage import upstream_cache\n"
+                          "from ..proxy import listing\n"
+                          "from pypireg.domain import simple_pages\n",
+    "proxy/__init__.py": "",
+    "proxy/serve.py": "from pypireg.http.responses import redirect\n"
+                      "from pypireg.upstream import client\n"
+                      "from pypireg.storage import upstream_cache\n",
     "admin/__init__.py": "",
     "admin/cli.py": "from pypireg.storage import packages\n",
 }
@@ -146,12 +161,17 @@ def test_each_rule_can_fail(planted: Path) -> None:
         "pypireg/ingest/accept.py:1: ingest imports pypireg.admin",
         "pypireg/ingest/accept.py:1: ingest imports pypireg.admin.cli",
         "pypireg/http/routes.py:1: http imports pypireg.admin.fsck",
+        "pypireg/upstream/client.py:1: upstream imports pypireg.storage",
+        "pypireg/upstream/client.py:2: upstream imports pypireg.proxy",
+        "pypireg/proxy/serve.py:1: proxy imports pypireg.http.responses",
         "pypireg/http/routes.py:3: SQL outside storage/: 'DELETE FROM package_files WHERE id = 1'",
     ]
     for line in expected:
         assert line in found, (line, found)
-    # The admin command may import storage, and storage may hold SQL.
-    allowed = ("pypireg/admin/", "pypireg/storage/packages.py:2")
+    # The admin command may import storage, and storage may hold SQL; the
+    # upstream client may import domain/, and the proxy upstream/ and storage/.
+    allowed = ("pypireg/admin/", "pypireg/storage/packages.py:2", "pypireg/upstream/client.py:3",
+               "pypireg/proxy/serve.py:2", "pypireg/proxy/serve.py:3")
     assert not [f for f in found if f.startswith(allowed)]
 
 

@@ -1,11 +1,12 @@
 """The `pypireg` admin command: assembles the subcommands and runs one.
 
 Composition layer. It reads the daemon's config (`--config`), so it talks to
-the same database; with no DSN it reuses the embedded PostgreSQL the daemon
-runs, or starts it for the duration of the command. Each module below
-registers its own subcommands, every leaf naming its handler, so running a
-command is one call. Errors print one line to stderr and exit non-zero. A
-new token is printed once, alone on the last line.
+the same database and knows the same upstreams; with no DSN it reuses the
+embedded PostgreSQL the daemon runs, or starts it for the duration of the
+command. Each module below registers its own subcommands, every leaf naming
+its handler, so running a command is one call. Errors print one line to
+stderr and exit non-zero. A new token is printed once, alone on the last
+line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pypireg.admin import (
     releases,
     tokens,
     transfer,
+    upstreams,
     users,
 )
 from pypireg.admin.context import CommandContext, CommandError, Handler
@@ -41,8 +43,8 @@ from pypireg.storage.database import Database
 __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
-_MODULES = (projects, groups, tokens, users, releases, names, backfill, transfer, backup,
-            fsck, maintenance)
+_MODULES = (projects, groups, tokens, users, releases, names, upstreams, backfill, transfer,
+            backup, fsck, maintenance)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,22 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore | None = None
-                      ) -> str:
+async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore | None = None,
+                      config: Config | None = None) -> str:
     """Run the command *args* parsed to, on *db* and *blobs*; return what to print.
 
-    In-process callers (tests) that give no *blobs* get the store of the
-    default config, not prepared: the commands that do not touch blobs never
-    notice it.
+    In-process callers (tests) that give no *config* get the defaults (no
+    upstreams); those that give no *blobs* get the store of *config*, not
+    prepared: the commands that do not touch blobs never notice it.
 
     Raises:
         CommandError: A user error, to print as one line.
     """
+    if config is None:
+        config = Config()
     if blobs is None:
         from twisted.internet import reactor
 
-        blobs = BlobStore(reactor, Config().storage.path)
-    return await _run(CommandContext(db, blobs, args.json), args)
+        blobs = BlobStore(reactor, config.storage.path)
+    return await _run(CommandContext(db, blobs, args.json, config), args)
 
 
 async def _run(ctx: CommandContext, args: argparse.Namespace) -> str:
@@ -88,7 +92,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     try:
         blobs = BlobStore(reactor, config.storage.path)
         blobs.prepare()
-        output = await _run(CommandContext(db, blobs, args.json), args)
+        output = await _run(CommandContext(db, blobs, args.json, config), args)
     finally:
         db.close()
         if embedded is not None:

@@ -1,7 +1,7 @@
 """What every admin subcommand handler is given, and how it is registered.
 
-Composition layer. `cli.main` opens the database and the blob store once
-and builds one `CommandContext`; argparse picks the handler (each leaf
+Composition layer. `cli.main` loads the config, opens the database and the
+blob store once and builds one `CommandContext`; argparse picks the handler (each leaf
 subparser names its own with `set_defaults(handler=…)`), so there is no
 dispatch code anywhere.
 """
@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from pypireg.config import Config
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -35,11 +36,14 @@ class CommandContext:
         db: The registry's database, migrated.
         blobs: The blob store, prepared.
         as_json: Print JSON instead of tables (`--json`).
+        config: The daemon's config (`--config`), so that commands check
+            names such as upstreams against what the daemon serves.
     """
 
     db: Database
     blobs: BlobStore
     as_json: bool
+    config: Config
 
     async def project(self, ref: str) -> Project:
         """The project with path or id *ref*.

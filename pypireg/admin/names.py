@@ -44,7 +44,12 @@ def add_parsers(sub: Subparsers) -> None:
                 ).add_argument("prefix")
 
 
-def _name(text: str) -> str:
+def package_name(text: str) -> str:
+    """*text* checked as a package name and normalised (PEP 503).
+
+    Raises:
+        CommandError: It is not a valid name; the message says what is.
+    """
     if not is_valid_name(text):
         raise CommandError(f"invalid package name {text!r}: ASCII letters, digits, '.', '_' "
                            "and '-', starting and ending with a letter or digit")
@@ -63,7 +68,7 @@ def _describe(o: NameOrigin) -> str:
 
 async def _reserve(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
-    name = _name(args.name)
+    name = package_name(args.name)
     try:
         found = await origin_store.reserve_name(ctx.db, project.id, name)
     except ForeignNamespace as e:
@@ -77,7 +82,7 @@ async def _reserve(ctx: CommandContext, args: argparse.Namespace) -> str:
 
 async def _claim(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
-    found = await origin_store.claim_name(ctx.db, project.id, _name(args.name))
+    found = await origin_store.claim_name(ctx.db, project.id, package_name(args.name))
     return render(ctx.as_json, _origin_row(found), _describe(found))
 
 
@@ -96,7 +101,7 @@ def _namespace_row(n: Namespace) -> dict[str, Any]:
 
 
 async def _grant(ctx: CommandContext, args: argparse.Namespace) -> str:
-    prefix = _name(args.prefix)
+    prefix = package_name(args.prefix)
     if args.project is not None:
         project = await ctx.project(args.project)
         owner: dict[str, int] = {"project_id": project.id}
@@ -122,7 +127,7 @@ async def _list_namespaces(ctx: CommandContext, args: argparse.Namespace) -> str
 
 
 async def _revoke(ctx: CommandContext, args: argparse.Namespace) -> str:
-    prefix = _name(args.prefix)
+    prefix = package_name(args.prefix)
     if not await origin_store.revoke_namespace(ctx.db, prefix):
         raise CommandError(f"no namespace {prefix!r}; see `pypireg namespace list`")
     return f"Revoked the namespace {prefix}."

@@ -42,6 +42,32 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
+_DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
+
+
+def duration(seconds: float) -> str:
+    """Seconds in the config's own notation ("10m", "90s", "1.5s"), so it reads back the same."""
+    for unit, length in _DURATION_UNITS:
+        if seconds >= length and seconds % length == 0:
+            return f"{int(seconds // length)}{unit}"
+    return f"{seconds:g}s"
+
+
+_SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def size(count: int) -> str:
+    """A byte count in IEC units ("512B", "1.5MiB", "50GiB"), as the config writes sizes."""
+    if count < 1024:
+        return f"{count}B"
+    value = float(count)
+    for unit in _SIZE_UNITS:
+        value /= 1024
+        if value < 1024 or unit == _SIZE_UNITS[-1]:
+            break
+    return f"{value:.1f}".removesuffix(".0") + unit
+
+
 class TqdmProgress:
     """A progress bar on stderr (hidden when stderr is not a terminal)."""
 

@@ -66,6 +66,14 @@ class Metrics:
                                "Database connections in the pool", registry=self.registry)
         self.cache_hits = Counter("pypireg_cache_hits", "Answers served from a cache",
                                   ["cache"], registry=self.registry)
+        # Bounded labels: upstream names come from the config; events are
+        # hit, miss, revalidated, stale, missing, error, fetched, integrity.
+        self.upstream_events = Counter("pypireg_upstream_events",
+                                       "Upstream proxy page and file events",
+                                       ["upstream", "event"], registry=self.registry)
+        self.upstream_bytes = Counter("pypireg_upstream_fetched_bytes",
+                                      "Bytes of files fetched from upstreams", ["upstream"],
+                                      registry=self.registry)
         self.not_modified = Counter("pypireg_not_modified",
                                     "Conditional requests answered 304", registry=self.registry)
 
@@ -78,6 +86,12 @@ class Metrics:
         self.bytes_served.labels(route).inc(sent)
         if status == 304:
             self.not_modified.inc()
+
+    def upstream_event(self, event: str, upstream: str) -> None:
+        self.upstream_events.labels(upstream, event).inc()
+
+    def upstream_fetched(self, upstream: str, count: int) -> None:
+        self.upstream_bytes.labels(upstream).inc(count)
 
     def track_pool(self, in_use: Callable[[], int], size: Callable[[], int]) -> None:
         self.pool_in_use.set_function(in_use)

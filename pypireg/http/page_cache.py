@@ -19,13 +19,17 @@ PAGE_CACHE_ENTRIES = 2_000
 FILE_ROW_ENTRIES = 50_000
 PAGE_CACHE_TTL = 60.0  # a safety net; changes drop entries at once
 _PACKAGE_TABLES = frozenset({"package_files", "packages", "package_versions", "projects",
-                             "groups", "name_origins", "namespaces", "*"})
+                             "groups", "name_origins", "namespaces", "upstream_pages",
+                             "upstream_blocks", "*"})
+# An index page: its body, its ETag, and where it came from (an upstream's
+# name for proxied pages, for the X-Pypireg-Source header; None if local).
+CachedIndexPage = tuple[bytes, bytes, bytes | None]
 
 
 class PackageCaches:
     def __init__(self, clock: IReactorTime, changes: ChangeListener | None) -> None:
         self._changes = changes
-        self.pages: Cache[tuple[Any, ...], tuple[bytes, bytes]] = Cache(
+        self.pages: Cache[tuple[Any, ...], CachedIndexPage] = Cache(
             clock, PAGE_CACHE_ENTRIES, PAGE_CACHE_TTL)
         self.file_rows: Cache[tuple[Any, ...], PackageFile] = Cache(
             clock, FILE_ROW_ENTRIES, PAGE_CACHE_TTL)

@@ -17,6 +17,7 @@ from twisted.web.iweb import IRequest
 from pypireg.access import Authorizer, Grant
 from pypireg.domain.access_policy import Access
 from pypireg.http.credentials import client_address, request_credentials
+from pypireg.proxy.index import IndexRef
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,13 @@ class ReadScope:
     public: bool
     # The ".../packages/pypi" URL prefix: absolute from base_url, else a path.
     prefix: str
+    # Set for a group's index.
+    group_id: int | None = None
+
+    @property
+    def index(self) -> IndexRef:
+        """The index, as the upstream proxy knows it."""
+        return IndexRef(tuple(self.project_ids), self.group_id)
 
 
 class RequestAccess:
@@ -56,7 +64,8 @@ class RequestAccess:
         grant = await self.authorizer.authorize_group(
             group, request_credentials(request.requestHeaders), client_address(request))
         prefix = f"{self.base_url or ''}/api/v4/groups/{quote(group, safe='')}/-/packages/pypi"
-        return ReadScope([p.id for p in grant.projects], grant.group.public, prefix)
+        return ReadScope([p.id for p in grant.projects], grant.group.public, prefix,
+                         grant.group.id)
 
     def api_prefix(self, project: str) -> str:
         """Absolute URL of the project's pypi API when base_url is set, else a path."""

@@ -20,6 +20,7 @@ PageState = Literal["found", "missing", "pending"]
 _PAGE_COLUMNS = ("upstream, name, state, page, etag, last_modified, last_serial, fetched_at,"
                  " checked_at, error, error_at, fetching_until")
 _FILE_COLUMNS = "sha256, upstream, name, filename, size, metadata_sha256, stored_at"
+_BLOCK_COLUMNS = "id, project_id, name, version, reason, created_at"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,39 @@ class Block:
     version: str | None
     reason: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class NameRules:
+    """What decides whether an index may serve *name* from an upstream."""
+
+    # A project of the index has the name locally (uploaded, reserved, claimed).
+    local: bool
+    # The upstream a project of the index first served it from, if any.
+    upstream: str | None
+    # The name lies in a PEP 752 namespace (granted to anyone): never proxied.
+    namespaced: bool
+    # An admin hid the whole name in a project of the index.
+    name_blocked: bool
+    # Release keys (pypireg_release_key) hidden in a project of the index.
+    blocked_versions: frozenset[str]
+
+
+async def name_rules(db: Database, project_ids: Sequence[int], name: str) -> NameRules:
+    row = await db.fetch_one(
+        "SELECT EXISTS (SELECT 1 FROM name_origins WHERE project_id = ANY(%(p)s)"
+        "               AND name = %(n)s AND origin = 'local'),"
+        " (SELECT upstream FROM name_origins WHERE project_id = ANY(%(p)s) AND name = %(n)s"
+        "  AND origin = 'upstream' ORDER BY decided_at, project_id LIMIT 1),"
+        " EXISTS (SELECT 1 FROM namespaces WHERE %(n)s = prefix"
+        "         OR starts_with(%(n)s, prefix || '-')),"
+        " ARRAY(SELECT coalesce(pypireg_release_key(version), '') FROM upstream_blocks"
+        "       WHERE project_id = ANY(%(p)s) AND name = %(n)s)",
+        {"p": list(project_ids), "n": name})
+    assert row is not None
+    keys = frozenset(row[3])
+    return NameRules(local=row[0], upstream=row[1], namespaced=row[2],
+                     name_blocked="" in keys, blocked_versions=keys - {""})
 
 
 async def get_page(db: Database, upstream: str, name: str) -> CachedPage | None:
@@ -111,11 +145,18 @@ async def store_error(db: Database, upstream: str, name: str, error: str) -> Non
         " WHERE upstream = %s AND name = %s", (error[:500], upstream, name))
 
 
-async def forget_page(db: Database, upstream: str, name: str) -> None:
-    """`pypireg upstream refresh`: the next request fetches the page anew."""
-    await db.execute("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
-                     " last_modified = NULL WHERE upstream = %s AND name = %s",
-                     (upstream, name))
+async def forget_page(db: Database, upstream: str, name: str) -> bool:
+    """`pypireg upstream refresh`: the next request fetches the page anew.
+
+    Returns:
+        Whether there was a page to forget.
+    """
+    # `state = state` is there for the change trigger: daemons drop their
+    # in-memory copies at once.
+    rows = await db.fetch_all("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
+                              " last_modified = NULL, state = state"
+                              " WHERE upstream = %s AND name = %s RETURNING 1", (upstream, name))
+    return bool(rows)
 
 
 async def list_pages(db: Database, names: Sequence[str] | None = None) -> list[CachedPage]:
@@ -162,6 +203,33 @@ async def cached_files(db: Database, name: str | None = None) -> list[CachedFile
     return [CachedFile(*r) for r in rows]
 
 
+@dataclass(frozen=True)
+class FileTotals:
+    """How many cached files, of how many bytes (metadata files not counted)."""
+
+    files: int
+    bytes: int
+
+
+async def file_totals(db: Database, names: Sequence[str] | None = None
+                      ) -> dict[tuple[str, str], FileTotals]:
+    """The cached files of each (upstream, name), of *names* or of all."""
+    query = "SELECT upstream, name, count(*), coalesce(sum(size), 0) FROM upstream_files"
+    params: tuple[Any, ...] = ()
+    if names is not None:
+        query += " WHERE name = ANY(%s)"
+        params = (list(names),)
+    rows = await db.fetch_all(query + " GROUP BY upstream, name", params)
+    return {(r[0], r[1]): FileTotals(int(r[2]), int(r[3])) for r in rows}
+
+
+async def cache_totals(db: Database) -> FileTotals:
+    """Every cached file: what counts against `proxy.max_cache_size`."""
+    row = await db.fetch_one("SELECT count(*), coalesce(sum(size), 0) FROM upstream_files")
+    assert row is not None
+    return FileTotals(int(row[0]), int(row[1]))
+
+
 async def purge(db: Database, name: str) -> int:
     """`pypireg upstream purge`: forget a name's pages and files (blobs go with gc)."""
     await db.execute("DELETE FROM upstream_pages WHERE name = %s", (name,))
@@ -172,8 +240,16 @@ async def purge(db: Database, name: str) -> int:
 
 async def blocks(db: Database, project_id: int, name: str) -> list[Block]:
     rows = await db.fetch_all(
-        "SELECT id, project_id, name, version, reason, created_at FROM upstream_blocks"
+        f"SELECT {_BLOCK_COLUMNS} FROM upstream_blocks"
         " WHERE project_id = %s AND name = %s ORDER BY id", (project_id, name))
+    return [Block(*r) for r in rows]
+
+
+async def list_blocks(db: Database, project_id: int) -> list[Block]:
+    """Every block of a project, by name (`pypireg upstream status`)."""
+    rows = await db.fetch_all(
+        f"SELECT {_BLOCK_COLUMNS} FROM upstream_blocks WHERE project_id = %s"
+        ' ORDER BY name COLLATE "C", id', (project_id,))
     return [Block(*r) for r in rows]
 
 
@@ -211,3 +287,23 @@ async def set_index_upstreams(db: Database, upstreams: Sequence[str] | None, *,
     table, key = ("projects", project_id) if project_id is not None else ("groups", group_id)
     value = None if upstreams is None else list(upstreams)
     await db.execute(f"UPDATE {table} SET upstreams = %s WHERE id = %s", (value, key))
+
+
+@dataclass(frozen=True)
+class IndexUpstreams:
+    """The upstreams one project's or group's index includes (None: every configured one)."""
+
+    kind: Literal["project", "group"]
+    id: int
+    path: str
+    upstreams: list[str] | None
+
+
+async def all_index_upstreams(db: Database) -> list[IndexUpstreams]:
+    """Every project's and group's upstreams: projects first, each kind by id."""
+    # 'project' > 'group': DESC puts the projects first.
+    rows = await db.fetch_all(
+        "SELECT 'project' AS kind, id, path, upstreams FROM projects"
+        " UNION ALL SELECT 'group', id, path, upstreams FROM groups ORDER BY kind DESC, id")
+    return [IndexUpstreams(r[0], r[1], r[2], None if r[3] is None else list(r[3]))
+            for r in rows]

@@ -6,6 +6,8 @@
 - `raw`: raw request bytes through the real site over a StringTransport.
 - `daemon`: the real `twistd -n pypireg` in a folder of its own, and twine.
 - `waiting`: waiting on a condition a bounded number of reactor turns.
+- `upstreams`: a local upstream index on 127.0.0.1 whose answers are set per
+  path (pages, files, redirects, timeouts, dropped connections).
 
 Test modules import helpers from here (and distributions from
 tests.distributions), never from one another.

@@ -10,7 +10,7 @@ for routes that only read answers.
 from __future__ import annotations
 
 from base64 import b64encode
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -93,12 +93,14 @@ class Registry:
     """An in-process registry over the test database; *port* is None if it does not listen."""
 
     def __init__(self, db: Database, config: Any, site: Any, authorizer: Any,
-                 port: Any = None) -> None:
+                 port: Any = None, proxy: Any = None) -> None:
         self.db = db
         self.config = config
         self.site = site
         self.port = port
         self.authorizer = authorizer
+        # The upstream proxy's parts (service.ProxyParts), if upstreams are configured.
+        self.proxy = proxy
         self.url = f"http://127.0.0.1:{port.getHost().port}" if port is not None else STUB_URL
 
     @property
@@ -134,22 +136,37 @@ class Registry:
         return self.temp_files()
 
     async def stop(self) -> None:
-        if self.port is not None:
-            await self.port.stopListening()
+        """Stop listening (connections already open stay); safe to call twice."""
+        port, self.port = self.port, None
+        if port is not None:
+            await port.stopListening()
+        if self.proxy is not None:
+            await self.proxy.close()
 
 
 async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024,
-                         listen: bool = True) -> Registry:
-    """The whole HTTP site, on a real TCP port if *listen*; stop it with `stop()`."""
+                         listen: bool = True, upstreams: Sequence[Mapping[str, Any]] = (),
+                         changes: Any = None) -> Registry:
+    """The whole HTTP site, on a real TCP port if *listen*; stop it with `stop()`.
+
+    *upstreams* are `[[upstreams]]` tables; with them the site proxies.
+    """
     from pypireg.config import parse_config
-    from pypireg.service import build_site
+    from pypireg.http.metrics import Metrics
+    from pypireg.service import build_proxy, build_site
+    from pypireg.storage.blobs import BlobStore
 
     config = parse_config(
-        {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size}}
+        {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size},
+         "upstreams": [dict(u) for u in upstreams]}
     )
-    site, authorizer = await build_site(reactor, config, db)
+    metrics = Metrics()
+    blobs = BlobStore(reactor, config.storage.path)
+    proxy = build_proxy(reactor, config, db, blobs, metrics, changes)
+    site, authorizer = await build_site(reactor, config, db, changes, metrics=metrics,
+                                        blobs=blobs, proxy=proxy)
     port = reactor.listenTCP(0, site, interface="127.0.0.1") if listen else None
-    return Registry(db, config, site, authorizer, port)
+    return Registry(db, config, site, authorizer, port, proxy)
 
 
 async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False

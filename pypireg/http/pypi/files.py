@@ -16,12 +16,16 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from pypireg.domain.errors import NotFound
-from pypireg.domain.filenames import is_safe_basename, is_sha256
+from pypireg.domain.errors import NotFound, RegistryError
+from pypireg.domain.filenames import is_safe_basename, is_sha256, parse_filename
+from pypireg.domain.names import normalize_name
+from pypireg.http.fetched_body import FetchedBody
 from pypireg.http.file_body import BlobBody
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import not_modified
 from pypireg.http.scopes import ReadScope, RequestAccess
+from pypireg.proxy.files import UpstreamFiles
+from pypireg.proxy.index import ProxiedIndex
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -40,11 +44,14 @@ def _blob_path(blobs: BlobStore, sha256: str) -> str:
 
 class FileRoutes:
     def __init__(self, db: Database, access: RequestAccess, blobs: BlobStore,
-                 caches: PackageCaches) -> None:
+                 caches: PackageCaches, proxy: ProxiedIndex | None = None,
+                 fetched: UpstreamFiles | None = None) -> None:
         self._db = db
         self._access = access
         self._blobs = blobs
         self._caches = caches
+        self._proxy = proxy
+        self._fetched = fetched
 
     async def download(self, request: IRequest, project: str, sha256: str, filename: str
                        ) -> Any:
@@ -70,6 +77,9 @@ class FileRoutes:
                                                 dist_filename)
             if row is not None and self._caches.live:
                 self._caches.file_rows.put(key, row)
+        if row is None and self._proxy is not None and self._fetched is not None:
+            return await self._serve_upstream(request, scope, sha256, dist_filename,
+                                              want_metadata)
         if row is None or (want_metadata and row.metadata_sha256 is None):
             raise NotFound("No such file.")
         blob_sha256 = row.metadata_sha256 if want_metadata else sha256
@@ -84,3 +94,42 @@ class FileRoutes:
             )
         return BlobBody(_blob_path(self._blobs, blob_sha256),
                         _METADATA_TYPE if want_metadata else _DIST_TYPE)
+
+    async def _serve_upstream(self, request: IRequest, scope: ReadScope, sha256: str,
+                              filename: str, want_metadata: bool) -> Any:
+        """A file the index lists from an upstream: from the cache, else fetched through."""
+        assert self._proxy is not None and self._fetched is not None
+        try:
+            name = normalize_name(parse_filename(filename).name)
+        except RegistryError:
+            raise NotFound("No such file.") from None
+        found = await self._proxy.find_file(scope.index, name, sha256, filename)
+        if found is None:
+            raise NotFound("No such file.")
+        upstream, listed = found
+        visibility = b"public" if scope.public else b"private"
+        if want_metadata:
+            metadata_sha256 = await self._fetched.metadata(upstream, name, listed)
+            return self._immutable(request, visibility, metadata_sha256, _METADATA_TYPE)
+        if await self._fetched.stored(sha256):
+            request.setHeader(b"Content-Disposition",
+                              f'attachment; filename="{filename}"'.encode())
+            return self._immutable(request, visibility, sha256, _DIST_TYPE)
+        if request.method == b"HEAD":
+            # What a GET would send, without fetching the file for nothing.
+            request.setHeader(b"Content-Type", _DIST_TYPE)
+            if listed.size is not None:
+                request.setHeader(b"Content-Length", str(listed.size).encode())
+            return b""
+        transfer = await self._fetched.fetch(upstream, name, listed).open()
+        request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
+        request.setHeader(b"ETag", f'"{sha256}"'.encode())
+        request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
+        return FetchedBody(transfer, _DIST_TYPE)
+
+    def _immutable(self, request: IRequest, visibility: bytes, blob_sha256: str,
+                   content_type: bytes) -> Any:
+        request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
+        if not_modified(request, f'"{blob_sha256}"'.encode()):
+            return b""
+        return BlobBody(_blob_path(self._blobs, blob_sha256), content_type)

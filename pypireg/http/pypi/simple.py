@@ -13,10 +13,11 @@ from pypireg.domain.errors import NotAcceptable, NotFound
 from pypireg.domain.names import is_valid_name, normalize_name
 from pypireg.http.metrics import Metrics
 from pypireg.http.negotiation import HTML_V1, JSON_V1, choose_format, content_type_header
-from pypireg.http.page_cache import PackageCaches
+from pypireg.http.page_cache import PAGE_CACHE_TTL, CachedIndexPage, PackageCaches
 from pypireg.http.pypi.simple_index import ListedFile, project_detail, project_list
 from pypireg.http.responses import not_modified, redirect
 from pypireg.http.scopes import ReadScope, RequestAccess
+from pypireg.proxy.index import ProxiedIndex
 from pypireg.storage import name_origins as origin_store
 from pypireg.storage import packages as package_store
 from pypireg.storage.database import Database
@@ -26,11 +27,12 @@ class SimpleRoutes:
     """The simple index of a project or a group (PEP 503 HTML, PEP 691 JSON)."""
 
     def __init__(self, db: Database, access: RequestAccess, caches: PackageCaches,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, proxy: ProxiedIndex | None = None) -> None:
         self._db = db
         self._access = access
         self._caches = caches
         self._metrics = metrics
+        self._proxy = proxy
 
     async def simple_root(self, request: IRequest, project: str) -> bytes:
         return await self._render_root(request, await self._access.project_scope(request, project))
@@ -66,10 +68,11 @@ class SimpleRoutes:
         key = (normalized, tuple(scope.project_ids), media, scope.prefix)
         page = self._cached_page(key)
         if page is None:
+            files_prefix = f"{scope.prefix}/files/" if self._access.base_url else "../../files/"
             files = await package_store.list_files(self._db, scope.project_ids, normalized)
             if not files:
-                raise NotFound(f"No package named {name!r} here.")
-            files_prefix = f"{scope.prefix}/files/" if self._access.base_url else "../../files/"
+                return await self._render_upstream(request, scope, name, media, key,
+                                                   files_prefix)
             # PEP 752: only where one project's files are listed is the tie certain.
             namespace = None
             if len(scope.project_ids) == 1:
@@ -78,9 +81,36 @@ class SimpleRoutes:
             listed = [ListedFile.of(f) for f in files]
             page = self._cache_page(key, project_detail(normalized, listed, media, files_prefix,
                                                         namespace))
+        elif page[2] is not None:
+            request.setHeader(b"X-Pypireg-Source", page[2])
         return self._index_response(request, scope, media, page)
 
-    def _cached_page(self, key: tuple[object, ...]) -> tuple[bytes, bytes] | None:
+    async def _render_upstream(self, request: IRequest, scope: ReadScope, name: str,
+                               media: str, key: tuple[object, ...], files_prefix: str
+                               ) -> bytes:
+        """A name no project of the index has: what the upstream proxy lists, if anything."""
+        normalized = normalize_name(name)
+        listing = None
+        if self._proxy is not None:
+            listing = await self._proxy.listing(scope.index, normalized)
+        if listing is None:
+            raise NotFound(f"No package named {name!r} here.")
+        source = f"upstream {listing.upstream.name}".encode()
+        request.setHeader(b"X-Pypireg-Source", source)
+        body = project_detail(normalized, [ListedFile.of_upstream(f) for f in listing.files],
+                              media, files_prefix)
+        if listing.stale is not None:
+            # Served from the cache because the upstream failed: say so, and
+            # keep it out of the page cache so the next request asks again.
+            request.setHeader(b"X-Pypireg-Stale", _header_text(
+                f"upstream {listing.upstream.name} failed: {listing.stale}"))
+            page = _page(body, source)
+        else:
+            page = self._cache_page(key, body, source,
+                                    ttl=min(PAGE_CACHE_TTL, listing.upstream.ttl))
+        return self._index_response(request, scope, media, page)
+
+    def _cached_page(self, key: tuple[object, ...]) -> CachedIndexPage | None:
         if not self._caches.live:
             return None
         page = self._caches.pages.get(key)
@@ -88,10 +118,11 @@ class SimpleRoutes:
             self._metrics.cache_hits.labels("index").inc()
         return page
 
-    def _cache_page(self, key: tuple[object, ...], body: bytes) -> tuple[bytes, bytes]:
-        page = (body, f'"{hashlib.sha256(body).hexdigest()}"'.encode())
+    def _cache_page(self, key: tuple[object, ...], body: bytes, source: bytes | None = None,
+                    ttl: float | None = None) -> CachedIndexPage:
+        page = _page(body, source)
         if self._caches.live:
-            self._caches.pages.put(key, page)
+            self._caches.pages.put(key, page, ttl)
         return page
 
     def _negotiate(self, request: IRequest) -> str:
@@ -106,10 +137,19 @@ class SimpleRoutes:
         return media
 
     def _index_response(self, request: IRequest, scope: ReadScope, media: str,
-                        page: tuple[bytes, bytes]) -> bytes:
-        body, etag = page
+                        page: CachedIndexPage) -> bytes:
+        body, etag, _ = page
         visibility = b"public" if scope.public else b"private"
         request.setHeader(b"Content-Type", content_type_header(media))
         request.setHeader(b"Vary", b"Accept, Authorization")
         request.setHeader(b"Cache-Control", visibility + b", max-age=0, must-revalidate")
         return b"" if not_modified(request, etag) else body
+
+
+def _page(body: bytes, source: bytes | None) -> CachedIndexPage:
+    return (body, f'"{hashlib.sha256(body).hexdigest()}"'.encode(), source)
+
+
+def _header_text(text: str) -> bytes:
+    """*text* as a header value: printable ASCII, one line, bounded."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:300].encode("ascii")

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from packaging.version import Version
 
+from pypireg.domain.simple_pages import UpstreamFile
 from pypireg.domain.versions import version_key
 from pypireg.http.negotiation import JSON_V1
 from pypireg.storage.packages import PackageFile, PackageSummary
@@ -52,6 +53,14 @@ class ListedFile:
     def of(cls, f: PackageFile) -> ListedFile:
         return cls(f.filename, f.sha256, f.version, f.requires_python, f.metadata_sha256,
                    f.yanked, f.yanked_reason, f.size, upload_time(f.uploaded_at))
+
+    @classmethod
+    def of_upstream(cls, f: UpstreamFile) -> ListedFile:
+        """A cached upstream file: its fields as the upstream gave them, our URL."""
+        assert f.sha256 is not None, "files without a sha256 are never listed"
+        metadata = f.core_metadata.get("sha256") if isinstance(f.core_metadata, dict) else None
+        return cls(f.filename, f.sha256, f.version, f.requires_python, metadata, f.yanked,
+                   f.yanked_reason, f.size, f.upload_time)
 
 
 def _file_key(f: ListedFile) -> tuple[tuple[int, Version | str], str]:

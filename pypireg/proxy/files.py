@@ -1,0 +1,327 @@
+"""Upstream files fetched through: streamed to the client and into the blob store at once.
+
+Proxy layer. The first download of an upstream file opens it upstream and
+sends each chunk on to the client while a temp blob takes the same bytes
+(constant memory: nothing is buffered beyond the chunk in hand). The last
+chunk is held back until the whole file's sha256 matches what the upstream
+page advertised: only then is the blob committed, its row recorded and the
+download completed. A mismatch is logged as an integrity event, is not
+kept, and the client's connection is aborted short of the Content-Length,
+so no client can take it for a good download.
+
+Backpressure runs both ways: a slow client or a slow disk pauses reading
+from the upstream (either one is enough), and reading resumes when both
+have caught up.
+
+Core metadata files (PEP 658) are small: fetched whole, checked against
+their advertised hash, then stored and served like the files themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pypireg.config import UpstreamConfig
+from pypireg.domain.errors import BadGateway, GatewayTimeout, NotFound
+from pypireg.domain.simple_pages import UpstreamFile
+from pypireg.storage import upstream_cache as cache_store
+from pypireg.storage.blobs import BlobStore, TempBlob
+from pypireg.storage.database import Database
+from pypireg.upstream.client import UpstreamBody, UpstreamUnavailable
+
+_log = Logger()
+# A core metadata file is a few KiB; anything far larger is not one.
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+
+
+class FileSource(Protocol):
+    """What this module needs of an upstream client (pypireg/upstream/client.py)."""
+
+    @property
+    def config(self) -> UpstreamConfig: ...
+
+    async def open_file(self, url: str, *, max_bytes: int) -> UpstreamBody: ...
+
+
+class FileSink(Protocol):
+    """Where a fetched file goes: the client's response (http/pypi/files.py)."""
+
+    def begin(self, length: int | None, producer: IPushProducer) -> None:
+        """Send the headers; *producer* is paused while the client is slow."""
+
+    def write(self, data: bytes) -> None:
+        """Send *data*; ignored once the client is gone."""
+
+    def finish(self) -> None:
+        """The download is complete and good."""
+
+    def abort(self) -> None:
+        """The download is not good: drop the connection short of its length."""
+
+
+# Counted by the caller's metrics: (event, upstream) and bytes fetched.
+Observer = Callable[[str, str], None]
+BytesObserver = Callable[[str, int], None]
+
+
+class UpstreamFiles:
+    """Upstream files in the blob store: which are there, and fetching the others."""
+
+    def __init__(self, db: Database, blobs: BlobStore, sources: Mapping[str, FileSource],
+                 *, max_file_size: int, observe: Observer | None = None,
+                 observe_bytes: BytesObserver | None = None) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._sources = sources
+        self._max_file_size = max_file_size
+        self._observe: Observer = observe or (lambda event, upstream: None)
+        self._observe_bytes: BytesObserver = observe_bytes or (lambda upstream, n: None)
+        self._touched: set[str] = set()
+
+    async def stored(self, sha256: str) -> bool:
+        """Whether the blob of *sha256* is cached (and so served like a local file)."""
+        row = await cache_store.get_file(self._db, sha256)
+        if row is None or not await self._blobs.exists(sha256):
+            return False
+        self._touched.add(sha256)
+        return True
+
+    async def flush_downloads(self) -> None:
+        """Record the downloads since the last flush (least recently downloaded go first)."""
+        touched, self._touched = self._touched, set()
+        await cache_store.touch_files(self._db, sorted(touched))
+
+    def fetch(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> FetchThrough:
+        source = self._sources[upstream.name]
+        return FetchThrough(self, source, name, f)
+
+    async def metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str:
+        """The sha256 of *f*'s core metadata file, stored here (fetched first if need be).
+
+        Raises:
+            NotFound: the page advertises no metadata hash for *f*.
+            BadGateway, GatewayTimeout: the upstream failed, or sent other bytes.
+        """
+        expected = _metadata_sha256(f)
+        if expected is None:
+            raise NotFound("No such file.")
+        if await self.stored(expected):
+            return expected
+        source = self._sources[upstream.name]
+        url = f.url + ".metadata"
+        try:
+            body = await source.open_file(url, max_bytes=MAX_METADATA_BYTES)
+            chunks: list[bytes] = []
+            await body.deliver(chunks.append)
+        except UpstreamUnavailable as e:
+            self._observe("error", upstream.name)
+            raise _unavailable(upstream, f"{f.filename}.metadata", e) from None
+        data = b"".join(chunks)
+        self._observe_bytes(upstream.name, len(data))
+        actual = await self._blobs.in_thread(lambda: hashlib.sha256(data).hexdigest())
+        if actual != expected:
+            self.integrity_failure(upstream, f"{f.filename}.metadata", expected, actual)
+            raise BadGateway(f"The upstream index {upstream.name!r} sent a core metadata file"
+                             f" for {f.filename!r} that does not match the hash its page"
+                             " gives; it was not served. Tell the upstream's operators.")
+        await self._blobs.store_bytes(data)
+        await cache_store.record_file(self._db, expected, upstream=upstream.name, name=name,
+                                      filename=f"{f.filename}.metadata", size=len(data))
+        self._observe("fetched", upstream.name)
+        return expected
+
+    def integrity_failure(self, upstream: UpstreamConfig, filename: str, expected: str,
+                          actual: str) -> None:
+        self._observe("integrity", upstream.name)
+        _log.error("integrity: upstream {upstream} sent {filename} with sha256 {actual},"
+                   " but its page advertised {expected}; not cached, download aborted",
+                   upstream=upstream.name, filename=filename, actual=actual,
+                   expected=expected)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
+    def max_file_size(self) -> int:
+        return self._max_file_size
+
+    def observe(self, event: str, upstream: str) -> None:
+        self._observe(event, upstream)
+
+    def observe_bytes(self, upstream: str, count: int) -> None:
+        self._observe_bytes(upstream, count)
+
+
+class FetchThrough:
+    """One upstream file on its way to a client and to the blob store (module docstring)."""
+
+    def __init__(self, files: UpstreamFiles, source: FileSource, name: str,
+                 f: UpstreamFile) -> None:
+        self._files = files
+        self._source = source
+        self._name = name
+        self._file = f
+        self._expected = f.sha256
+        assert self._expected is not None, "files without a sha256 are never listed"
+
+    async def open(self) -> Transfer:
+        """Ask the upstream for the file (before any response header is sent).
+
+        Raises:
+            BadGateway, GatewayTimeout: the upstream refused, failed or is
+                about to send a size other than its page advertised.
+        """
+        upstream = self._source.config
+        f = self._file
+        limit = f.size if f.size is not None else self._files.max_file_size
+        try:
+            body = await self._source.open_file(f.url, max_bytes=limit)
+        except UpstreamUnavailable as e:
+            self._files.observe("error", upstream.name)
+            raise _unavailable(upstream, f.filename, e) from None
+        if f.size is not None and body.length is not None and body.length != f.size:
+            body.cancel()
+            self._files.integrity_failure(upstream, f.filename, f"{f.size} bytes",
+                                          f"{body.length} bytes")
+            raise BadGateway(f"The upstream index {upstream.name!r} is sending"
+                             f" {f.filename!r} with another size than its page gives;"
+                             " it was not served.")
+        return Transfer(self._files, upstream, self._name, f, body)
+
+
+class _Gate:
+    """Reading from the upstream is paused while any side wants it paused."""
+
+    def __init__(self, body: UpstreamBody) -> None:
+        self._body = body
+        self._paused_by: set[str] = set()
+
+    def pause(self, side: str) -> None:
+        if not self._paused_by:
+            self._body.pause()
+        self._paused_by.add(side)
+
+    def resume(self, side: str) -> None:
+        if side not in self._paused_by:
+            return
+        self._paused_by.discard(side)
+        if not self._paused_by:
+            self._body.resume()
+
+
+@implementer(IPushProducer)
+class _Side:
+    def __init__(self, gate: _Gate, side: str) -> None:
+        self._gate = gate
+        self._side = side
+
+    def pauseProducing(self) -> None:
+        self._gate.pause(self._side)
+
+    def resumeProducing(self) -> None:
+        self._gate.resume(self._side)
+
+    def stopProducing(self) -> None:
+        # The client went away: the download goes on into the cache, so
+        # the next client gets the file whole.
+        self._gate.resume(self._side)
+
+
+class Transfer:
+    def __init__(self, files: UpstreamFiles, upstream: UpstreamConfig, name: str,
+                 f: UpstreamFile, body: UpstreamBody) -> None:
+        self._files = files
+        self._upstream = upstream
+        self._name = name
+        self._file = f
+        self._body = body
+        self._gate = _Gate(body)
+        self._held: bytes | None = None
+        self._sink: FileSink | None = None
+        self._temp: TempBlob | None = None
+        self._received = 0
+
+    @property
+    def length(self) -> int | None:
+        return self._body.length if self._body.length is not None else self._file.size
+
+    async def run(self, sink: FileSink) -> None:
+        """Stream the file to *sink* and the blob store; keep it only if it is good."""
+        self._sink = sink
+        temp = self._temp = self._files.blobs.open_temp(_Side(self._gate, "disk"),
+                                                        md5=False, blake2=False)
+        sink.begin(self.length, _Side(self._gate, "client"))
+        upstream, f = self._upstream, self._file
+        try:
+            await self._body.deliver(self._chunk)
+        except UpstreamUnavailable as e:
+            self._files.observe("error", upstream.name)
+            _log.warn("upstream {upstream} failed sending {filename}: {reason}",
+                      upstream=upstream.name, filename=f.filename, reason=e.reason)
+            await temp.discard()
+            sink.abort()
+            return
+        except BaseException:
+            await temp.discard()
+            sink.abort()
+            raise
+        self._files.observe_bytes(upstream.name, self._received)
+        try:
+            digests = await temp.finish()
+        except BaseException:
+            await temp.discard()
+            sink.abort()
+            raise
+        if digests.sha256 != f.sha256:
+            await temp.discard()
+            assert f.sha256 is not None
+            self._files.integrity_failure(upstream, f.filename, f.sha256, digests.sha256)
+            sink.abort()
+            return
+        try:
+            await self._files.blobs.in_thread(self._files.blobs.commit_sync, temp)
+            await cache_store.record_file(self._files.db, digests.sha256,
+                                          upstream=upstream.name, name=self._name,
+                                          filename=f.filename, size=digests.size)
+            self._files.observe("fetched", upstream.name)
+        except Exception:
+            # The bytes are good, so the client gets them; only caching failed.
+            _log.failure("could not keep {filename} from upstream {upstream}",
+                         filename=f.filename, upstream=upstream.name)
+            await temp.discard()
+        if self._held is not None:
+            sink.write(self._held)
+            self._held = None
+        sink.finish()
+
+    def _chunk(self, data: bytes) -> None:
+        assert self._temp is not None and self._sink is not None
+        self._received += len(data)
+        self._temp.write(data)
+        if self._held is not None:
+            self._sink.write(self._held)
+        self._held = data
+
+
+def _metadata_sha256(f: UpstreamFile) -> str | None:
+    if isinstance(f.core_metadata, dict):
+        return f.core_metadata.get("sha256")
+    return None
+
+
+def _unavailable(upstream: UpstreamConfig, filename: str, error: UpstreamUnavailable
+                 ) -> BadGateway | GatewayTimeout:
+    message = (f"The upstream index {upstream.name!r} could not send {filename!r}"
+               f" ({error.reason}); retry later.")
+    return GatewayTimeout(message) if error.timed_out else BadGateway(message)

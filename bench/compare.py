@@ -511,7 +511,7 @@ def wait_idle(pid: int, name: str, timeout: float = 300.0) -> None:
         log(f"  {name} is still busy after {timeout:.0f} s; going on")
 
 
-def _processes() -> dict[int, tuple[int, str]]:
+def processes() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) for every process we can see."""
     out: dict[int, tuple[int, str]] = {}
     for entry in os.scandir("/proc"):
@@ -545,7 +545,7 @@ class NoiseMeter:
         self.top: list[tuple[float, str]] = []
 
     def _foreign(self) -> dict[int, tuple[float, str]]:
-        procs = _processes()
+        procs = processes()
         roots = {os.getpid()} | {pid for pid, (_, cmd) in procs.items() if self.marker in cmd}
         children: dict[int, list[int]] = {}
         for pid, (ppid, _) in procs.items():

@@ -4,8 +4,8 @@ Standalone benchmark, run by hand; not part of the test suite. Stdlib only,
 like bench/compare.py, whose servers, pinning and measuring tools it reuses
 (run it from the repository root):
 
-    python bench/proxy.py --runs 3      # full run, about 10 minutes
-    python bench/proxy.py --quick       # 1 run, shorter wrk runs, under 3 minutes
+    python bench/proxy.py --runs 3      # full run, 15 minutes on a quiet machine
+    python bench/proxy.py --quick       # 1 run, 1 warm install each, under 3 minutes
 
 What it does, in order:
 
@@ -15,8 +15,8 @@ What it does, in order:
    on), 2 to 6 versions each, with `Requires-Dist` ranges that cap some
    packages below their newest version, a few newest versions yanked or
    needing Python >= 3.99, so that resolution has choices to make. Real
-   wheels (METADATA, WHEEL, RECORD, 2 to 8 modules, 2 KiB to 3 MiB of source), with
-   their PEP 658 `.metadata` files, in a static PEP 503 tree
+   wheels (METADATA, WHEEL, RECORD, 2 to 8 modules, 2 KiB to 3 MiB of
+   source), with their PEP 658 `.metadata` files, in a static PEP 503 tree
    (`data-core-metadata`, `data-requires-python`, `data-yanked`) that also
    has a PEP 691 JSON page beside every HTML page; nginx picks one by the
    `Accept` header (`--html-only`: HTML for everyone).
@@ -24,22 +24,27 @@ What it does, in order:
    the upstream, and "direct" for the clients.
 3. For each run and each client tool (uv, pip): installs the 20 top-level
    packages with their dependencies into a new venv
-   - directly from nginx (before each server's turn, so twice per run),
+   - directly from nginx (before each server's turn: --repeats times),
    - through a new devpi-server (`devpi-init`, then a mirror index
      `root/mirror` whose `mirror_url` is nginx's simple/): cold (its first
-     install, empty cache) then warm (a second install into another new venv),
+     install, empty cache) then warm (--repeats more installs, each into
+     another new venv),
    - through a new pypireg (new storage folder and embedded PostgreSQL,
      nginx as its `[[upstreams]]`, a public project `bench`): cold, then warm.
    uv runs with `--no-cache`, pip with `--no-cache-dir`, and neither reads
-   a user config, so the client never helps itself. Every install is checked
+   a user config, so the client never helps itself. Each install first
+   waits (up to --quiet-wait seconds) for other processes to go quiet, and
+   a direct or warm one that they disturbed anyway is taken again
+   (--retries); the machine may be shared. Every install is checked
    against the versions the generator meant to be chosen; then every page the
    proxy served is compared with the upstream's (files, hashes, yanks,
    requires-python, core metadata) and every installed file is downloaded
    again from the proxy's cache and compared byte for byte.
-4. Page throughput (after the uv warm install, each run): `wrk` on pypireg's
-   cached upstream page of the package with the most files, on the page of a
-   local project holding the same wheels (uploaded), on devpi's mirror page
-   and on nginx's static page of that package.
+4. Serving (after the uv warm installs, each run): `wrk` on the page of the
+   package with the most files, on its installed wheel and on that wheel's
+   `.metadata`, as pypireg serves them from its upstream cache, as a local
+   project holding the same wheels (uploaded) serves them, and from devpi's
+   mirror and nginx.
 5. Prints the tables (medians over runs; ratios to direct and to devpi;
    the issue's targets) and writes them with every per-run value to
    `bench/results/proxy-<UTC time>.{md,json}`.

@@ -980,27 +980,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.versions["direct"] = direct.versions
         results.notes["direct"] = direct.notes
         name = page_name(upstream)
-        for run in range(1, plan.runs + 1):
-            for tool in plan.tools:
-                for kind in ("devpi", "pypireg"):
-                    for repeat in range(plan.repeats):
-                        try:
-                            done = quiet_install(ctx, tool, direct, upstream,
-                                                 f"{tool}-direct-{run}-{kind}-{repeat}",
-                                                 results)
-                            results.add(f"{tool}.direct_s", done.seconds)
-                            results.add(f"{tool}.direct.cpu_s", done.server_cpu_s)
-                            results.add(f"noise.{tool}.direct", done.noise_cores)
-                        except Exception as e:
-                            results.fail(f"direct {tool} install (run {run})", e)
-                    if kind in args.servers:
-                        measure_proxy(ctx, kind, tool, run, upstream, direct, results)
-            try:
-                for key, value in measure_serving(ctx, direct.simple_url, "direct", upstream,
-                                                  name).items():
-                    results.add(key, value)
-            except Exception as e:
-                results.fail(f"direct page throughput (run {run})", e)
+        # An interrupted run (Ctrl-C, SIGTERM) still reports what it measured.
+        try:
+            for run in range(1, plan.runs + 1):
+                for tool in plan.tools:
+                    for kind in ("devpi", "pypireg"):
+                        for repeat in range(plan.repeats):
+                            try:
+                                done = quiet_install(ctx, tool, direct, upstream,
+                                                     f"{tool}-direct-{run}-{kind}-{repeat}",
+                                                     results)
+                                results.add(f"{tool}.direct_s", done.seconds)
+                                results.add(f"{tool}.direct.cpu_s", done.server_cpu_s)
+                                results.add(f"noise.{tool}.direct", done.noise_cores)
+                            except Exception as e:
+                                results.fail(f"direct {tool} install (run {run})", e)
+                        if kind in args.servers:
+                            measure_proxy(ctx, kind, tool, run, upstream, direct, results)
+                try:
+                    for key, value in measure_serving(ctx, direct.simple_url, "direct", upstream,
+                                                      name).items():
+                        results.add(key, value)
+                except Exception as e:
+                    results.fail(f"direct page throughput (run {run})", e)
+        except KeyboardInterrupt as e:
+            results.fail("the run: interrupted, the figures so far are kept", e)
 
     med = {k: cmp.median(v) for k, v in results.runs.items()}
     verdicts = evaluate(plan, med)

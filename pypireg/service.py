@@ -55,6 +55,8 @@ _log = Logger()
 GC_INTERVAL_SECONDS = 3600.0
 # Downloads of cached upstream files are recorded (for eviction) this often.
 DOWNLOADS_FLUSH_SECONDS = 60.0
+# Cached upstream files past proxy.max_cache_size are evicted this often.
+EVICTION_INTERVAL_SECONDS = 300.0
 
 
 async def open_database(reactor: Any, config: Config) -> tuple[Database, EmbeddedPostgres | None]:
@@ -209,6 +211,15 @@ class RegistryService(MultiService):
             flusher = TimerService(DOWNLOADS_FLUSH_SECONDS, flush_downloads)
             flusher.clock = self._reactor
             flusher.setServiceParent(self)
+            max_cache = config.proxy.max_cache_size
+
+            def evict() -> Deferred[Any]:
+                d = Deferred.fromCoroutine(fetched.evict(max_cache))
+                return d.addErrback(lambda f: _log.failure("cache eviction failed", f))
+
+            evictor = TimerService(EVICTION_INTERVAL_SECONDS, evict)
+            evictor.clock = self._reactor
+            evictor.setServiceParent(self)
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +257,20 @@ async def test_an_index_without_upstreams_proxies_nothing(setup: Setup) -> None:
     assert (await setup.page("six"))[0] == 404
     await cache_store.set_index_upstreams(setup.proxy.db, ["public"], project_id=acme.id)
     assert (await setup.page("six"))[0] == 200
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_eviction_never_removes_the_blob_of_a_local_upload(setup: Setup) -> None:
+    # Here the upstream shares the database, so its uploads are local files
+    # with the same bytes (content addressing): their blobs must stay.
+    content = await setup.publish("six", "1.16.0")
+    _, page, _ = await setup.page("six")
+    assert (await setup.download(_absolute(setup, "six", page["files"][0]["url"])))[0] == 200
+    sha256 = hashlib.sha256(content).hexdigest()
+    blob = setup.proxy.proxy.files.blobs.path_for(sha256)
+    old = time.time() - 3600
+    os.utime(blob, (old, old))
+    assert await setup.proxy.proxy.files.evict(0) == 0
+    assert await cache_store.get_file(setup.proxy.db, sha256) is None
+    assert blob.exists()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -354,3 +356,38 @@ async def test_an_html_page_keeps_yanks_and_requires_python(proxy: Proxy) -> Non
     assert code == 200
     [entry] = page["files"]
     assert entry["requires-python"] == ">=3.8" and entry["yanked"] == "broken"
+
+
+@pytest_twisted.ensureDeferred
+async def test_eviction_keeps_the_most_recently_downloaded_within_the_limit(
+        proxy: Proxy) -> None:
+    db = proxy.registry.db
+    files = {wheel_filename("six", v): wheel_bytes("six", v) for v in ("1.0", "1.1", "1.2")}
+    proxy.upstream.project("six", files)
+    code, page, _ = await proxy.page("six")
+    assert code == 200
+    for entry in page["files"]:
+        resp = await treq.get(proxy.file_url("six", entry), headers=basic(proxy.read))
+        assert resp.code == 200
+        await resp.content()
+    contents = list(files.values())
+    sha = [hashlib.sha256(c).hexdigest() for c in contents]
+    blob = proxy.registry.proxy.files.blobs.path_for
+    old = time.time() - 3600
+    # Downloaded longest ago: 1.0, then 1.1, then 1.2; all fetched an hour ago.
+    for age, digest in zip((3, 2, 1), sha, strict=True):
+        await db.execute("UPDATE upstream_files SET last_download_at = now() - %s * interval"
+                         " '1 hour' WHERE sha256 = %s", (age, digest))
+        os.utime(blob(digest), (old, old))
+
+    freed = await proxy.registry.proxy.files.evict(len(contents[1]) + len(contents[2]))
+    assert freed == len(contents[0])
+    assert await cache_store.get_file(db, sha[0]) is None
+    assert not blob(sha[0]).exists()
+    assert all(blob(d).exists() for d in sha[1:])
+    assert _events(proxy.registry, "evicted") == 1
+    # Evicted is not lost: the next download fetches it again.
+    entry = next(f for f in page["files"] if f["hashes"]["sha256"] == sha[0])
+    resp = await treq.get(proxy.file_url("six", entry), headers=basic(proxy.read))
+    assert resp.code == 200 and await resp.content() == contents[0]
+    assert await cache_store.get_file(db, sha[0]) is not None

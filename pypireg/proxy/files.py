@@ -33,6 +33,7 @@ from pypireg.domain.simple_pages import UpstreamFile
 from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database
+from pypireg.storage.gc import remove_evicted
 from pypireg.upstream.client import UpstreamBody, UpstreamUnavailable
 
 _log = Logger()
@@ -96,6 +97,22 @@ class UpstreamFiles:
         """Record the downloads since the last flush (least recently downloaded go first)."""
         touched, self._touched = self._touched, set()
         await cache_store.touch_files(self._db, sorted(touched))
+
+    async def evict(self, max_bytes: int) -> int:
+        """Keep at most *max_bytes* of upstream files, the least recently downloaded go.
+
+        Returns the bytes freed.
+        """
+        await self.flush_downloads()
+        evicted = await cache_store.evict(self._db, max_bytes)
+        if not evicted:
+            return 0
+        for f in evicted:
+            self._observe("evicted", f.upstream)
+        freed = await remove_evicted(self._db, self._blobs, [f.sha256 for f in evicted])
+        _log.info("evicted {count} upstream files ({size} bytes freed) to stay within"
+                  " proxy.max_cache_size", count=len(evicted), size=freed)
+        return freed
 
     def fetch(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> FetchThrough:
         source = self._sources[upstream.name]

@@ -230,6 +230,20 @@ async def cache_totals(db: Database) -> FileTotals:
     return FileTotals(int(row[0]), int(row[1]))
 
 
+async def evict(db: Database, max_bytes: int) -> list[CachedFile]:
+    """Forget the least recently downloaded files past *max_bytes* in all; the rows gone.
+
+    Their blobs are removed by the caller (gc.remove_evicted), after this commits.
+    """
+    rows = await db.fetch_all(
+        "DELETE FROM upstream_files WHERE sha256 IN ("
+        " SELECT sha256 FROM (SELECT sha256, sum(size) OVER"
+        "  (ORDER BY last_download_at DESC, sha256) AS running FROM upstream_files) AS kept"
+        " WHERE running > %s)"
+        f" RETURNING {_FILE_COLUMNS}", (max_bytes,))
+    return [CachedFile(*r) for r in rows]
+
+
 async def purge(db: Database, name: str) -> int:
     """`pypireg upstream purge`: forget a name's pages and files (blobs go with gc)."""
     await db.execute("DELETE FROM upstream_pages WHERE name = %s", (name,))

@@ -274,3 +274,25 @@ async def test_eviction_never_removes_the_blob_of_a_local_upload(setup: Setup) -
     assert await setup.proxy.proxy.files.evict(0) == 0
     assert await cache_store.get_file(setup.proxy.db, sha256) is None
     assert blob.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_package_pages_show_where_a_proxied_name_comes_from(setup: Setup) -> None:
+    await setup.publish("six", "1.16.0")
+    await setup.publish("six", "1.17.0")
+    assert (await setup.page("six"))[0] == 200
+    acme = await project_store.get_project(setup.proxy.db, "acme")
+    assert acme is not None
+    await cache_store.add_block(setup.proxy.db, acme.id, "six", "1.17.0", "malicious")
+    resp = await treq.get(f"{setup.proxy.url}/acme/-/packages/six", headers=basic(setup.read))
+    page = (await resp.content()).decode()
+    assert resp.code == 200, page
+    assert "From upstream <strong>public</strong>" in page
+    assert "1.16.0" in page and '1.17.0 <span class="badge">Blocked</span>' in page
+    resp = await treq.get(f"{setup.proxy.url}/acme/-/packages", headers=basic(setup.read))
+    listing = (await resp.content()).decode()
+    assert resp.code == 200 and "From upstreams" in listing and ">six</a>" in listing
+    # A name never served here has no page.
+    resp = await treq.get(f"{setup.proxy.url}/acme/-/packages/dep-x", headers=basic(setup.read))
+    assert resp.code == 404
+    await resp.content()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
 from pypireg.domain.versions import latest_version, version_key
+from pypireg.proxy.listing import release_key
 
 if TYPE_CHECKING:
     # Only annotations name the rows: the README worker imports this module
@@ -407,8 +408,11 @@ def _publish_section(urls: SiteUrls, project: Project) -> str:
 
 
 def project_list_page(urls: SiteUrls, project: Project, packages: Sequence[PackageOverview],
-                      query: str) -> bytes:
-    """A project's packages, filtered by *query* (already applied to *packages*)."""
+                      query: str, proxied: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A project's packages, filtered by *query* (already applied to *packages*).
+
+    *proxied* are the (name, upstream) pairs it serves from upstreams.
+    """
     here = urls.project_packages(project.path)
     index = _index_url(urls.project_api(project.id, absolute=True), project.public)
     body = (
@@ -416,6 +420,7 @@ def project_list_page(urls: SiteUrls, project: Project, packages: Sequence[Packa
         f'<p class="sub">Project <strong>{_e(project.path)}</strong> '
         f"{_visibility(project.public)}</p>"
         f"{_listing(urls, packages, query, here, f'Packages of {project.path}', False)}"
+        f"{proxied_section(urls, project, proxied)}"
         '<section aria-labelledby="pypireg-use"><h2 id="pypireg-use">Install</h2>'
         f"{_token_note(project.public, 'read or write')}"
         f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} PACKAGE')}"
@@ -576,3 +581,81 @@ def package_page(urls: SiteUrls, project: Project, name: str, files: Sequence[Fi
               (display_name, None)]
     return _page(f"{display_name} {latest} · {project.path}", crumbs,
                  f'{header}<div class="layout">{install}{content}{publish}</div>')
+
+
+@dataclass(frozen=True)
+class ProxiedPackage:
+    """A name the project serves from an upstream (its origin lock), as the cache knows it."""
+
+    name: str
+    upstream: str
+    since: datetime
+    # Newest first; empty when the page is not cached (yet, or any more).
+    versions: Sequence[str]
+    # Release keys an admin blocked, and whether the whole name is.
+    blocked: frozenset[str]
+    name_blocked: bool
+    state: str | None
+    checked_at: datetime | None
+    error: str | None
+
+
+def proxied_package_page(urls: SiteUrls, project: Project, package: ProxiedPackage
+                         ) -> bytes:
+    """A name served from an upstream: where it comes from, what is cached, what is hidden."""
+    name = package.name
+    index = _index_url(urls.project_api(project.id, absolute=True), project.public)
+    facts = [f'<li>Project <a href="{_e(urls.project_packages(project.path))}">'
+             f"<strong>{_e(project.path)}</strong></a> {_visibility(project.public)}</li>",
+             f"<li>From upstream <strong>{_e(package.upstream)}</strong>, first served"
+             f" {_time(package.since)}</li>"]
+    if package.checked_at is not None and package.checked_at.year > 1:
+        facts.append(f"<li>Last checked {_time(package.checked_at)}</li>")
+    if package.state == "missing":
+        facts.append("<li>The upstream no longer has it; cached files stay for pinned"
+                     " installs</li>")
+    if package.error:
+        facts.append(f"<li>Last upstream error: {_e(package.error)}</li>")
+    if package.name_blocked:
+        facts.append("<li><strong>Blocked</strong>: no version is served</li>")
+    items = []
+    for version in package.versions:
+        blocked = release_key(version) in package.blocked
+        mark = ' <span class="badge">Blocked</span>' if blocked else ""
+        items.append(f"<li>{_e(version)}{mark}</li>")
+    versions = (f'<ul class="facts">{"".join(items)}</ul>' if items
+                else '<p class="empty">No page of it is cached.</p>')
+    api = urls.project_api(project.id)
+    body = (
+        f'<h1>{_e(name)} <span class="badge">Upstream</span></h1>'
+        '<p class="summary">A public dependency, served through this project\'s index.'
+        " Uploads of this name are refused while it comes from the upstream"
+        " (an admin can claim it: <code>pypireg name claim</code>).</p>"
+        f'<ul class="facts">{"".join(facts)}</ul>'
+        '<section aria-labelledby="pypireg-install"><h2 id="pypireg-install">Install</h2>'
+        f"{_token_note(project.public, 'read or write')}"
+        f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} {name}')}"
+        "</section>"
+        '<section aria-labelledby="pypireg-versions"><h2 id="pypireg-versions">Versions</h2>'
+        f"{versions}</section>"
+        f'<p><a href="{_e(api)}/simple/{_e(quote(name))}/">Simple index page</a></p>'
+    )
+    listing = urls.project_packages(project.path)
+    return _page(f"{name} · {project.path}", [(project.path, listing), ("Packages", listing),
+                                              (name, None)], body)
+
+
+def proxied_section(urls: SiteUrls, project: Project, names: Sequence[tuple[str, str]]
+                    ) -> str:
+    """The project's names that come from upstreams, (name, upstream), for its list page."""
+    if not names:
+        return ""
+    rows = "".join(
+        f'<tr><td data-label="Package"><a href="{_e(urls.package(project.path, n))}">'
+        f'{_e(n)}</a></td><td data-label="Upstream">{_e(u)}</td></tr>' for n, u in names)
+    return ('<section aria-labelledby="pypireg-proxied"><h2 id="pypireg-proxied">From'
+            " upstreams</h2>"
+            '<table class="cards packages"><caption class="visually-hidden">Names served'
+            ' from upstreams</caption><thead><tr><th scope="col">Package</th>'
+            f'<th scope="col">Upstream</th></tr></thead><tbody>{rows}</tbody></table>'
+            "</section>")

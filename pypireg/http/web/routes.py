@@ -27,17 +27,23 @@ from pypireg.http.responses import redirect
 from pypireg.http.scopes import RequestAccess
 from pypireg.http.web.pages import (
     CONTENT_SECURITY_POLICY,
+    ProxiedPackage,
     SiteUrls,
     group_list_page,
+    newest_first,
     package_page,
     project_list_page,
+    proxied_package_page,
     release_latest,
     summarise,
 )
 from pypireg.http.web.readme import ReadmeRenderer
+from pypireg.proxy.listing import from_document
 from pypireg.storage import groups as group_store
+from pypireg.storage import name_origins as origin_store
 from pypireg.storage import projects as project_store
 from pypireg.storage import releases as release_store
+from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
@@ -60,7 +66,10 @@ class PageRoutes:
             return _canonical(request, urls.project_packages(found.path), query)
         part = normalize_name(query) if query else ""
         releases = await release_store.release_summaries(self._db, [found.id], part)
-        body = project_list_page(urls, found, summarise(releases), query)
+        proxied = [(o.name, o.upstream or "") for o in
+                   await origin_store.list_origins(self._db, found.id)
+                   if o.origin == "upstream" and part in o.name]
+        body = project_list_page(urls, found, summarise(releases), query, proxied)
         return _html(request, found.public, body)
 
     async def package(self, request: IRequest, project: str, name: str) -> bytes:
@@ -73,7 +82,10 @@ class PageRoutes:
             return redirect(request, urls.package(found.path, normalized), 302)
         files = await release_store.package_files(self._db, found.id, normalized)
         if not files:
-            raise NotFound(f"No package named {name!r} in this project.")
+            proxied = await self._proxied(found, normalized)
+            if proxied is None:
+                raise NotFound(f"No package named {name!r} in this project.")
+            return _html(request, found.public, proxied_package_page(urls, found, proxied))
         latest = release_latest(files)
         description = await release_store.release_description(self._db, found.id, normalized,
                                                            latest)
@@ -96,6 +108,24 @@ class PageRoutes:
         releases = await release_store.release_summaries(self._db, scope.project_ids, part)
         body = group_list_page(urls, found, summarise(releases), query)
         return _html(request, scope.public, body)
+
+    async def _proxied(self, project: Project, name: str) -> ProxiedPackage | None:
+        """What the cache knows of *name*, if the project serves it from an upstream."""
+        origin = await origin_store.get_origin(self._db, project.id, name)
+        if origin is None or origin.origin != "upstream" or origin.upstream is None:
+            return None
+        cached = await cache_store.get_page(self._db, origin.upstream, name)
+        versions: list[str] = []
+        if cached is not None and cached.page is not None:
+            versions = newest_first(sorted({f.version for f in
+                                            from_document(cached.page).files}))
+        rules = await cache_store.name_rules(self._db, [project.id], name)
+        return ProxiedPackage(
+            name=name, upstream=origin.upstream, since=origin.decided_at, versions=versions,
+            blocked=rules.blocked_versions, name_blocked=rules.name_blocked,
+            state=cached.state if cached else None,
+            checked_at=cached.checked_at if cached else None,
+            error=cached.error if cached else None)
 
     async def _readable_project(self, request: IRequest, ref: str) -> Project:
         """The project at *ref*, if the caller may read it (the index's access rules)."""

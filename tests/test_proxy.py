@@ -296,3 +296,23 @@ async def test_the_package_pages_show_where_a_proxied_name_comes_from(setup: Set
     resp = await treq.get(f"{setup.proxy.url}/acme/-/packages/dep-x", headers=basic(setup.read))
     assert resp.code == 404
     await resp.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_index_proxies_with_its_own_upstream_list(setup: Setup) -> None:
+    from pypireg.storage import groups as group_store
+
+    db = setup.proxy.db
+    group = await group_store.create_group(db, "team", public=True)
+    await project_store.create_project(db, "team/app", public=True)
+    await setup.publish("six", "1.16.0")
+    url = f"{setup.proxy.url}/api/v4/groups/team/-/packages/pypi/simple/six/"
+    resp = await treq.get(url, headers=JSON)
+    assert resp.code == 200
+    assert [f["filename"] for f in json.loads(await resp.content())["files"]] == [
+        wheel_filename("six", "1.16.0")]
+    await cache_store.set_index_upstreams(db, [], group_id=group.id)
+    setup.proxy.proxy.index.pages.forget_all()
+    resp = await treq.get(url, headers=JSON)
+    assert resp.code == 404
+    await resp.content()

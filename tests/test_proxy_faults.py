@@ -391,3 +391,34 @@ async def test_eviction_keeps_the_most_recently_downloaded_within_the_limit(
     resp = await treq.get(proxy.file_url("six", entry), headers=basic(proxy.read))
     assert resp.code == 200 and await resp.content() == contents[0]
     assert await cache_store.get_file(db, sha[0]) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_offline_upstream_serves_only_what_is_cached(db: Database,
+                                                               tmp_path: Path) -> None:
+    local = await start_upstream()
+    online = await start_registry(db, tmp_path / "on", upstreams=[
+        {"name": "local", "url": local.index}])
+    offline = await start_registry(db, tmp_path / "off", upstreams=[
+        {"name": "local", "url": local.index, "offline": True}])
+    _, _, read = await project_with_tokens(online, "acme")
+    local.project("six", {wheel_filename("six", "1.0"): wheel_bytes("six", "1.0")})
+    local.project("cached-later", {wheel_filename("cached-later", "1.0"):
+                                   wheel_bytes("cached-later", "1.0")})
+    headers = {**ACCEPT_JSON, **basic(read)}
+    try:
+        resp = await treq.get(f"{online.api('acme')}/simple/six/", headers=headers)
+        assert resp.code == 200
+        await resp.content()
+        before = len(local.seen)
+        resp = await treq.get(f"{offline.api('acme')}/simple/six/", headers=headers)
+        assert resp.code == 200
+        assert len(json.loads(await resp.content())["files"]) == 1
+        resp = await treq.get(f"{offline.api('acme')}/simple/cached-later/", headers=headers)
+        assert resp.code == 404
+        await resp.content()
+        assert len(local.seen) == before  # never asked
+    finally:
+        await online.stop()
+        await offline.stop()
+        await local.stop()

@@ -422,3 +422,18 @@ async def test_an_offline_upstream_serves_only_what_is_cached(db: Database,
         await online.stop()
         await offline.stop()
         await local.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upstream_project_status_is_passed_on(proxy: Proxy) -> None:
+    filename = wheel_filename("old", "1.0")
+    proxy.upstream.serve("/simple/old/", Page(json_page(
+        "old", [Link(filename, f"../../files/{filename}", "d" * 64)],
+        meta={"api-version": "1.4"},
+        **{"project-status": {"status": "archived", "reason": "use new instead"}})))
+    code, page, _ = await proxy.page("old")
+    assert code == 200
+    assert page["project-status"] == {"status": "archived", "reason": "use new instead"}
+    resp = await treq.get(proxy.page_url("old"), headers=basic(proxy.read))
+    html = (await resp.content()).decode()
+    assert '<meta name="pypi:project-status" content="archived">' in html

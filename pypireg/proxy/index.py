@@ -51,6 +51,8 @@ class UpstreamListing:
 
     upstream: UpstreamConfig
     files: list[UpstreamFile]
+    # PEP 792's status on the upstream ("active" when it gives none) and its reason.
+    status: tuple[str, str | None]
     # Why the page may be out of date (the upstream failed), or None.
     stale: str | None
 
@@ -92,7 +94,9 @@ class ProxiedIndex:
                                                       resolved.upstream.name)
         files = visible(resolved.page, now=time.time(), min_age=resolved.upstream.min_age,
                         blocked_versions=rules.blocked_versions)
-        return UpstreamListing(resolved.upstream, files, resolved.stale)
+        page = resolved.page
+        status = (page.project_status or "active", page.project_status_reason)
+        return UpstreamListing(resolved.upstream, files, status, resolved.stale)
 
     async def upstreams_of(self, index: IndexRef) -> list[str]:
         """The upstreams *index* includes, in order."""

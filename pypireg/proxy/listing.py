@@ -32,6 +32,7 @@ def to_document(page: ProjectPage) -> dict[str, Any]:
         "last_serial": page.last_serial,
         "api_version": page.api_version,
         "project_status": page.project_status,
+        "project_status_reason": page.project_status_reason,
         "files": [{key: getattr(f, key) for key in _FILE_FIELDS} for f in page.files],
     }
 
@@ -44,7 +45,8 @@ def from_document(document: Mapping[str, Any]) -> ProjectPage:
                        versions=tuple(document.get("versions", ())),
                        last_serial=document.get("last_serial"),
                        api_version=document.get("api_version"),
-                       project_status=document.get("project_status"))
+                       project_status=document.get("project_status"),
+                       project_status_reason=document.get("project_status_reason"))
 
 
 def release_key(version: str) -> str:

@@ -437,3 +437,44 @@ async def test_the_upstream_project_status_is_passed_on(proxy: Proxy) -> None:
     resp = await treq.get(proxy.page_url("old"), headers=basic(proxy.read))
     html = (await resp.content()).decode()
     assert '<meta name="pypi:project-status" content="archived">' in html
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_live_caches_warm_answers_skip_the_upstream_and_blocks_apply(
+        db: Database, tmp_path: Path) -> None:
+    from pypireg.storage import projects as project_store
+    from pypireg.storage.changes import ChangeListener
+
+    changes = ChangeListener(reactor, db.dsn)
+    await changes.start()
+    local = await start_upstream()
+    registry = await start_registry(db, tmp_path / "proxy", changes=changes, upstreams=[
+        {"name": "local", "url": local.index}])
+    p = Proxy(local, registry, (await project_with_tokens(registry, "acme"))[2])
+    try:
+        await until(lambda: changes.live)
+        content = wheel_bytes("six", "1.0")
+        local.project("six", {wheel_filename("six", "1.0"): content,
+                              wheel_filename("six", "2.0"): wheel_bytes("six", "2.0")})
+        code, page, _ = await p.page("six")
+        assert code == 200 and len(page["files"]) == 2
+        entry = next(f for f in page["files"] if f["filename"] == wheel_filename("six", "1.0"))
+        for _ in range(3):
+            resp = await treq.get(p.file_url("six", entry), headers=basic(p.read))
+            assert resp.code == 200 and await resp.content() == content
+            assert (await p.page("six"))[0] == 200
+        assert local.hits("/simple/six/") == 1
+        assert local.hits(f"/files/{wheel_filename('six', '1.0')}") == 1
+
+        acme = await project_store.get_project(db, "acme")
+        assert acme is not None
+        await cache_store.add_block(db, acme.id, "six", "2.0", "bad")
+        for _ in range(100):  # the change notification drops the cached page
+            code, page, _ = await p.page("six")
+            if len(page["files"]) == 1:
+                break
+        assert [f["filename"] for f in page["files"]] == [wheel_filename("six", "1.0")]
+    finally:
+        await registry.stop()
+        await local.stop()
+        changes.stop()

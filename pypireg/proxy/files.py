@@ -20,6 +20,7 @@ their advertised hash, then stored and served like the files themselves.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -37,6 +38,8 @@ from pypireg.storage.gc import remove_evicted
 from pypireg.upstream.client import UpstreamBody, UpstreamUnavailable
 
 _log = Logger()
+# How many cached files' sha256s a daemon remembers.
+KNOWN_FILES = 100_000
 # A core metadata file is a few KiB; anything far larger is not one.
 MAX_METADATA_BYTES = 8 * 1024 * 1024
 
@@ -84,14 +87,28 @@ class UpstreamFiles:
         self._observe: Observer = observe or (lambda event, upstream: None)
         self._observe_bytes: BytesObserver = observe_bytes or (lambda upstream, n: None)
         self._touched: set[str] = set()
+        # Files known to be cached (insertion-ordered, bounded): a warm
+        # download checks only that the blob is still there.
+        self._known: dict[str, None] = {}
 
     async def stored(self, sha256: str) -> bool:
         """Whether the blob of *sha256* is cached (and so served like a local file)."""
-        row = await cache_store.get_file(self._db, sha256)
-        if row is None or not await self._blobs.exists(sha256):
+        if sha256 not in self._known:
+            if await cache_store.get_file(self._db, sha256) is None:
+                return False
+            self._remember(sha256)
+        # A stat, in the reactor thread as the file body's own open and fstat are.
+        if not os.path.isfile(self._blobs.path_for(sha256)):
+            # Evicted (by this daemon or another) since it was remembered.
+            self._known.pop(sha256, None)
             return False
         self._touched.add(sha256)
         return True
+
+    def _remember(self, sha256: str) -> None:
+        self._known[sha256] = None
+        if len(self._known) > KNOWN_FILES:
+            del self._known[next(iter(self._known))]
 
     async def flush_downloads(self) -> None:
         """Record the downloads since the last flush (least recently downloaded go first)."""

@@ -103,9 +103,14 @@ class FileRoutes:
             name = normalize_name(parse_filename(filename).name)
         except RegistryError:
             raise NotFound("No such file.") from None
-        found = await self._proxy.find_file(scope.index, name, sha256, filename)
+        key = (tuple(scope.project_ids), sha256, filename)
+        found = self._caches.upstream_files.get(key) if self._caches.live else None
         if found is None:
-            raise NotFound("No such file.")
+            found = await self._proxy.find_file(scope.index, name, sha256, filename)
+            if found is None:
+                raise NotFound("No such file.")
+            if self._caches.live:
+                self._caches.upstream_files.put(key, found, found[0].ttl)
         upstream, listed = found
         visibility = b"public" if scope.public else b"private"
         if want_metadata:

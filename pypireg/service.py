@@ -105,7 +105,7 @@ def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
                           max_file_size=config.proxy.max_cache_size,
                           observe=metrics.upstream_event,
                           observe_bytes=metrics.upstream_fetched)
-    return ProxyParts(clients, ProxiedIndex(db, pages), files)
+    return ProxyParts(clients, ProxiedIndex(db, pages, files), files)
 
 
 async def build_site(reactor: Any, config: Config, db: Database,

@@ -478,3 +478,32 @@ async def test_with_live_caches_warm_answers_skip_the_upstream_and_blocks_apply(
         await registry.stop()
         await local.stop()
         changes.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_listed_without_a_sha256_are_hashed_before_they_are_listed(
+        proxy: Proxy) -> None:
+    good = wheel_bytes("nohash", "1.0")
+    liar = wheel_bytes("nohash", "2.0")
+    old, new = wheel_filename("nohash", "1.0"), wheel_filename("nohash", "2.0")
+    proxy.upstream.serve(f"/files/{old}", Page(good, "application/octet-stream"))
+    proxy.upstream.serve(f"/files/{new}", Page(liar, "application/octet-stream"))
+    html = (f'<a href="../../files/{old}">{old}</a>'
+            # An md5 the bytes do not have: the file is left off.
+            f'<a href="../../files/{new}#md5={"0" * 32}">{new}</a>').encode()
+    proxy.upstream.serve("/simple/nohash/", Page(html, HTML_V1))
+    code, page, _ = await proxy.page("nohash")
+    assert code == 200
+    [entry] = page["files"]
+    sha256 = hashlib.sha256(good).hexdigest()
+    assert entry["filename"] == old and entry["hashes"] == {"sha256": sha256}
+    assert _events(proxy.registry, "integrity") == 1
+    # It was fetched once, to hash it; the download comes from the cache.
+    resp = await treq.get(proxy.file_url("nohash", entry), headers=basic(proxy.read))
+    assert resp.code == 200 and await resp.content() == good
+    assert proxy.upstream.hits(f"/files/{old}") == 1
+    # The next page asks for its hash, not for the file.
+    proxy.registry.proxy.index.pages.forget_all()
+    code, page, _ = await proxy.page("nohash")
+    assert [f["hashes"]["sha256"] for f in page["files"]] == [sha256]
+    assert proxy.upstream.hits(f"/files/{old}") == 1

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -31,6 +32,7 @@ from zope.interface import implementer
 from pypireg.config import UpstreamConfig
 from pypireg.domain.errors import BadGateway, GatewayTimeout, NotFound
 from pypireg.domain.simple_pages import UpstreamFile
+from pypireg.domain.versions import version_key
 from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database
@@ -38,6 +40,8 @@ from pypireg.storage.gc import remove_evicted
 from pypireg.upstream.client import UpstreamBody, UpstreamUnavailable
 
 _log = Logger()
+# Files without an advertised sha256 fetched and hashed per page request.
+HASHED_PER_REQUEST = 10
 # How many cached files' sha256s a daemon remembers.
 KNOWN_FILES = 100_000
 # A core metadata file is a few KiB; anything far larger is not one.
@@ -87,6 +91,9 @@ class UpstreamFiles:
         self._observe: Observer = observe or (lambda event, upstream: None)
         self._observe_bytes: BytesObserver = observe_bytes or (lambda upstream, n: None)
         self._touched: set[str] = set()
+        # Files without an advertised sha256 being hashed, by URL, with
+        # the requests waiting for the same answer.
+        self._hashing: dict[str, list[Deferred[str | None]]] = {}
         # Files known to be cached (insertion-ordered, bounded): a warm
         # download checks only that the blob is still there.
         self._known: dict[str, None] = {}
@@ -130,6 +137,82 @@ class UpstreamFiles:
         _log.info("evicted {count} upstream files ({size} bytes freed) to stay within"
                   " proxy.max_cache_size", count=len(evicted), size=freed)
         return freed
+
+    async def hashes_for(self, upstream: UpstreamConfig, name: str,
+                         files: Sequence[UpstreamFile]) -> dict[str, str]:
+        """sha256s for files whose page gives none, by URL: known ones, else fetched and hashed.
+
+        Each such file is fetched whole once, kept in the blob store, and
+        listed from then on. At most HASHED_PER_REQUEST, newest first, are
+        fetched per call; the rest are left off until a later request.
+        """
+        known = await cache_store.known_hashes(self._db, upstream.name, [f.url for f in files])
+        missing = sorted((f for f in files if f.url not in known),
+                         key=lambda f: version_key(f.version), reverse=True)
+        fetches = [Deferred.fromCoroutine(self._hash_once(upstream, name, f))
+                   for f in missing[:HASHED_PER_REQUEST]]
+        for f, sha256 in zip(missing, await gatherResults(fetches), strict=False):
+            if sha256 is not None:
+                known[f.url] = sha256
+        return known
+
+    async def _hash_once(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
+                         ) -> str | None:
+        waiting = self._hashing.get(f.url)
+        if waiting is not None:
+            d: Deferred[str | None] = Deferred()
+            waiting.append(d)
+            return await d
+        self._hashing[f.url] = []
+        try:
+            sha256 = await self._hash(upstream, name, f)
+        except BaseException:
+            sha256 = None
+            _log.failure("hashing {url} from upstream {upstream} failed", url=f.url,
+                         upstream=upstream.name)
+        for d in self._hashing.pop(f.url):
+            d.callback(sha256)
+        return sha256
+
+    async def _hash(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str | None:
+        source = self._sources[upstream.name]
+        limit = f.size if f.size is not None else self._max_file_size
+        try:
+            body = await source.open_file(f.url, max_bytes=limit)
+        except UpstreamUnavailable as e:
+            self._observe("error", upstream.name)
+            _log.warn("could not fetch {filename} from upstream {upstream} to hash it:"
+                      " {reason}", filename=f.filename, upstream=upstream.name, reason=e.reason)
+            return None
+        gate = _Gate(body)
+        temp = self._blobs.open_temp(_Side(gate, "disk"), md5=True, blake2=False)
+        try:
+            await body.deliver(temp.write)
+            digests = await temp.finish()
+        except UpstreamUnavailable as e:
+            await temp.discard()
+            self._observe("error", upstream.name)
+            _log.warn("upstream {upstream} failed sending {filename}: {reason}",
+                      upstream=upstream.name, filename=f.filename, reason=e.reason)
+            return None
+        except BaseException:
+            await temp.discard()
+            raise
+        self._observe_bytes(upstream.name, digests.size)
+        # What the page does give (md5, say) must hold.
+        advertised = f.hashes.get("md5")
+        if advertised is not None and advertised != digests.md5:
+            await temp.discard()
+            self.integrity_failure(upstream, f.filename, f"md5 {advertised}",
+                                   f"md5 {digests.md5}")
+            return None
+        await self._blobs.in_thread(self._blobs.commit_sync, temp)
+        await cache_store.record_file(self._db, digests.sha256, upstream=upstream.name,
+                                      name=name, filename=f.filename, size=digests.size)
+        await cache_store.record_hash(self._db, upstream.name, f.url, digests.sha256,
+                                      digests.size)
+        self._observe("fetched", upstream.name)
+        return digests.sha256
 
     def fetch(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> FetchThrough:
         source = self._sources[upstream.name]

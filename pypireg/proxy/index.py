@@ -11,6 +11,10 @@ a name from an upstream only when all of these hold, in this order:
    configured one, in config order);
 4. an admin did not block the whole name.
 
+Files the upstream page lists without a sha256 are fetched and hashed
+first (proxy/files.py `hashes_for`), since file URLs and blobs here are
+keyed by it.
+
 Then the upstream that first served the name to a project of the index
 serves it (if the index still includes it), else the first upstream in
 the list that has it (proxy/pages.py). The first serve to a project
@@ -21,10 +25,11 @@ is listed is what proxy/listing.py `visible` lets through.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pypireg.config import UpstreamConfig
 from pypireg.domain.simple_pages import UpstreamFile
+from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.listing import visible
 from pypireg.proxy.pages import UpstreamPages
 from pypireg.storage import name_origins as origin_store
@@ -58,9 +63,10 @@ class UpstreamListing:
 
 
 class ProxiedIndex:
-    def __init__(self, db: Database, pages: UpstreamPages) -> None:
+    def __init__(self, db: Database, pages: UpstreamPages, files: UpstreamFiles) -> None:
         self._db = db
         self._pages = pages
+        self._files = files
 
     @property
     def pages(self) -> UpstreamPages:
@@ -93,7 +99,13 @@ class ProxiedIndex:
             await origin_store.record_upstream_origin(self._db, index.project_id, name,
                                                       resolved.upstream.name)
         files = visible(resolved.page, now=time.time(), min_age=resolved.upstream.min_age,
-                        blocked_versions=rules.blocked_versions)
+                        blocked_versions=rules.blocked_versions, with_sha256=False)
+        unhashed = [f for f in files if f.sha256 is None]
+        if unhashed:
+            found = await self._files.hashes_for(resolved.upstream, name, unhashed)
+            files = [f if f.sha256 is not None
+                     else replace(f, hashes={**f.hashes, "sha256": found[f.url]})
+                     for f in files if f.sha256 is not None or f.url in found]
         page = resolved.page
         status = (page.project_status or "active", page.project_status_reason)
         return UpstreamListing(resolved.upstream, files, status, resolved.stale)

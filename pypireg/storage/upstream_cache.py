@@ -244,6 +244,19 @@ async def evict(db: Database, max_bytes: int) -> list[CachedFile]:
     return [CachedFile(*r) for r in rows]
 
 
+async def known_hashes(db: Database, upstream: str, urls: Sequence[str]) -> dict[str, str]:
+    """The sha256s found for files whose page gives none, by their URL."""
+    rows = await db.fetch_all("SELECT url, sha256 FROM upstream_hashes"
+                              " WHERE upstream = %s AND url = ANY(%s)", (upstream, list(urls)))
+    return {url: sha256 for url, sha256 in rows}
+
+
+async def record_hash(db: Database, upstream: str, url: str, sha256: str, size: int) -> None:
+    await db.execute("INSERT INTO upstream_hashes (upstream, url, sha256, size)"
+                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                     (upstream, url, sha256, size))
+
+
 async def purge(db: Database, name: str) -> int:
     """`pypireg upstream purge`: forget a name's pages and files (blobs go with gc)."""
     await db.execute("DELETE FROM upstream_pages WHERE name = %s", (name,))

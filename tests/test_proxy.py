@@ -246,6 +246,13 @@ async def test_an_upstream_404_removes_the_name_and_keeps_its_cached_files(
     row = await cache_store.get_page(setup.proxy.db, "public", "six")
     assert row is not None and row.state == "missing"
     assert await cache_store.get_file(setup.proxy.db, hashlib.sha256(content).hexdigest())
+    # An install pinned to the file (a lock file's URL and hash) still works…
+    assert await setup.download(url) == (200, content)
+    # …unless an admin blocks it.
+    acme = await project_store.get_project(setup.proxy.db, "acme")
+    assert acme is not None
+    await cache_store.add_block(setup.proxy.db, acme.id, "six", "1.16.0", "compromised")
+    assert (await setup.download(url))[0] == 404
 
 
 @pytest_twisted.ensureDeferred

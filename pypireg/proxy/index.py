@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pypireg.config import UpstreamConfig
 from pypireg.domain.simple_pages import UpstreamFile
 from pypireg.proxy.files import UpstreamFiles
-from pypireg.proxy.listing import visible
+from pypireg.proxy.listing import release_key, visible
 from pypireg.proxy.pages import UpstreamPages
 from pypireg.storage import name_origins as origin_store
 from pypireg.storage import upstream_cache as cache_store
@@ -129,3 +129,20 @@ class ProxiedIndex:
             if f.sha256 == sha256 and f.filename == filename:
                 return listing.upstream, f
         return None
+
+    async def kept_file(self, index: IndexRef, name: str, sha256: str, filename: str,
+                        version: str) -> bool:
+        """Whether *index* still serves a cached file its upstream no longer lists.
+
+        Installs pinned by URL and hash (lock files) keep working after an
+        upstream drops a release or the whole name, as long as the name
+        would still come from that upstream here and no block hides it.
+        """
+        cached = await cache_store.get_file(self._db, sha256)
+        if cached is None or cached.name != name or cached.filename != filename:
+            return False
+        rules = await cache_store.name_rules(self._db, index.project_ids, name)
+        if (rules.local or rules.namespaced or rules.name_blocked
+                or release_key(version) in rules.blocked_versions):
+            return False
+        return cached.upstream in await self.upstreams_of(index)

@@ -100,14 +100,20 @@ class FileRoutes:
         """A file the index lists from an upstream: from the cache, else fetched through."""
         assert self._proxy is not None and self._fetched is not None
         try:
-            name = normalize_name(parse_filename(filename).name)
+            parsed = parse_filename(filename)
         except RegistryError:
             raise NotFound("No such file.") from None
+        name = normalize_name(parsed.name)
         key = (tuple(scope.project_ids), sha256, filename)
         found = self._caches.upstream_files.get(key) if self._caches.live else None
         if found is None:
             found = await self._proxy.find_file(scope.index, name, sha256, filename)
             if found is None:
+                if (not want_metadata and await self._proxy.kept_file(
+                        scope.index, name, sha256, filename, str(parsed.version))
+                        and await self._fetched.stored(sha256)):
+                    # Gone upstream, kept here for installs pinned to it.
+                    return self._download(request, scope, sha256, filename)
                 raise NotFound("No such file.")
             if self._caches.live:
                 self._caches.upstream_files.put(key, found, found[0].ttl)
@@ -117,9 +123,7 @@ class FileRoutes:
             metadata_sha256 = await self._fetched.metadata(upstream, name, listed)
             return self._immutable(request, visibility, metadata_sha256, _METADATA_TYPE)
         if await self._fetched.stored(sha256):
-            request.setHeader(b"Content-Disposition",
-                              f'attachment; filename="{filename}"'.encode())
-            return self._immutable(request, visibility, sha256, _DIST_TYPE)
+            return self._download(request, scope, sha256, filename)
         if request.method == b"HEAD":
             # What a GET would send, without fetching the file for nothing.
             request.setHeader(b"Content-Type", _DIST_TYPE)
@@ -131,6 +135,12 @@ class FileRoutes:
         request.setHeader(b"ETag", f'"{sha256}"'.encode())
         request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
         return FetchedBody(transfer, _DIST_TYPE)
+
+    def _download(self, request: IRequest, scope: ReadScope, sha256: str, filename: str
+                  ) -> Any:
+        request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
+        visibility = b"public" if scope.public else b"private"
+        return self._immutable(request, visibility, sha256, _DIST_TYPE)
 
     def _immutable(self, request: IRequest, visibility: bytes, blob_sha256: str,
                    content_type: bytes) -> Any:

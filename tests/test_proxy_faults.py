@@ -507,3 +507,23 @@ async def test_files_listed_without_a_sha256_are_hashed_before_they_are_listed(
     code, page, _ = await proxy.page("nohash")
     assert [f["hashes"]["sha256"] for f in page["files"]] == [sha256]
     assert proxy.upstream.hits(f"/files/{old}") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_going_away_does_not_fail_the_others_waiting_for_the_same_page(
+        proxy: Proxy) -> None:
+    content = wheel_bytes("six", "1.0")
+    filename = wheel_filename("six", "1.0")
+    gated = proxy.upstream.serve("/simple/six/", _Gated(json_page("six", [
+        Link(filename, f"../../files/{filename}", hashlib.sha256(content).hexdigest())])))
+    headers = {**ACCEPT_JSON, **basic(proxy.read)}
+    first = treq.get(proxy.page_url("six"), headers=headers, persistent=False)
+    await until(lambda: len(gated.requests) == 1)
+    second = treq.get(proxy.page_url("six"), headers=headers, persistent=False)
+    await until(lambda: proxy.registry.proxy.index.pages.waiting() == 2)
+    first.cancel()  # the first client goes away while the page is being fetched
+    gated.release()
+    resp = await second
+    assert resp.code == 200
+    assert len(json.loads(await resp.content())["files"]) == 1
+    assert proxy.upstream.hits("/simple/six/") == 1

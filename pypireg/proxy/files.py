@@ -33,6 +33,7 @@ from pypireg.config import UpstreamConfig
 from pypireg.domain.errors import BadGateway, GatewayTimeout, NotFound
 from pypireg.domain.simple_pages import UpstreamFile
 from pypireg.domain.versions import version_key
+from pypireg.single_flight import SingleFlight
 from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database
@@ -93,7 +94,7 @@ class UpstreamFiles:
         self._touched: set[str] = set()
         # Files without an advertised sha256 being hashed, by URL, with
         # the requests waiting for the same answer.
-        self._hashing: dict[str, list[Deferred[str | None]]] = {}
+        self._hashing: SingleFlight[str, str | None] = SingleFlight()
         # Files known to be cached (insertion-ordered, bounded): a warm
         # download checks only that the blob is still there.
         self._known: dict[str, None] = {}
@@ -158,21 +159,16 @@ class UpstreamFiles:
 
     async def _hash_once(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
                          ) -> str | None:
-        waiting = self._hashing.get(f.url)
-        if waiting is not None:
-            d: Deferred[str | None] = Deferred()
-            waiting.append(d)
-            return await d
-        self._hashing[f.url] = []
+        return await self._hashing.run(f.url, lambda: self._hash_logged(upstream, name, f))
+
+    async def _hash_logged(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
+                           ) -> str | None:
         try:
-            sha256 = await self._hash(upstream, name, f)
-        except BaseException:
-            sha256 = None
+            return await self._hash(upstream, name, f)
+        except Exception:
             _log.failure("hashing {url} from upstream {upstream} failed", url=f.url,
                          upstream=upstream.name)
-        for d in self._hashing.pop(f.url):
-            d.callback(sha256)
-        return sha256
+            return None
 
     async def _hash(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str | None:
         source = self._sources[upstream.name]

@@ -56,5 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Written without allocating: past the cap, even formatting a traceback can
+# fail, and the daemon would log "Exception ignored in sys.unraisablehook".
+_OUT_OF_MEMORY = b"MemoryError: the README needs more memory than the renderer may use\n"
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except MemoryError:
+        os.write(2, _OUT_OF_MEMORY)
+        os._exit(1)
+    sys.exit(status)

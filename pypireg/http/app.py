@@ -174,6 +174,7 @@ class RegistryResource(resource.Resource):
             request.render(body)  # type: ignore[attr-defined]
 
     def _failed(self, request: IRequest, failure: Failure) -> None:
-        if failure.check(CancelledError):
+        if failure.check(CancelledError) or getattr(request, "_disconnected", False):
+            # The client went away: there is nobody to answer.
             return
         self._respond(request, self._errors.answer(request, failure))

@@ -14,6 +14,7 @@ import psycopg2
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
 
 from pypireg.domain.errors import ServiceUnavailable
@@ -135,10 +136,34 @@ class Database:
         if self._pool is None:
             raise ServiceUnavailable()
         try:
-            return await method(*args)
+            return await _uncancellable(method(*args))
         except _UNAVAILABLE as e:
             _log.warn("database unavailable: {error}", error=str(e).strip())
             raise ServiceUnavailable() from e
+
+
+def _uncancellable(query: Deferred[T]) -> Deferred[T]:
+    """*query*'s result, on a Deferred whose cancellation leaves the query running.
+
+    Klein cancels a request's handler when its client goes away. Passed on
+    to txpostgres, the cancel raises `_CancelInProgress` out of Twisted's
+    cancel (the protocol must finish the query before the connection can
+    be reused), which fails the handler with that instead of
+    CancelledError. So the waiter is cancelled alone; the query finishes,
+    its connection goes back to the pool and its result is dropped.
+    """
+    waiter: Deferred[T] = Deferred(lambda _: None)
+
+    def relay(result: T | Failure) -> None:
+        if waiter.called:  # cancelled: nobody waits for it any more
+            return
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+
+    query.addBoth(relay)
+    return waiter
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:

@@ -447,6 +447,8 @@ async def test_with_live_caches_warm_answers_skip_the_upstream_and_blocks_apply(
 
     changes = ChangeListener(reactor, db.dsn)
     await changes.start()
+    seen: list[str] = []
+    changes.subscribe(seen.append)
     local = await start_upstream()
     registry = await start_registry(db, tmp_path / "proxy", changes=changes, upstreams=[
         {"name": "local", "url": local.index}])
@@ -465,6 +467,13 @@ async def test_with_live_caches_warm_answers_skip_the_upstream_and_blocks_apply(
             assert (await p.page("six"))[0] == 200
         assert local.hits("/simple/six/") == 1
         assert local.hits(f"/files/{wheel_filename('six', '1.0')}") == 1
+        # Neither the stored page nor the recorded origin dropped every cache…
+        assert "upstream_pages" not in seen and "name_origins" not in seen, seen
+        # …but a refresh does (the next request asks the upstream again).
+        await cache_store.forget_page(db, "local", "six")
+        await until(lambda: "upstream_pages" in seen)
+        assert (await p.page("six"))[0] == 200
+        assert local.hits("/simple/six/") == 2
 
         acme = await project_store.get_project(db, "acme")
         assert acme is not None

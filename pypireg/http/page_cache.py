@@ -35,9 +35,10 @@ class PackageCaches:
             clock, PAGE_CACHE_ENTRIES, PAGE_CACHE_TTL)
         self.file_rows: Cache[tuple[Any, ...], PackageFile] = Cache(
             clock, FILE_ROW_ENTRIES, PAGE_CACHE_TTL)
-        # Upstream files an index lists, by (project ids, sha256, filename):
-        # a warm download of a proxied file then asks the database nothing.
-        self.upstream_files: Cache[tuple[Any, ...], tuple[UpstreamConfig, UpstreamFile]] = (
+        # Upstream files an index lists, by (project ids, sha256, filename),
+        # with the package's name: a warm download of a proxied file then
+        # asks the database nothing.
+        self.upstream_files: Cache[tuple[Any, ...], tuple[UpstreamConfig, UpstreamFile, str]] = (
             Cache(clock, FILE_ROW_ENTRIES, PAGE_CACHE_TTL))
         if changes is not None:
             changes.subscribe(self._changed)

@@ -151,11 +151,11 @@ async def forget_page(db: Database, upstream: str, name: str) -> bool:
     Returns:
         Whether there was a page to forget.
     """
-    # `state = state` is there for the change trigger: daemons drop their
-    # in-memory copies at once.
+    # The change trigger (schema/0016) sees checked_at go to -infinity:
+    # daemons drop their in-memory copies at once.
     rows = await db.fetch_all("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
-                              " last_modified = NULL, state = state"
-                              " WHERE upstream = %s AND name = %s RETURNING 1", (upstream, name))
+                              " last_modified = NULL WHERE upstream = %s AND name = %s"
+                              " RETURNING 1", (upstream, name))
     return bool(rows)
 
 

@@ -151,7 +151,7 @@ async def forget_page(db: Database, upstream: str, name: str) -> bool:
     Returns:
         Whether there was a page to forget.
     """
-    # The change trigger (schema/0016) sees checked_at go to -infinity:
+    # The change trigger (schema/0015) sees checked_at go to -infinity:
     # daemons drop their in-memory copies at once.
     rows = await db.fetch_all("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
                               " last_modified = NULL WHERE upstream = %s AND name = %s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -153,6 +154,23 @@ async def build_site(reactor: Any, config: Config, db: Database,
     return site, authorizer
 
 
+def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, object]],
+             what: str) -> TimerService:
+    """A TimerService running *job* now and every *interval* seconds on *clock*.
+
+    A failed run is logged as "*what* failed" and the next one comes anyway
+    (an unhandled failure would stop the timer for good).
+    """
+
+    def run() -> Deferred[Any]:
+        d = Deferred.fromCoroutine(job())
+        return d.addErrback(lambda f: _log.failure("{what} failed", f, what=what))
+
+    timer = TimerService(interval, run)
+    timer.clock = clock
+    return timer
+
+
 def _exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -193,33 +211,15 @@ class RegistryService(MultiService):
             proxy=self._proxy)
         self._authorizer.start()
         db = self.db
-
-        def collect_blobs() -> Deferred[Any]:
-            d = Deferred.fromCoroutine(collect_garbage(db, blobs))
-            return d.addErrback(lambda f: _log.failure("garbage collection failed", f))
-
-        collector = TimerService(GC_INTERVAL_SECONDS, collect_blobs)
-        collector.clock = self._reactor
-        collector.setServiceParent(self)
+        periodic(self._reactor, GC_INTERVAL_SECONDS, lambda: collect_garbage(db, blobs),
+                 "garbage collection").setServiceParent(self)
         if self._proxy is not None:
             fetched = self._proxy.files
-
-            def flush_downloads() -> Deferred[Any]:
-                d = Deferred.fromCoroutine(fetched.flush_downloads())
-                return d.addErrback(lambda f: _log.failure("recording downloads failed", f))
-
-            flusher = TimerService(DOWNLOADS_FLUSH_SECONDS, flush_downloads)
-            flusher.clock = self._reactor
-            flusher.setServiceParent(self)
             max_cache = config.proxy.max_cache_size
-
-            def evict() -> Deferred[Any]:
-                d = Deferred.fromCoroutine(fetched.evict(max_cache))
-                return d.addErrback(lambda f: _log.failure("cache eviction failed", f))
-
-            evictor = TimerService(EVICTION_INTERVAL_SECONDS, evict)
-            evictor.clock = self._reactor
-            evictor.setServiceParent(self)
+            periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
+                     "recording downloads").setServiceParent(self)
+            periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
+                     lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)

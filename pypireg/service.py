@@ -46,6 +46,7 @@ from pypireg.proxy.pages import UpstreamPages
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
+from pypireg.storage.duplicates import remove_surplus_duplicates
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
 from pypireg.storage.migrations import migrate
@@ -54,6 +55,9 @@ from pypireg.upstream.client import UpstreamClient
 _log = Logger()
 # Unreferenced blobs (from deletes) are removed this often; see storage/gc.py.
 GC_INTERVAL_SECONDS = 3600.0
+# Projects' duplicate cleanup policies are applied to stored files this
+# often (each upload applies its own); see storage/duplicates.py.
+DUPLICATES_INTERVAL_SECONDS = 3600.0
 # Downloads of cached upstream files are recorded (for eviction) this often.
 DOWNLOADS_FLUSH_SECONDS = 60.0
 # Cached upstream files past proxy.max_cache_size are evicted this often.
@@ -171,6 +175,26 @@ def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, 
     return timer
 
 
+def housekeeping(clock: Any, db: Database, blobs: BlobStore,
+                 changes: ChangeListener | None) -> list[TimerService]:
+    """The hourly jobs: the duplicate cleanup policies, and the garbage collection.
+
+    The rows the duplicate cleanup removes are dropped from this daemon's
+    caches at once (the other daemons' go with the NOTIFY); their blobs go
+    with a later garbage collection, like those of deleted files.
+    """
+
+    async def clean_up_duplicates() -> None:
+        if await remove_surplus_duplicates(db) and changes is not None:
+            changes.notify_local("package_files")
+
+    return [
+        periodic(clock, DUPLICATES_INTERVAL_SECONDS, clean_up_duplicates, "duplicate cleanup"),
+        periodic(clock, GC_INTERVAL_SECONDS, lambda: collect_garbage(db, blobs),
+                 "garbage collection"),
+    ]
+
+
 def _exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -210,9 +234,8 @@ class RegistryService(MultiService):
             self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
             proxy=self._proxy)
         self._authorizer.start()
-        db = self.db
-        periodic(self._reactor, GC_INTERVAL_SECONDS, lambda: collect_garbage(db, blobs),
-                 "garbage collection").setServiceParent(self)
+        for job in housekeeping(self._reactor, self.db, blobs, self._changes):
+            job.setServiceParent(self)
         if self._proxy is not None:
             fetched = self._proxy.files
             max_cache = config.proxy.max_cache_size

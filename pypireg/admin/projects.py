@@ -1,7 +1,9 @@
 """`pypireg project create|list|update`: the registry's projects.
 
 Composition layer: argparse in, storage calls, text or JSON out. Which
-upstreams an index includes is index_upstreams.py's.
+upstreams an index includes is index_upstreams.py's. The duplicate cleanup
+policy set here is applied by each upload, the daemon's hourly job and
+`pypireg cleanup` (maintenance.py).
 """
 
 from __future__ import annotations
@@ -34,7 +36,25 @@ def add_parsers(sub: Subparsers) -> None:
     change.add_argument("--reject-duplicates", dest="reject_duplicates", action="store_true",
                         default=None, help="refuse re-uploads of an existing file name")
     change.add_argument("--allow-duplicates", dest="reject_duplicates", action="store_false")
+    keep = change.add_mutually_exclusive_group()
+    keep.add_argument("--keep-duplicates", type=_keep_count, metavar="N",
+                      help="keep only the N newest files of each file name; older re-uploads "
+                           "are removed after each upload and hourly (or by `pypireg cleanup`)")
+    keep.add_argument("--keep-all-duplicates", action="store_true",
+                      help="keep every re-upload again (the default)")
     index_upstreams.add_options(change)
+
+
+# The column is a PostgreSQL INTEGER.
+_MAX_KEEP = 2**31 - 1
+
+
+def _keep_count(text: str) -> int:
+    """--keep-duplicates N: a whole number from 1 (argparse reports the error)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_KEEP:
+        # At least one: the newest file of a name is the one the index serves.
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {_MAX_KEEP}")
+    return int(text)
 
 
 _T = TypeVar("_T")
@@ -61,10 +81,16 @@ async def create_at_path(kind: str, path: str, create: Callable[[], Awaitable[_T
 
 
 def _row(p: Project, upstreams: list[str] | None) -> dict[str, Any]:
-    # upstreams: None is every configured upstream, [] none (as stored).
+    # upstreams: None is every configured upstream, [] none (as stored);
+    # keep_duplicates: None keeps every re-upload.
     return {"id": p.id, "path": p.path, "public": p.public,
             "packages_enabled": p.packages_enabled, "reject_duplicates": p.reject_duplicates,
-            "upstreams": upstreams}
+            "keep_duplicates": p.keep_duplicates, "upstreams": upstreams}
+
+
+def _keep(p: Project) -> str:
+    """The KEEP column: how many files of each file name the project keeps."""
+    return "all" if p.keep_duplicates is None else str(p.keep_duplicates)
 
 
 async def _create(ctx: CommandContext, args: argparse.Namespace) -> str:
@@ -83,9 +109,9 @@ async def _list(ctx: CommandContext, args: argparse.Namespace) -> str:
     text = table(
         [(p.id, p.path, visibility(p.public),
           "enabled" if p.packages_enabled else "disabled",
-          "reject" if p.reject_duplicates else "allow",
+          "reject" if p.reject_duplicates else "allow", _keep(p),
           index_upstreams.describe(upstreams.get(p.id))) for p in projects],
-        ["ID", "PATH", "VISIBILITY", "PACKAGES", "DUPLICATES", "UPSTREAMS"])
+        ["ID", "PATH", "VISIBILITY", "PACKAGES", "DUPLICATES", "KEEP", "UPSTREAMS"])
     return render(ctx.as_json, [_row(p, upstreams.get(p.id)) for p in projects], text)
 
 
@@ -95,7 +121,9 @@ async def _update(ctx: CommandContext, args: argparse.Namespace) -> str:
     p = await ctx.project(args.name)
     p = await project_store.update_project(
         ctx.db, p.id, public=args.public, packages_enabled=args.packages_enabled,
-        reject_duplicates=args.reject_duplicates)
+        reject_duplicates=args.reject_duplicates, keep_duplicates=args.keep_duplicates,
+        keep_all_duplicates=args.keep_all_duplicates)
     row = _row(p, await index_upstreams.apply(ctx.db, choice, project_id=p.id))
     return render(ctx.as_json, row, record_table(
-        {**row, "upstreams": index_upstreams.describe(row["upstreams"])}))
+        {**row, "keep_duplicates": _keep(p),
+         "upstreams": index_upstreams.describe(row["upstreams"])}))

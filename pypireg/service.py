@@ -27,6 +27,7 @@ from pypireg.http.app import RegistryResource, RouteGroups
 from pypireg.http.errors import ErrorFunnel
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
 from pypireg.http.metrics import Metrics
 from pypireg.http.ops import OpsRoutes
 from pypireg.http.page_cache import PackageCaches
@@ -143,6 +144,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         yank=YankRoutes(db, access, caches),
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
+        projects_api=ProjectsApiRoutes(db, access),
         deploy_tokens=DeployTokensRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
         ops=OpsRoutes(db, blobs, metrics),

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 from pypireg.admin import index_upstreams
 from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command, add_group
-from pypireg.admin.output import record_table, render, table, visibility
+from pypireg.admin.output import record_table, render, size, table, visibility
 from pypireg.domain.names import is_valid_project_path
 from pypireg.storage import projects as project_store
+from pypireg.storage import usage as usage_store
 from pypireg.storage.projects import Project, ProjectExists
 
 
@@ -106,13 +107,21 @@ async def _list(ctx: CommandContext, args: argparse.Namespace) -> str:
     projects = await project_store.list_projects(ctx.db)
     # A project created since list_projects has no entry, and the default.
     upstreams = await index_upstreams.by_id(ctx.db, "project")
+    # As GitLab's packages_size: every stored file, duplicates included (storage/usage.py).
+    sizes = await usage_store.packages_sizes(ctx.db)
     text = table(
         [(p.id, p.path, visibility(p.public),
           "enabled" if p.packages_enabled else "disabled",
           "reject" if p.reject_duplicates else "allow", _keep(p),
-          index_upstreams.describe(upstreams.get(p.id))) for p in projects],
-        ["ID", "PATH", "VISIBILITY", "PACKAGES", "DUPLICATES", "KEEP", "UPSTREAMS"])
-    return render(ctx.as_json, [_row(p, upstreams.get(p.id)) for p in projects], text)
+          size(sizes.get(p.id, 0)), index_upstreams.describe(upstreams.get(p.id)))
+         for p in projects],
+        ["ID", "PATH", "VISIBILITY", "PACKAGES", "DUPLICATES", "KEEP", "SIZE", "UPSTREAMS"])
+    # The column's sum, so that the two always agree.
+    total = sum(sizes.get(p.id, 0) for p in projects)
+    text += f"\nTotal: {size(total)} in {len(projects)} project{'' if len(projects) == 1 else 's'}"
+    return render(ctx.as_json,
+                  [{**_row(p, upstreams.get(p.id)), "packages_size": sizes.get(p.id, 0)}
+                   for p in projects], text)
 
 
 async def _update(ctx: CommandContext, args: argparse.Namespace) -> str:

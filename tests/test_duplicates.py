@@ -172,7 +172,8 @@ async def test_keeping_all_again_and_the_settings_in_project_list(registry: Any)
     # Other settings leave the policy as it is.
     await cli(registry.db, "project", "update", "acme", "--keep-duplicates", "3")
     await cli(registry.db, "project", "update", "acme", "--public")
-    assert (await project_store.get_project(registry.db, "acme")).keep_duplicates == 3  # type: ignore[union-attr]
+    kept = await project_store.get_project(registry.db, "acme")
+    assert kept is not None and kept.keep_duplicates == 3
     await cli(registry.db, "project", "update", "acme", "--keep-all-duplicates")
     for n in range(3):
         await put(registry, project, write, copy(n))

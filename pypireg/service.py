@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -26,6 +27,7 @@ from pypireg.http.app import RegistryResource, RouteGroups
 from pypireg.http.errors import ErrorFunnel
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
 from pypireg.http.metrics import Metrics
 from pypireg.http.ops import OpsRoutes
 from pypireg.http.page_cache import PackageCaches
@@ -45,6 +47,7 @@ from pypireg.proxy.pages import UpstreamPages
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
+from pypireg.storage.duplicates import remove_surplus_duplicates
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
 from pypireg.storage.migrations import migrate
@@ -53,6 +56,9 @@ from pypireg.upstream.client import UpstreamClient
 _log = Logger()
 # Unreferenced blobs (from deletes) are removed this often; see storage/gc.py.
 GC_INTERVAL_SECONDS = 3600.0
+# Projects' duplicate cleanup policies are applied to stored files this
+# often (each upload applies its own); see storage/duplicates.py.
+DUPLICATES_INTERVAL_SECONDS = 3600.0
 # Downloads of cached upstream files are recorded (for eviction) this often.
 DOWNLOADS_FLUSH_SECONDS = 60.0
 # Cached upstream files past proxy.max_cache_size are evicted this often.
@@ -138,6 +144,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         yank=YankRoutes(db, access, caches),
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
+        projects_api=ProjectsApiRoutes(db, access),
         deploy_tokens=DeployTokensRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
         ops=OpsRoutes(db, blobs, metrics),
@@ -151,6 +158,43 @@ async def build_site(reactor: Any, config: Config, db: Database,
         trusted_proxies=config.server.trusted_proxies,
     )
     return site, authorizer
+
+
+def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, object]],
+             what: str) -> TimerService:
+    """A TimerService running *job* now and every *interval* seconds on *clock*.
+
+    A failed run is logged as "*what* failed" and the next one comes anyway
+    (an unhandled failure would stop the timer for good).
+    """
+
+    def run() -> Deferred[Any]:
+        d = Deferred.fromCoroutine(job())
+        return d.addErrback(lambda f: _log.failure("{what} failed", f, what=what))
+
+    timer = TimerService(interval, run)
+    timer.clock = clock
+    return timer
+
+
+def housekeeping(clock: Any, db: Database, blobs: BlobStore,
+                 changes: ChangeListener | None) -> list[TimerService]:
+    """The hourly jobs: the duplicate cleanup policies, and the garbage collection.
+
+    The rows the duplicate cleanup removes are dropped from this daemon's
+    caches at once (the other daemons' go with the NOTIFY); their blobs go
+    with a later garbage collection, like those of deleted files.
+    """
+
+    async def clean_up_duplicates() -> None:
+        if await remove_surplus_duplicates(db) and changes is not None:
+            changes.notify_local("package_files")
+
+    return [
+        periodic(clock, DUPLICATES_INTERVAL_SECONDS, clean_up_duplicates, "duplicate cleanup"),
+        periodic(clock, GC_INTERVAL_SECONDS, lambda: collect_garbage(db, blobs),
+                 "garbage collection"),
+    ]
 
 
 def _exit_failed() -> None:
@@ -192,34 +236,15 @@ class RegistryService(MultiService):
             self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
             proxy=self._proxy)
         self._authorizer.start()
-        db = self.db
-
-        def collect_blobs() -> Deferred[Any]:
-            d = Deferred.fromCoroutine(collect_garbage(db, blobs))
-            return d.addErrback(lambda f: _log.failure("garbage collection failed", f))
-
-        collector = TimerService(GC_INTERVAL_SECONDS, collect_blobs)
-        collector.clock = self._reactor
-        collector.setServiceParent(self)
+        for job in housekeeping(self._reactor, self.db, blobs, self._changes):
+            job.setServiceParent(self)
         if self._proxy is not None:
             fetched = self._proxy.files
-
-            def flush_downloads() -> Deferred[Any]:
-                d = Deferred.fromCoroutine(fetched.flush_downloads())
-                return d.addErrback(lambda f: _log.failure("recording downloads failed", f))
-
-            flusher = TimerService(DOWNLOADS_FLUSH_SECONDS, flush_downloads)
-            flusher.clock = self._reactor
-            flusher.setServiceParent(self)
             max_cache = config.proxy.max_cache_size
-
-            def evict() -> Deferred[Any]:
-                d = Deferred.fromCoroutine(fetched.evict(max_cache))
-                return d.addErrback(lambda f: _log.failure("cache eviction failed", f))
-
-            evictor = TimerService(EVICTION_INTERVAL_SECONDS, evict)
-            evictor.clock = self._reactor
-            evictor.setServiceParent(self)
+            periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
+                     "recording downloads").setServiceParent(self)
+            periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
+                     lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
         for description in config.server.listen:
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)

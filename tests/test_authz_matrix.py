@@ -56,6 +56,7 @@ ROUTES = {
     "file download": (1, 200),
     "json api": (1, 200),
     "packages api list": (1, 200),
+    "projects api": (1, 200),
     "upload": (2, 201),
     "yank": (3, 200),
     "delete release": (3, 204),
@@ -168,6 +169,9 @@ async def test_authorisation_matrix(registry: Any) -> None:
         elif route == "packages api list":
             resp = await treq.get(f"{registry.url}/api/v4/projects/{project.id}/packages",
                                   headers=headers)
+        elif route == "projects api":
+            resp = await treq.get(
+                f"{registry.url}/api/v4/projects/{project.id}?statistics=true", headers=headers)
         elif route == "upload":
             version = f"2.{next(counter)}"
             data = wheel_bytes("matrix-pkg", version)

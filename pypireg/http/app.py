@@ -27,11 +27,13 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from pypireg.domain.errors import RegistryError
 from pypireg.http.errors import ErrorFunnel
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
 from pypireg.http.ops import OpsRoutes
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
@@ -50,6 +52,8 @@ _ID = "int(max=9223372036854775807)"
 PACKAGES = "/api/v4/projects/<path:project>/packages"
 PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
 DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
+# The project itself; ProjectPathConverter says why its path is narrower.
+PROJECT = "/api/v4/projects/<project_path:project>"
 PROJECT_PAGES = "/<path:project>/-/packages"
 GROUP_PAGES = "/groups/<path:group>/-/packages"
 # The two file routes as werkzeug matches them (a path converter is
@@ -57,6 +61,20 @@ GROUP_PAGES = "/groups/<path:group>/-/packages"
 _PROJECT_FILE = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/files/([^/]+)/([^/]+)\Z")
 _GROUP_FILE = re.compile(rb"/api/v4/groups/([^/].*?)/-/packages/pypi/files/([^/]+)/([^/]+)\Z")
 _READ = ["GET", "HEAD"]
+
+
+class ProjectPathConverter(PathConverter):
+    """A project path in the project's own URL, which prefixes every other project URL.
+
+    With a plain path converter, `GET …/projects/1/packages/pypi` (an upload
+    URL) would read as project "1/packages/pypi" and answer 401 or 404
+    instead of 405, and so would any mistyped sub-resource. So no segment
+    may be one of the sub-resources above, or GitLab's `-` separator; such
+    a project ("acme/packages") was out of reach of those routes anyway. Nor
+    may the path end in a slash or hold an empty segment.
+    """
+
+    regex = r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|-)(?:/|$))[^/]+(?:/[^/]+)*"
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,7 @@ class RouteGroups:
     yank: YankRoutes
     json_api: JsonApiRoutes
     packages_api: PackagesApiRoutes
+    projects_api: ProjectsApiRoutes
     deploy_tokens: DeployTokensRoutes
     pages: PageRoutes
     ops: OpsRoutes
@@ -75,6 +94,7 @@ class RouteGroups:
 def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     """One Klein app with every route of *groups* and the funnel's error handlers."""
     app = Klein()
+    app.url_map.converters["project_path"] = ProjectPathConverter
 
     def route(methods: list[str], url: str, handler: Callable[..., Any], **kw: Any) -> None:
         # The endpoint name must be unique in the app; the URL is.
@@ -93,7 +113,8 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(_READ, GROUP_PYPI + "/simple/", g.simple.group_simple_root)
     route(_READ, GROUP_PYPI + "/simple/<name>/", g.simple.group_simple_package)
     route(_READ, GROUP_PYPI + "/files/<sha256>/<filename>", g.files.group_download)
-    # GitLab's packages and deploy tokens APIs.
+    # GitLab's projects, packages and deploy tokens APIs.
+    route(["GET"], PROJECT, g.projects_api.gitlab_project)
     route(["GET"], PACKAGES, g.packages_api.gitlab_packages)
     route(["GET"], PACKAGE, g.packages_api.gitlab_package)
     route(["DELETE"], PACKAGE, g.packages_api.gitlab_delete_package)

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
@@ -37,6 +38,32 @@ async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_pa
     stored = {p.name: p for p in files_in(tmp_path, "blobs")}
     assert sha in stored and len(stored) == 2  # the wheel and its METADATA
     assert stored[sha].read_bytes() == wheel
+    assert files_in(tmp_path, "tmp") == []
+
+
+@pytest.mark.parametrize("target", [
+    "/api/v4/projects/{id}/packages/pypi/",
+    "/api/v4/projects/acme/packages/pypi/",
+    "/api/v4/projects/{id}/packages/pypi/?from=pypirc",
+], ids=["id", "path", "query"])
+@pytest_twisted.ensureDeferred
+async def test_the_upload_url_with_a_trailing_slash_streams_like_without(
+        db: Any, tmp_path: Path, target: str) -> None:
+    # As the plain URL: matched with the headers in, the token checked with
+    # the transport paused, "100 Continue" only then, the body streamed.
+    site, project, token = await upload_site(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    client = Client(site)
+    client.send(head(project, token, ctype, len(body), b"Expect: 100-continue",
+                     target=target.format(id=project)))
+    assert client.transport.producerState == "paused"
+    assert client.response == b""
+    await client.wait_for(lambda: b"100 Continue" in client.response)
+    client.send(body)
+    await client.wait_for(lambda: b"HTTP/1.1 201 " in client.response)
+    assert client.response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created")
+    assert hashlib.sha256(wheel).hexdigest() in {p.name for p in files_in(tmp_path, "blobs")}
     assert files_in(tmp_path, "tmp") == []
 
 

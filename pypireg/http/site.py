@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -39,10 +39,12 @@ from pypireg.http.metrics import Metrics
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
 _log = Logger()
-# The legacy upload API endpoint (twine posts to the repository URL).
-# The project part may be an id, an encoded path or (as the routes also
-# accept) a plain path with slashes.
-UPLOAD_PATH_RE = re.compile(rb"^/api/v4/projects/([^?#]+?)/packages/pypi/?(?:\?.*)?\Z")
+# The legacy upload API endpoint (twine posts to the repository URL), with
+# or without a trailing slash. Matched as the route table matches it
+# (app.py), on routed_path(): werkzeug's path converter for the project
+# ("[^/].*?": an id, or a path, encoded or with plain slashes), no query.
+# A body is only streamed for a URL whose route takes it over.
+_UPLOAD_PATH = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/?\Z")
 MAX_SMALL_BODY = 64 * 1024
 LINGER_SECONDS = 5.0
 # A request's line and headers must arrive within this time (slowloris);
@@ -52,6 +54,33 @@ HEADER_TIMEOUT = 30.0
 # each read costs the reactor a pass through the HTTP channel and the form
 # parser, so fewer, larger reads leave it more time for other requests.
 UPLOAD_READ_SIZE = 256 * 1024
+
+
+def routed_path(target: bytes) -> bytes:
+    """An origin-form request target as the route table sees it.
+
+    Twisted splits the path off the query and percent-decodes each segment
+    (Request.postpath); Klein joins the segments and adds a leading slash
+    unless the result has one.
+    """
+    path = target.split(b"?", 1)[0]
+    joined = b"/".join(unquote_to_bytes(segment) for segment in path[1:].split(b"/"))
+    return joined if joined.startswith(b"/") else b"/" + joined
+
+
+def upload_project(target: bytes) -> str | None:
+    """The project reference in *target* if it is the upload URL, else None."""
+    return _project_in(_UPLOAD_PATH, target)
+
+
+def _project_in(pattern: re.Pattern[bytes], target: bytes) -> str | None:
+    match = pattern.match(routed_path(target))
+    if match is None:
+        return None
+    try:
+        return match[1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # no route takes it either: Klein refuses a path that is not UTF-8
 
 
 @implementer(IPushProducer)
@@ -131,9 +160,9 @@ class RegistryRequest(server.Request):
             self.requestHeaders.removeHeader(b"expect")
             self.refuse_early(BadRequest(problem))
             return
-        match = UPLOAD_PATH_RE.match(path) if command == b"POST" else None
+        project_ref = upload_project(path) if command == b"POST" else None
         expects_continue = (self.requestHeaders.getRawHeaders(b"expect") or [b""])[0].lower()
-        if match is None:
+        if project_ref is None:
             if length is not None and length > MAX_SMALL_BODY:
                 self.requestHeaders.removeHeader(b"expect")
                 self.refuse_early(TooLarge("Request body too large."))
@@ -150,7 +179,6 @@ class RegistryRequest(server.Request):
             b"HTTP/1.1"
         ):
             send_continue = self._send_continue
-        project_ref = unquote(match[1].decode("latin-1"))
         self.upload = UploadReceiver(
             ctx,
             project_ref,

@@ -43,10 +43,13 @@ class Client:
 
 
 def head(project: int, token: str | None, ctype: bytes, length: int | None,
-         extra: bytes = b"") -> bytes:
-    """An upload request's line and headers (chunked if *length* is None)."""
-    lines = [f"POST /api/v4/projects/{project}/packages/pypi HTTP/1.1".encode(), b"Host: test",
-             b"Content-Type: " + ctype]
+         extra: bytes = b"", target: str | None = None) -> bytes:
+    """An upload request's line and headers (chunked if *length* is None).
+
+    *target* replaces the upload URL's path (`/api/v4/projects/<project>/packages/pypi`).
+    """
+    target = target or f"/api/v4/projects/{project}/packages/pypi"
+    lines = [f"POST {target} HTTP/1.1".encode(), b"Host: test", b"Content-Type: " + ctype]
     if token:
         lines.append(b"Authorization: Basic " + b64encode(f"__token__:{token}".encode()))
     if length is None:

@@ -149,6 +149,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         metrics=metrics,
         timeout=config.server.timeout,
         trusted_proxies=config.server.trusted_proxies,
+        base_url=config.server.base_url,
     )
     return site, authorizer
 

@@ -67,6 +67,41 @@ async def test_the_upload_url_with_a_trailing_slash_streams_like_without(
     assert files_in(tmp_path, "tmp") == []
 
 
+@pytest.mark.parametrize("suffix", ["/simple", "/simple/", "/simple/demo-pkg/", "/simple/x?y=1"])
+@pytest_twisted.ensureDeferred
+async def test_a_post_to_the_index_is_refused_before_the_body_naming_the_upload_url(
+        db: Any, tmp_path: Path, suffix: str) -> None:
+    site, project, token = await upload_site(db, tmp_path)
+    client = Client(site)
+    client.send(head(project, token, b"multipart/form-data; boundary=b", 50 * 1024 * 1024,
+                     b"Expect: 100-continue",
+                     target=f"/api/v4/projects/acme%2Fx/packages/pypi{suffix}"))
+    # Answered with the headers alone, no token check: nothing to wait for.
+    status, _, rest = client.response.partition(b"\r\n")
+    url = b"http://test/api/v4/projects/acme%2Fx/packages/pypi"
+    assert status == b"HTTP/1.1 405 This is the project's index URL (for pip and uv), not " \
+                     b"its upload URL: upload to " + url, client.response
+    assert b"\r\nAllow: GET, HEAD\r\n" in rest
+    assert rest.endswith(b"\r\n\r\n" + status[len(b"HTTP/1.1 405 "):] + b"\n")  # the body
+    assert b"100 Continue" not in client.response
+    client.send(b"x" * 65536)  # the body the client sends anyway is discarded
+    assert client.response.count(b"HTTP/1.1") == 1
+    assert files_in(tmp_path, "tmp") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upload_url_named_in_a_refusal_comes_from_base_url(db: Any, tmp_path: Path
+                                                                   ) -> None:
+    site, project, token = await upload_site(db, tmp_path,
+                                             base_url="https://registry.example/pypireg")
+    client = Client(site)
+    client.send(head(project, token, b"multipart/form-data; boundary=b", 10,
+                     target=f"/api/v4/projects/{project}/packages/pypi/simple/"))
+    assert client.response.startswith(b"HTTP/1.1 405 "), client.response
+    assert (f"upload to https://registry.example/pypireg/api/v4/projects/{project}"
+            "/packages/pypi\r\n").encode() in client.response
+
+
 @pytest_twisted.ensureDeferred
 async def test_epilogue_crlf_in_a_later_read_is_accepted(db: Any, tmp_path: Path) -> None:
     # twine ends the body with "--boundary--\r\n"; the CRLF may come alone.

@@ -55,6 +55,19 @@ class MethodNotAllowed(RegistryError):
     code = 405
 
 
+class NotTheUploadUrl(MethodNotAllowed):
+    """A POST to a project's index (…/pypi/simple, …/pypi/simple/…), mistaken for its upload URL."""
+
+    def __init__(self, upload_url: str) -> None:
+        """*upload_url* is the URL the client should have posted to."""
+        # RFC 9110 §15.5.6: a 405 lists the methods the target does allow.
+        super().__init__(
+            "This is the project's index URL (for pip and uv), not its upload URL: "
+            f"upload to {upload_url}",
+            headers={"Allow": "GET, HEAD"},
+        )
+
+
 class Conflict(RegistryError):
     """The request contradicts what is recorded (a name's origin, a namespace)."""
 

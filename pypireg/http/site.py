@@ -28,6 +28,7 @@ from zope.interface import implementer
 from pypireg.domain.errors import (
     BadRequest,
     HeaderTooLarge,
+    NotTheUploadUrl,
     RegistryError,
     RequestTimeout,
     TooLarge,
@@ -36,6 +37,7 @@ from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.errors import error_bytes, render_error
 from pypireg.http.front_door import codings, framing_problem, host_problem, split_absolute_form
 from pypireg.http.metrics import Metrics
+from pypireg.http.responses import origin, pypi_url
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
 _log = Logger()
@@ -45,6 +47,8 @@ _log = Logger()
 # ("[^/].*?": an id, or a path, encoded or with plain slashes), no query.
 # A body is only streamed for a URL whose route takes it over.
 _UPLOAD_PATH = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/?\Z")
+# A project's index, which a POST there mistakes for the upload URL.
+_INDEX_PATH = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/simple(?:/.*)?\Z")
 MAX_SMALL_BODY = 64 * 1024
 LINGER_SECONDS = 5.0
 # A request's line and headers must arrive within this time (slowloris);
@@ -71,6 +75,11 @@ def routed_path(target: bytes) -> bytes:
 def upload_project(target: bytes) -> str | None:
     """The project reference in *target* if it is the upload URL, else None."""
     return _project_in(_UPLOAD_PATH, target)
+
+
+def index_project(target: bytes) -> str | None:
+    """The project reference in *target* if it is in a project's index, else None."""
+    return _project_in(_INDEX_PATH, target)
 
 
 def _project_in(pattern: re.Pattern[bytes], target: bytes) -> str | None:
@@ -163,6 +172,14 @@ class RegistryRequest(server.Request):
         project_ref = upload_project(path) if command == b"POST" else None
         expects_continue = (self.requestHeaders.getRawHeaders(b"expect") or [b""])[0].lower()
         if project_ref is None:
+            misdirected = index_project(path) if command == b"POST" else None
+            if misdirected is not None:
+                # Before the body: an upload is megabytes the client need not send
+                # to learn that it has the wrong URL.
+                self.requestHeaders.removeHeader(b"expect")
+                upload_url = pypi_url(origin(self, self.registry_site.base_url), misdirected)
+                self.refuse_early(NotTheUploadUrl(upload_url))
+                return
             if length is not None and length > MAX_SMALL_BODY:
                 self.requestHeaders.removeHeader(b"expect")
                 self.refuse_early(TooLarge("Request body too large."))
@@ -422,13 +439,16 @@ class RegistrySite(server.Site):
 
     def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
                  metrics: Metrics, timeout: float = 60.0,
-                 trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()) -> None:
+                 trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = (),
+                 base_url: str | None = None) -> None:
+        """*base_url* is `server.base_url`, for the URLs early refusals name."""
         super().__init__(  # type: ignore[no-untyped-call]
             resource, requestFactory=RegistryRequest, timeout=timeout)
         self.upload_context = upload_context
         self.clock = clock
         self.metrics = metrics
         self.trusted_proxies = trusted_proxies
+        self.base_url = base_url
         self._parsePOSTFormSubmission = False
 
     def buildProtocol(self, addr: Any) -> Any:

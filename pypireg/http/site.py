@@ -327,18 +327,35 @@ class RegistryRequest(server.Request):
             body = render_error(self, BadRequest(
                 "The URL path is not valid UTF-8: percent-encode it as UTF-8."))
             self.write(body)  # type: ignore[no-untyped-call]
-            self.finish()  # type: ignore[no-untyped-call]
+            self.finish()
             return
         super().process()  # type: ignore[no-untyped-call]
+
+    def finish(self) -> None:
+        super().finish()  # type: ignore[no-untyped-call]
+        # The upload route removes its temp file itself; this covers any
+        # answer that did not come from it (an error before the route took the
+        # file over, or a URL the site and the route table ever disagree on).
+        self._release_upload()
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_header_deadline()
         self._in_flight(False)
-        if self.upload is not None:
-            Deferred.fromCoroutine(self.upload.abort())
+        self._release_upload()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def _release_upload(self) -> None:
+        """The request is over, however it ended: no temp file of it may stay behind.
+
+        A no-op for a file the route committed, or already removed.
+        """
+        upload = self.upload
+        if upload is None:
+            return
+        Deferred.fromCoroutine(upload.abort()).addErrback(
+            lambda failure: _log.failure("could not remove an upload's temp file", failure))
 
     def refuse_early(self, error: RegistryError) -> None:
         """Answer now, before the body was read, and close the connection."""

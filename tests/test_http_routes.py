@@ -170,8 +170,20 @@ async def test_duplicates_are_kept_and_newest_served(registry: Any) -> None:
     await project_store.update_project(registry.db, project.id, reject_duplicates=True)
     code, text, resp = await upload(registry, project.id, write, name, first)
     assert code == 400
-    assert "File already exists" in text
-    assert b"File already exists" in resp.phrase
+    # "already exist" in the reason is what clients that skip existing files look for.
+    assert resp.phrase.startswith(f"File already exists ({name!r})".encode())
+    assert text.startswith(f"File already exists ({name!r}); this project rejects duplicate "
+                           "uploads. Bump the version, or skip the files the index already has")
+    # The index to check, as the client named the project; a token goes in it.
+    index = registry.api(project.id).replace("http://", "http://__token__:<token>@")
+    assert f"uv publish --check-url {index}/simple/ or pdm publish --skip-existing" in text
+    assert "twine's --skip-existing works only with the public index" in text
+    assert resp.phrase.decode() == text.strip()  # whole: twine shows only the phrase
+    await project_store.update_project(registry.db, project.id, public=True)
+    code, text, _ = await upload(registry, "acme", write, name, first)
+    assert code == 400
+    assert f"--check-url {registry.api('acme')}/simple/ " in text  # public: no token needed
+
 
 @pytest_twisted.ensureDeferred
 async def test_the_upload_url_with_a_trailing_slash(registry: Any) -> None:

@@ -137,7 +137,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
     caches = PackageCaches(reactor, changes)
     proxied = proxy.index if proxy is not None else None
     routes = RouteGroups(
-        uploads=UploadRoutes(db, blobs, metrics, caches),
+        uploads=UploadRoutes(db, blobs, metrics, caches, config.server.base_url),
         simple=SimpleRoutes(db, access, caches, metrics, proxied),
         files=FileRoutes(db, access, blobs, caches, proxied,
                          proxy.files if proxy is not None else None),
@@ -156,6 +156,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         metrics=metrics,
         timeout=config.server.timeout,
         trusted_proxies=config.server.trusted_proxies,
+        base_url=config.server.base_url,
     )
     return site, authorizer
 

@@ -102,7 +102,11 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
 
     g = groups
     # The PyPI protocol: legacy upload, simple index, files, yank, JSON API.
-    route(["POST"], PYPI, g.uploads.upload, strict_slashes=False)
+    # With or without the trailing slash many .pypirc files carry (strict_slashes
+    # does not make a rule with a path converter match both), exactly the URLs
+    # the site streams as uploads (site.upload_project).
+    route(["POST"], PYPI, g.uploads.upload)
+    route(["POST"], PYPI + "/", g.uploads.upload)
     route(_READ, PYPI + "/simple/", g.simple.simple_root)
     route(_READ, PYPI + "/simple/<name>/", g.simple.simple_package)
     route(_READ, PYPI + "/files/<sha256>/<filename>", g.files.download)

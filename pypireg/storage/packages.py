@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg2
 
-from pypireg.domain.errors import BadUpload, Conflict
+from pypireg.domain.errors import Conflict, FileExists
 from pypireg.storage.database import Database
 
 # The SQLSTATE schema/0009 raises for a rejected duplicate file.
@@ -96,7 +96,8 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
     version equal under PEP 440 to an existing release's (1.0.0 and 1.0)
     joins that release under its spelling, returned in the file's version.
     A name whose origin is an upstream, or that lies in another owner's
-    namespace, is refused with Conflict (409). If the project keeps only N
+    namespace, is refused with Conflict (409); a duplicate file name, where
+    *reject_duplicates*, with FileExists (400). If the project keeps only N
     duplicates, the older rows of this file name beyond N go in the same
     transaction.
     """
@@ -124,10 +125,7 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
                 "project or group (PEP 752); upload it there, or choose another name."
             ) from None
         if e.pgcode == _DUPLICATE_FILE:
-            raise BadUpload(
-                f"File already exists ({new.filename!r}); this project rejects duplicate "
-                "uploads. Bump the version, or use twine's --skip-existing."
-            ) from None
+            raise FileExists(new.filename) from None
         raise
     assert row is not None
     file_id, package_id, display_name, uploaded_at, version = row

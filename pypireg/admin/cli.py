@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -35,6 +34,7 @@ from pypireg.admin import (
     users,
 )
 from pypireg.admin.context import CommandContext, CommandError, Handler
+from pypireg.admin.parsing import CommandParser, add_common_options
 from pypireg.config import Config, ConfigError, load_config
 from pypireg.service import open_database
 from pypireg.storage.blobs import BlobStore
@@ -47,11 +47,11 @@ _MODULES = (projects, groups, tokens, users, releases, names, upstreams, backfil
             backup, fsck, maintenance)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pypireg", description="Administer a pypireg registry.")
-    parser.add_argument("--config", "-c", type=Path, help="the daemon's TOML config file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    sub = parser.add_subparsers(dest="group", required=True)
+def build_parser() -> CommandParser:
+    """The whole command line: `--config` and `--json` at every level, one leaf per handler."""
+    parser = CommandParser(prog="pypireg", description="Administer a pypireg registry.")
+    add_common_options(parser, top_level=True)
+    sub = parser.add_subcommands()
     for module in _MODULES:
         module.add_parsers(sub)
     return parser

@@ -11,7 +11,6 @@ import pytest
 import pytest_twisted
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
-from twisted.python import usage
 
 from pypireg.admin.cli import CommandError, build_parser, run_command
 from pypireg.storage.database import Database
@@ -96,7 +95,8 @@ def test_tap_reports_config_errors(tmp_path: Path) -> None:
     bad.write_text("[server]\nlisten = []\n")
     options = Options()
     options.parseOptions(["--config", str(bad)])
-    with pytest.raises(usage.UsageError, match=r"server\.listen"):
+    # One line and exit status 1 (SystemExit with a message), not a traceback.
+    with pytest.raises(SystemExit, match=r"^pypireg could not start: server\.listen"):
         makeService(options)
     good = tmp_path / "good.toml"
     good.write_text('[storage]\npath = "data"\n')

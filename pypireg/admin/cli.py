@@ -36,7 +36,7 @@ from pypireg.admin import (
 from pypireg.admin.context import CommandContext, CommandError, Handler
 from pypireg.admin.parsing import CommandParser, add_common_options
 from pypireg.config import Config, ConfigError, load_config
-from pypireg.service import open_database
+from pypireg.startup import StartupError, open_database
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 
@@ -88,15 +88,17 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
         config = load_config(args.config)
     except ConfigError as e:
         raise CommandError(str(e)) from None
-    db, embedded = await open_database(reactor, config)
+    try:
+        # One connection: a command runs one statement at a time.
+        opened = await open_database(reactor, config, pool_size=1)
+    except StartupError as e:
+        raise CommandError(str(e)) from None
     try:
         blobs = BlobStore(reactor, config.storage.path)
         blobs.prepare()
-        output = await _run(CommandContext(db, blobs, args.json, config), args)
+        output = await _run(CommandContext(opened.db, blobs, args.json, config), args)
     finally:
-        db.close()
-        if embedded is not None:
-            await embedded.stop()
+        await opened.close()
     print(output)
 
 

@@ -77,8 +77,8 @@ def _leaves(parser: argparse.ArgumentParser, path: str = "pypireg"
 def test_every_leaf_subcommand_names_its_handler() -> None:
     # argparse is the dispatcher: a leaf without a handler would fail at run time.
     leaves = dict(_leaves(build_parser()))
-    assert len(leaves) == 39
-    assert {"pypireg name claim", "pypireg namespace grant",
+    assert len(leaves) == 40
+    assert {"pypireg init", "pypireg name claim", "pypireg namespace grant",
             "pypireg upstream block", "pypireg upstream status"} <= set(leaves)
     missing = [path for path, parser in leaves.items() if not callable(
         parser.get_default("handler"))]

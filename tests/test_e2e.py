@@ -258,6 +258,8 @@ def test_backup_and_restore(built: Path, tmp_path: Path) -> None:
         assert f"Backed up the database and {blobs} blob files" in out
         source.stop()
 
+        # A restore goes into an installation: `pypireg init` makes an empty one.
+        assert "Initialised a pypireg installation" in target.cli("init").stdout
         restored = target.cli("restore", str(tmp_path / "backup")).stdout
         assert f"Restored the database and {blobs} blob files" in restored
         assert target.cli("fsck").returncode == 0

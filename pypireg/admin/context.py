@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pypireg.admin.parsing import CommandParser, Subparsers, add_common_options
 from pypireg.config import Config
@@ -20,12 +20,19 @@ from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
+if TYPE_CHECKING:
+    # Only named in annotations: installation.py imports this module.
+    from pypireg.admin.installation import Installation
+    from pypireg.startup import OpenDatabase
+
 __all__ = ["CommandContext", "CommandError", "Handler", "Subparsers", "add_command",
            "add_group"]
 
 
 class CommandError(Exception):
-    """A user error: printed as one line, exit status 1."""
+    """A user error: printed as one line, exit status `exit_code`."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,17 @@ class CommandContext:
         as_json: Print JSON instead of tables (`--json`).
         config: The daemon's config (`--config`), so that commands check
             names such as upstreams against what the daemon serves.
+        installation: Where the config came from (None in-process).
+        opened: What opening the database did, such as creating the
+            embedded cluster (None in-process); `pypireg init` reports it.
     """
 
     db: Database
     blobs: BlobStore
     as_json: bool
     config: Config
+    installation: Installation | None = None
+    opened: OpenDatabase | None = None
 
     async def project(self, ref: str) -> Project:
         """The project with path or id *ref*.

@@ -94,6 +94,15 @@ def bin_dir() -> Path:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+def cluster_exists(pgdata: Path) -> bool:
+    """Whether *pgdata* holds an initialised cluster (one stat; blocking, but cheap).
+
+    Raises:
+        PermissionError: The folder belongs to another user.
+    """
+    return (pgdata / "PG_VERSION").exists()
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -156,12 +165,8 @@ class EmbeddedPostgres:
 
     @property
     def exists(self) -> bool:
-        """Whether the cluster has been initialised (blocking stat, cheap).
-
-        Raises:
-            PermissionError: The data folder belongs to another user.
-        """
-        return (self.pgdata / "PG_VERSION").exists()
+        """Whether the cluster has been initialised (see `cluster_exists`)."""
+        return cluster_exists(self.pgdata)
 
     @property
     def server_user(self) -> str | None:

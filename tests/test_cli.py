@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +131,14 @@ async def test_users_members_and_token_kinds(db: Database) -> None:
         await cli(db, "member", "remove", "acme", "alice")
     with pytest.raises(CommandError, match="exists already"):
         await cli(db, "user", "create", "ALICE")
+
+
+def test_the_command_does_not_import_the_daemons_http_code() -> None:
+    # Each import is time every `pypireg` run waits for (bench/RESULTS.md):
+    # the HTTP layer, the proxy and the upload checks are the daemon's.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, pypireg.admin.cli; print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    heavy = ("pypireg.http", "pypireg.proxy", "pypireg.ingest", "pypireg.upstream",
+             "pypireg.service", "klein", "werkzeug", "treq", "pkginfo", "tqdm")
+    assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy)] == []

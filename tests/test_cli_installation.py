@@ -109,6 +109,21 @@ def test_what_is_not_an_installation_is_a_usage_error(tmp_path: Path) -> None:
     assert bad.value.exit_code == 1
 
 
+def test_a_cluster_of_another_user_is_reported_as_such(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a non-root user facing a root daemon's cluster (mode 0700, owned by
+    # pypireg-postgres); root itself can read anything, hence the stand-in.
+    def denied(pgdata: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(pgdata / "PG_VERSION"))
+
+    monkeypatch.setattr("pypireg.admin.installation.cluster_exists", denied)
+    found = find_installation(config_file(tmp_path / "a.toml", "data", dsn=None), {}, tmp_path)
+    with pytest.raises(CommandError, match=r"cannot read .*data/postgres: permission denied; "
+                                           r"run the command as the user that owns") as error:
+        found.require_existing()
+    assert error.value.exit_code == 1
+
+
 @pytest.mark.e2e
 def test_with_no_installation_the_command_exits_2_and_creates_nothing(folder: Path) -> None:
     result = pypireg("project", "list", cwd=folder)

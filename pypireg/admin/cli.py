@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
@@ -109,7 +109,7 @@ async def _main(reactor: Any, args: argparse.Namespace, installation: Installati
     print(output)
 
 
-def _exit(error: CommandError) -> None:
+def _exit(error: CommandError) -> NoReturn:
     print(f"pypireg: {error}", file=sys.stderr)
     raise SystemExit(error.exit_code)
 

@@ -22,8 +22,6 @@ from pypireg.storage.embedded import _one_line_reason
 from pypireg.tap import Options, makeService
 from tests.support.daemon import BIN, free_port
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def folder() -> Iterator[Path]:
@@ -55,6 +53,7 @@ def failure_line(lines: list[str]) -> str:
     return said[0]
 
 
+@pytest.mark.e2e
 def test_a_port_in_use_is_one_line_naming_the_endpoint_and_exit_1(
         folder: Path, daemon_dsn: str | None) -> None:
     with socket.socket() as taken:
@@ -69,6 +68,7 @@ def test_a_port_in_use_is_one_line_naming_the_endpoint_and_exit_1(
         "address already in use")
 
 
+@pytest.mark.e2e
 def test_an_unreachable_database_is_one_line_without_the_password(folder: Path) -> None:
     # Nothing listens on a port just freed: the connection is refused at once.
     dsn = f"postgresql://pypireg:s3cret-pw@127.0.0.1:{free_port()}/pypireg"
@@ -80,6 +80,7 @@ def test_an_unreachable_database_is_one_line_without_the_password(folder: Path) 
     assert not (folder / "pypireg-data" / "postgres").exists()
 
 
+@pytest.mark.e2e
 def test_a_malformed_dsn_fails_the_start_instead_of_hanging(folder: Path) -> None:
     # psycopg2 refuses it before the reactor runs: the stop must wait for it.
     code, lines = start(folder, '[database]\ndsn = "not a dsn"\n')
@@ -89,6 +90,7 @@ def test_a_malformed_dsn_fails_the_start_instead_of_hanging(folder: Path) -> Non
         "in connection info string")
 
 
+@pytest.mark.e2e
 def test_an_unusable_data_folder_names_storage_path(folder: Path) -> None:
     (folder / "file").write_text("not a folder")
     code, lines = start(folder, '[storage]\npath = "file/data"\n')
@@ -98,6 +100,7 @@ def test_an_unusable_data_folder_names_storage_path(folder: Path) -> None:
         f"not a directory: {folder / 'file' / 'data' / 'postgres'}")
 
 
+@pytest.mark.e2e
 def test_a_config_error_is_one_line_on_stderr(folder: Path) -> None:
     code, lines = start(folder, "[server]\nlisten = []\n")
     assert code == 1

@@ -18,6 +18,7 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, globalLogPublisher, jsonFileLogObserver
 from twisted.python.failure import Failure
 
@@ -44,13 +45,13 @@ from pypireg.http.web.routes import PageRoutes
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.proxy.pages import UpstreamPages
+from pypireg.startup import StartupError, data_folder_error, open_database, os_reason
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
 from pypireg.storage.duplicates import remove_surplus_duplicates
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
-from pypireg.storage.migrations import migrate
 from pypireg.upstream.client import UpstreamClient
 
 _log = Logger()
@@ -63,25 +64,6 @@ DUPLICATES_INTERVAL_SECONDS = 3600.0
 DOWNLOADS_FLUSH_SECONDS = 60.0
 # Cached upstream files past proxy.max_cache_size are evicted this often.
 EVICTION_INTERVAL_SECONDS = 300.0
-
-
-async def open_database(reactor: Any, config: Config) -> tuple[Database, EmbeddedPostgres | None]:
-    """Connect to the configured database, or start the embedded one; migrate it."""
-    embedded = None
-    dsn = config.database.dsn
-    if dsn is None:
-        embedded = EmbeddedPostgres(reactor, config.pgdata)
-        dsn = await embedded.start()
-    db = Database(reactor, dsn, config.database.pool_size)
-    try:
-        await db.start()
-        await migrate(db)
-    except BaseException:
-        db.close()
-        if embedded is not None:
-            await embedded.stop()
-        raise
-    return db, embedded
 
 
 @dataclass(frozen=True)
@@ -198,6 +180,16 @@ def housekeeping(clock: Any, db: Database, blobs: BlobStore,
     ]
 
 
+def _endpoint_reason(description: str, error: Exception) -> str:
+    """Why Twisted could not make an endpoint of *description*, in words."""
+    if description.startswith("systemd:") and isinstance(error, IndexError | KeyError):
+        return ("systemd passed no such socket (LISTEN_FDS, LISTEN_FDNAMES); is the service "
+                "started through its .socket unit?")
+    if isinstance(error, OSError):
+        return os_reason(error)
+    return str(error) or type(error).__name__
+
+
 def _exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -220,22 +212,27 @@ class RegistryService(MultiService):
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
         self.running = True
-        self._start_json_log()
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._start_failed)
 
     async def _start(self) -> None:
         config = self.config
-        self.db, self._embedded = await open_database(self._reactor, config)
+        self._start_json_log()
+        opened = await open_database(self._reactor, config)
+        self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)
         await self._changes.start()
         blobs = BlobStore(self._reactor, config.storage.path)
         metrics = Metrics()
         self._proxy = build_proxy(self._reactor, config, self.db, blobs, metrics,
                                   self._changes)
-        self.site, self._authorizer = await build_site(
-            self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
-            proxy=self._proxy)
+        try:
+            self.site, self._authorizer = await build_site(
+                self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
+                proxy=self._proxy)
+        except OSError as e:
+            # Only the blob store touches the disk here: its folders, its temp files.
+            raise data_folder_error(config, e) from e
         self._authorizer.start()
         for job in housekeeping(self._reactor, self.db, blobs, self._changes):
             job.setServiceParent(self)
@@ -247,9 +244,7 @@ class RegistryService(MultiService):
             periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
                      lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
         for description in config.server.listen:
-            listener = strports.service(description, self.site, reactor=self._reactor)
-            listener.setServiceParent(self)
-            _log.info("pypireg listening on {endpoint}", endpoint=description)
+            self._listen(description, self.site)
         # What start-up allocated lives as long as the process: keep it out
         # of the cyclic collector's full passes, which would otherwise pause
         # the reactor for longer and longer as caches fill.
@@ -257,14 +252,46 @@ class RegistryService(MultiService):
         gc.freeze()
         _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
 
+    def _listen(self, description: str, site: RegistrySite) -> None:
+        """Listen on the endpoint *description* (one entry of server.listen).
+
+        Raises:
+            StartupError: The string is no endpoint, or listening failed.
+        """
+        try:
+            listener = strports.service(description, site, reactor=self._reactor)
+        except Exception as e:
+            # Whatever the endpoint parser raises is the string's fault (an
+            # unknown type, a bad port, a missing key file, no systemd socket).
+            raise StartupError(f"cannot use the endpoint {description}", "server.listen",
+                               _endpoint_reason(description, e)) from e
+        try:
+            listener.setServiceParent(self)
+        except CannotListenError as e:
+            raise StartupError(f"cannot listen on {description}", "server.listen",
+                               os_reason(e.socketError)) from e
+        except OSError as e:  # a unix: socket's folder, say
+            raise StartupError(f"cannot listen on {description}", "server.listen",
+                               os_reason(e)) from e
+        _log.info("pypireg listening on {endpoint}", endpoint=description)
+
     def _start_failed(self, failure: Failure) -> None:
-        _log.failure("pypireg could not start", failure)
-        if self._reactor.running:
-            # twistd exits 0 whenever the reactor stops; a failed start must
-            # exit non-zero (systemd's Restart=on-failure depends on it), so
-            # exit once shutdown (stopService: pool, embedded PostgreSQL) ran.
-            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
-            self._reactor.stop()
+        if failure.check(StartupError):
+            # The operator's to fix, and the message says how: no traceback.
+            _log.critical("pypireg could not start: {reason}", reason=str(failure.value))
+        else:
+            _log.failure("pypireg could not start: {reason}", failure,
+                         reason=f"unexpected {type(failure.value).__name__}: {failure.value}")
+        # twistd exits 0 whenever the reactor stops; a failed start must exit
+        # non-zero (systemd's Restart=on-failure depends on it), so exit once
+        # shutdown (stopService: pool, embedded PostgreSQL) ran. A start that
+        # failed before its first wait (a malformed DSN) failed during the
+        # reactor's startup, before it runs: stopping then would be ignored.
+        self._reactor.callWhenRunning(self._exit_after_shutdown)
+
+    def _exit_after_shutdown(self) -> None:
+        self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -273,8 +300,12 @@ class RegistryService(MultiService):
         target = self.config.logging.json_file
         if target is None:
             return
-        stream: IO[str] = sys.stdout if target == "-" else open(
-            target, "a", encoding="utf-8")
+        try:
+            stream: IO[str] = sys.stdout if target == "-" else open(
+                target, "a", encoding="utf-8")
+        except OSError as e:
+            raise StartupError(f"cannot open the JSON log {target}", "logging.json_file",
+                               os_reason(e)) from e
         self._json_observer = jsonFileLogObserver(stream)
         globalLogPublisher.addObserver(self._json_observer)
 

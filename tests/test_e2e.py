@@ -190,29 +190,6 @@ def test_public_project_anonymous_read(daemon: Daemon, built: Path) -> None:
     assert err.value.code == 404
 
 
-def test_failed_start_exits_non_zero(daemon_dsn: str | None) -> None:
-    # The port is taken: twistd must exit 1, so systemd's Restart=on-failure works.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-fail-"))
-        try:
-            config = folder / "pypireg.toml"
-            config.write_text(
-                f'[server]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
-                + (f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else "")
-            )
-            result = subprocess.run(
-                [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(config)],
-                cwd=folder, capture_output=True, text=True, timeout=120,
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "could not start" in result.stdout + result.stderr
-
-
 def test_systemd_socket_activation(daemon_dsn: str | None) -> None:
     # As systemd (or systemd-socket-activate) does: a listening socket on fd 3
     # with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, and the systemd: endpoint.
@@ -281,6 +258,8 @@ def test_backup_and_restore(built: Path, tmp_path: Path) -> None:
         assert f"Backed up the database and {blobs} blob files" in out
         source.stop()
 
+        # A restore goes into an installation: `pypireg init` makes an empty one.
+        assert "Initialised a pypireg installation" in target.cli("init").stdout
         restored = target.cli("restore", str(tmp_path / "backup")).stdout
         assert f"Restored the database and {blobs} blob files" in restored
         assert target.cli("fsck").returncode == 0

@@ -231,7 +231,8 @@ class _Gated:
 async def test_two_daemons_on_one_database_fetch_a_page_once(db: Database,
                                                               tmp_path: Path) -> None:
     local = await start_upstream()
-    config = [{"name": "local", "url": local.index, "timeout": "5s"}]
+    # A long timeout: the test is about sharing one fetch, not about slowness.
+    config = [{"name": "local", "url": local.index, "timeout": "60s"}]
     first = await start_registry(db, tmp_path / "a", upstreams=config)
     second = await start_registry(db, tmp_path / "b", upstreams=config)
     _, _, read = await project_with_tokens(first, "acme")

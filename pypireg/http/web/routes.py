@@ -25,10 +25,9 @@ from pypireg.domain.names import is_valid_name, normalize_name
 from pypireg.http.front_door import valid_host
 from pypireg.http.responses import redirect
 from pypireg.http.scopes import RequestAccess
+from pypireg.http.web.layout import CONTENT_SECURITY_POLICY, SiteUrls
 from pypireg.http.web.pages import (
-    CONTENT_SECURITY_POLICY,
     ProxiedPackage,
-    SiteUrls,
     group_list_page,
     newest_first,
     package_page,

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from pypireg.domain.errors import RegistryError
 from pypireg.http.errors import ErrorFunnel
@@ -52,11 +53,24 @@ PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
 DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
 PROJECT_PAGES = "/<path:project>/-/packages"
 GROUP_PAGES = "/groups/<path:group>/-/packages"
+# GitLab's URL of a project or group: its path at the top level.
+PATH_PAGE = "/<top_path:path>"
 # The two file routes as werkzeug matches them (a path converter is
 # "[^/].*?"), over the percent-decoded path.
 _PROJECT_FILE = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/files/([^/]+)/([^/]+)\Z")
 _GROUP_FILE = re.compile(rb"/api/v4/groups/([^/].*?)/-/packages/pypi/files/([^/]+)/([^/]+)\Z")
 _READ = ["GET", "HEAD"]
+
+
+class TopLevelPath(PathConverter):
+    """A project's or group's path as the whole URL: `/acme/tools`, `/acme/tools/`.
+
+    Never one under a reserved first segment (`api`, `groups`, any case),
+    and no segment is `-`, so no API or `/-/` URL is ever taken for one.
+    Project paths cannot have such segments anyway (domain/names.py).
+    """
+
+    regex = r"(?!(?i:api|groups)(?:/|$))(?!-(?:/|$))[^/]+(?:/(?!-(?:/|$))[^/]+)*/?"
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class RouteGroups:
 def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     """One Klein app with every route of *groups* and the funnel's error handlers."""
     app = Klein()
+    app.url_map.converters["top_path"] = TopLevelPath
 
     def route(methods: list[str], url: str, handler: Callable[..., Any], **kw: Any) -> None:
         # The endpoint name must be unique in the app; the URL is.
@@ -109,10 +124,14 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(_READ, "/-/health", g.ops.health)
     route(_READ, "/-/ready", g.ops.ready)
     route(["GET"], "/-/metrics", g.ops.metrics)
-    # The Packages web pages, at GitLab's web URLs.
+    # The web pages, at GitLab's web URLs.
+    route(_READ, "/", g.pages.home)
+    route(_READ, "/favicon.ico", g.pages.favicon)
     route(_READ, PROJECT_PAGES, g.pages.project_packages)
     route(_READ, PROJECT_PAGES + "/<name>", g.pages.package)
     route(_READ, GROUP_PAGES, g.pages.group_packages)
+    # Every method: the handler answers others 404, as before this route.
+    app.route(PATH_PAGE, endpoint=f"any {PATH_PAGE}")(g.pages.path_page)
 
     app.handle_errors(RegistryError)(errors.registry_error)
     app.handle_errors(HTTPException)(errors.routing_error)

@@ -29,7 +29,8 @@ outline-offset:2px}
 .skip:focus{left:.5rem}
 .top{background:var(--bar);color:#fff;padding:.6rem 1rem;display:flex;gap:.75rem;
 align-items:baseline;flex-wrap:wrap}
-.top .brand{font-weight:700;font-size:1.1rem}
+.top .brand{font-weight:700;font-size:1.1rem;color:#fff;text-decoration:none}
+.top .brand:hover{text-decoration:underline}
 .top .role{color:#d6dde6}
 .crumbs{background:var(--soft);border-bottom:1px solid var(--line)}
 .crumbs ol{list-style:none;margin:0 auto;max-width:76rem;padding:.5rem 1rem;display:flex;
@@ -134,6 +135,15 @@ class SiteUrls:
     def group_api(self, group_id: int) -> str:
         return f"{self.origin}/api/v4/groups/{group_id}/-/packages/pypi"
 
+    def home(self) -> str:
+        return f"{self.links}/"
+
+    def sign_in(self) -> str:
+        return f"{self.links}/?sign-in"
+
+    def favicon(self) -> str:
+        return f"{self.links}/favicon.ico"
+
 
 def escape_html(value: object) -> str:
     """*value* as text for HTML content and double-quoted attributes."""
@@ -154,8 +164,14 @@ def visibility_badge(public: bool) -> str:
     return '<span class="badge">Public</span>' if public else '<span class="badge">Private</span>'
 
 
-def page(title: str, crumbs: Sequence[tuple[str, str | None]], body: str) -> bytes:
-    """A whole page: *body* in the frame, *crumbs* as (label, link or None for this page)."""
+def page(urls: SiteUrls, title: str, crumbs: Sequence[tuple[str, str | None]], body: str
+         ) -> bytes:
+    """A whole page: *body* in the frame, *crumbs* as (label, link or None for this page).
+
+    The brand links to the home page. The icon is named explicitly so that
+    behind a base_url with a path, browsers ask for ours and not the
+    origin's root /favicon.ico.
+    """
     items = "".join(
         f'<li><a href="{_e(href)}">{_e(label)}</a></li>' if href is not None
         else f'<li aria-current="page">{_e(label)}</li>'
@@ -165,9 +181,10 @@ def page(title: str, crumbs: Sequence[tuple[str, str | None]], body: str) -> byt
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="referrer" content="same-origin">\n'
+        f'<link rel="icon" href="{_e(urls.favicon())}" type="image/x-icon">\n'
         f"<title>{_e(title)} · pypireg</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         '<a class="skip" href="#pypireg-main">Skip to content</a>\n'
-        '<header class="top"><span class="brand">pypireg</span>'
+        f'<header class="top"><a class="brand" href="{_e(urls.home())}">pypireg</a>'
         '<span class="role">Package registry</span></header>\n'
         f'<nav class="crumbs" aria-label="Breadcrumb"><ol>{items}</ol></nav>\n'
         f'<main id="pypireg-main">\n{body}\n</main>\n</body>\n</html>\n'

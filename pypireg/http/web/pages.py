@@ -275,7 +275,8 @@ def project_list_page(urls: SiteUrls, project: Project, packages: Sequence[Packa
         "</section>"
         f"{_publish_section(urls, project)}"
     )
-    return page(f"Packages · {project.path}", [(project.path, here), ("Packages", None)], body)
+    return page(urls, f"Packages · {project.path}", [(project.path, here), ("Packages", None)],
+                body)
 
 
 def group_list_page(urls: SiteUrls, group: Group, packages: Sequence[PackageOverview],
@@ -295,7 +296,8 @@ def group_list_page(urls: SiteUrls, group: Group, packages: Sequence[PackageOver
         f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} PACKAGE')}"
         "</section>"
     )
-    return page(f"Packages · {group.path}", [(group.path, here), ("Packages", None)], body)
+    return page(urls, f"Packages · {group.path}", [(group.path, here), ("Packages", None)],
+                body)
 
 
 def _quoted(url: str) -> str:
@@ -427,7 +429,7 @@ def package_page(urls: SiteUrls, project: Project, name: str, files: Sequence[Fi
     listing = urls.project_packages(project.path)
     crumbs = [(project.path, listing), ("Packages", listing),
               (display_name, None)]
-    return page(f"{display_name} {latest} · {project.path}", crumbs,
+    return page(urls, f"{display_name} {latest} · {project.path}", crumbs,
                 f'{header}<div class="layout">{install}{content}{publish}</div>')
 
 
@@ -489,7 +491,7 @@ def proxied_package_page(urls: SiteUrls, project: Project, package: ProxiedPacka
         f'<p><a href="{_e(api)}/simple/{_e(quote(name))}/">Simple index page</a></p>'
     )
     listing = urls.project_packages(project.path)
-    return page(f"{name} · {project.path}",
+    return page(urls, f"{name} · {project.path}",
                 [(project.path, listing), ("Packages", listing), (name, None)], body)
 
 

@@ -1,17 +1,23 @@
-"""The Packages web pages, at GitLab's web URLs.
+"""The web pages, at GitLab's web URLs.
 
 HTTP layer.
 
+    GET /                                        the projects the caller may see
+    GET /?sign-in                                401 until the browser sends a token, then home
+    GET /<path>                                  302 to the project's (or group's) packages page
     GET /<project path>/-/packages               a project's packages (?q= filters by name)
     GET /<project path>/-/packages/<name>        one package: versions, files, README
     GET /groups/<group path>/-/packages          the packages of a group's projects
+    GET /favicon.ico                             the icon
 
 Access is that of the index (RequestAccess.project_scope and group_scope): anonymous
 callers get 401 with `WWW-Authenticate: Basic` for anything not public, so
-a browser asks for a user (`__token__`) and a password (the token). The
-web paths cannot shadow the API: their `/-/packages` part never occurs in
-an API path at the same place, and a path under the reserved top-level
-names (`api`, `groups`, `-`) is never taken for a project.
+a browser asks for a user (`__token__`) and a password (the token). Every
+redirect is decided after that check, so it says nothing of what the
+caller may not read. The web paths cannot shadow the API: their
+`/-/packages` part never occurs in an API path at the same place, and a
+path under the reserved top-level names (`api`, `groups`, `-`) is never
+taken for a project.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
-from pypireg.domain.errors import NotFound
+from pypireg.domain.errors import NotFound, Unauthorized
 from pypireg.domain.names import is_valid_name, normalize_name
+from pypireg.http.credentials import request_credentials
 from pypireg.http.front_door import valid_host
 from pypireg.http.responses import redirect
 from pypireg.http.scopes import RequestAccess
+from pypireg.http.web.favicon import favicon
+from pypireg.http.web.home import ProjectOverview, home_page, sign_in_page
 from pypireg.http.web.layout import CONTENT_SECURITY_POLICY, SiteUrls
 from pypireg.http.web.pages import (
     ProxiedPackage,
@@ -49,6 +58,7 @@ from pypireg.storage.projects import Project
 # First path segments that are never a project's (as on GitLab).
 _RESERVED = frozenset({"api", "groups", "-"})
 MAX_QUERY = 200
+_SIGN_IN = "Sign in with a token as the password (user __token__)."
 
 
 class PageRoutes:
@@ -56,6 +66,69 @@ class PageRoutes:
         self._db = db
         self._access = access
         self._readme = readme
+
+    async def home(self, request: IRequest) -> bytes:
+        if _has_flag(request, b"sign-in"):
+            return await self._sign_in(request)
+        listing = await self._access.listing(request)
+        counts = await release_store.package_counts(self._db, [p.id for p in listing.projects])
+        rows = sorted((ProjectOverview(p.path, p.public, counts.get(p.id, 0))
+                       for p in listing.projects), key=lambda r: (r.path.lower(), r.path))
+        body = home_page(self._site_urls(request), rows, listing.signed_in)
+        # Anonymous callers all see the same page; a token's is its own.
+        return _html(request, not listing.signed_in, body)
+
+    async def _sign_in(self, request: IRequest) -> bytes:
+        """401 with the Basic challenge until the browser sends a valid token, then home."""
+        urls = self._site_urls(request)
+        try:
+            signed_in = await self._access.authenticate(request)
+        except Unauthorized as refusal:  # a bad token: counted, and asked again
+            return _challenge(request, refusal, sign_in_page(urls))
+        if not signed_in:
+            return _challenge(request, Unauthorized(_SIGN_IN), sign_in_page(urls))
+        return redirect(request, urls.home(), 302)
+
+    def favicon(self, request: IRequest) -> bytes:
+        return favicon(request)
+
+    async def path_page(self, request: IRequest, path: str) -> bytes:
+        """`/<path>`: a project's page is its packages page (GitLab's project URL).
+
+        A path that is no project the caller may read may be a group's
+        (GitLab's group URL is `/<path>` as well).
+        """
+        if request.method not in (b"GET", b"HEAD"):
+            # The route takes every method so that other methods on unknown
+            # paths stay 404 rather than becoming 405.
+            raise NotFound("No such URL on this registry.")
+        ref = path.rstrip("/")
+        urls = self._site_urls(request)
+        try:
+            found = await self._readable_project(request, ref)
+        except (Unauthorized, NotFound) as refusal:
+            group = await self._readable_group(request, ref, refusal)
+            return redirect(request, urls.group_packages(group), 302)
+        return redirect(request, urls.project_packages(found.path), 302)
+
+    async def _readable_group(self, request: IRequest, ref: str,
+                              refusal: Unauthorized | NotFound) -> str:
+        """The path of the group at *ref*, if the caller may read it; else raise *refusal*.
+
+        Whatever the group check says, a caller who may not read the group
+        gets the project's refusal, so neither kind of path is told apart.
+        """
+        if isinstance(refusal, Unauthorized) and request_credentials(
+                request.requestHeaders) is not None:
+            raise refusal  # a bad token, counted once already
+        try:
+            await self._access.group_scope(request, ref)
+        except (Unauthorized, NotFound):
+            raise refusal from None
+        group = await group_store.get_group(self._db, ref)
+        if group is None:  # deleted since the access check
+            raise refusal
+        return group.path
 
     async def project_packages(self, request: IRequest, project: str) -> bytes:
         found = await self._readable_project(request, project)
@@ -152,6 +225,12 @@ class PageRoutes:
         return SiteUrls("", f"{scheme}://{host}")
 
 
+def _has_flag(request: IRequest, name: bytes) -> bool:
+    """Whether the query has *name* alone (`?sign-in`), which request.args leaves out."""
+    query = request.uri.partition(b"?")[2]
+    return name in query.split(b"&")
+
+
 def _query(request: IRequest) -> str:
     """The name filter (`?q=`), trimmed."""
     raw = request.args.get(b"q", [b""])[-1]
@@ -174,4 +253,14 @@ def _html(request: IRequest, public: bool, body: bytes) -> bytes:
     request.setHeader(b"Content-Security-Policy", CONTENT_SECURITY_POLICY.encode())
     request.setHeader(b"Referrer-Policy", b"same-origin")
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    return body
+
+
+def _challenge(request: IRequest, refusal: Unauthorized, body: bytes) -> bytes:
+    """A 401 whose body is a page (what the browser shows if its user cancels)."""
+    request.setResponseCode(401, refusal.reason.encode("latin-1", "replace"))
+    for key, value in refusal.headers.items():
+        request.setHeader(key.encode("latin-1"), value.encode("latin-1"))
+    _html(request, False, body)
+    request.setHeader(b"Cache-Control", b"no-store")
     return body

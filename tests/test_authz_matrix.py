@@ -59,6 +59,7 @@ ROUTES = {
     "file download": (1, 200),
     "json api": (1, 200),
     "packages api list": (1, 200),
+    "package page link": (1, 302),
     "project page link": (1, 302),
     "upload": (2, 201),
     "yank": (3, 200),
@@ -172,6 +173,9 @@ async def test_authorisation_matrix(registry: Any) -> None:
         elif route == "packages api list":
             resp = await treq.get(f"{registry.url}/api/v4/projects/{project.id}/packages",
                                   headers=headers)
+        elif route == "package page link":
+            resp = await treq.get(f"{api}/matrix-pkg/1.0/", headers=headers,
+                                  allow_redirects=False)
         elif route == "project page link":
             resp = await treq.get(f"{registry.url}/matrix", headers=headers,
                                   allow_redirects=False)

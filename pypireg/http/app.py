@@ -104,6 +104,11 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(["PUT", "DELETE"], PYPI + "/<name>/<version>/yank", g.yank.yank)
     route(_READ, PYPI + "/pypi/<name>/json", g.json_api.pypi_json_project)
     route(_READ, PYPI + "/pypi/<name>/<version>/json", g.json_api.pypi_json_release)
+    # The links flit and hatch print after an upload, to the package's page.
+    # Werkzeug prefers static segments, so simple/ and files/ keep their
+    # routes (and "…/pypi/simple" its redirect to "simple/").
+    route(_READ, PYPI + "/<name>/", g.pages.pypi_package, strict_slashes=False)
+    route(_READ, PYPI + "/<name>/<version>/", g.pages.pypi_release, strict_slashes=False)
     # A group's read-only index.
     route(_READ, GROUP_PYPI + "/simple/", g.simple.group_simple_root)
     route(_READ, GROUP_PYPI + "/simple/<name>/", g.simple.group_simple_package)

@@ -319,11 +319,16 @@ def _first(values: Sequence[str | None]) -> str | None:
     return next((v for v in values if v), None)
 
 
+def version_anchor(version: str) -> str:
+    """The id of a version's section on the package page (redirects link to it)."""
+    return f"pypireg-v-{version}"
+
+
 def _release_section(urls: SiteUrls, project: Project, version: str,
                      files: Sequence[FileDetail], latest: str) -> str:
     newest = sorted(files, key=lambda f: f.id, reverse=True)
     yanked = all(f.yanked for f in files)
-    anchor = f"pypireg-v-{version}"
+    anchor = version_anchor(version)
     badges = ""
     if version == latest:
         badges += ' <span class="badge latest">latest</span>'

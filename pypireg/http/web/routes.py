@@ -8,6 +8,9 @@ HTTP layer.
     GET /<project path>/-/packages               a project's packages (?q= filters by name)
     GET /<project path>/-/packages/<name>        one package: versions, files, README
     GET /groups/<group path>/-/packages          the packages of a group's projects
+    GET /api/v4/projects/<p>/packages/pypi/<name>[/<version>/]
+                                                 302 to the package's page (and the version
+                                                 on it): the links flit and hatch print
     GET /favicon.ico                             the icon
 
 Access is that of the index (RequestAccess.project_scope and group_scope): anonymous
@@ -24,10 +27,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import NotFound, Unauthorized
-from pypireg.domain.names import is_valid_name, normalize_name
+from pypireg.domain.names import MAX_VERSION_LENGTH, is_valid_name, normalize_name
 from pypireg.http.credentials import request_credentials
 from pypireg.http.front_door import valid_host
 from pypireg.http.responses import redirect
@@ -44,9 +48,10 @@ from pypireg.http.web.pages import (
     proxied_package_page,
     release_latest,
     summarise,
+    version_anchor,
 )
 from pypireg.http.web.readme import ReadmeRenderer
-from pypireg.proxy.listing import from_document
+from pypireg.proxy.listing import from_document, release_key
 from pypireg.storage import groups as group_store
 from pypireg.storage import name_origins as origin_store
 from pypireg.storage import projects as project_store
@@ -129,6 +134,34 @@ class PageRoutes:
         if group is None:  # deleted since the access check
             raise refusal
         return group.path
+
+    async def pypi_package(self, request: IRequest, project: str, name: str) -> bytes:
+        """`…/pypi/<name>`, the link flit prints after an upload: to the package's page."""
+        return await self._to_package(request, project, name, None)
+
+    async def pypi_release(self, request: IRequest, project: str, name: str, version: str
+                           ) -> bytes:
+        """`…/pypi/<name>/<version>/`, the link hatch prints: to that version on the page."""
+        return await self._to_package(request, project, name, version)
+
+    async def _to_package(self, request: IRequest, project: str, name: str,
+                          version: str | None) -> bytes:
+        found = await self._readable_project(request, project)
+        if not is_valid_name(name):
+            raise NotFound(f"No package named {name!r}.")
+        if version is not None and not _is_version(version):
+            raise NotFound(f"No version {version!r} of {name!r}.")
+        normalized = normalize_name(name)
+        location = self._site_urls(request).package(found.path, normalized)
+        if version is not None:
+            # The page's anchor is the version as uploaded; 1.0.0 finds 1.0.
+            files = await release_store.package_files(self._db, found.id, normalized)
+            wanted = release_key(version)
+            stored = next((f.version for f in files if release_key(f.version) == wanted), None)
+            if stored is not None:
+                location += "#" + quote(version_anchor(stored), safe="!+")
+        # Not permanent: the project's path, or the page, may change.
+        return redirect(request, location, 302)
 
     async def project_packages(self, request: IRequest, project: str) -> bytes:
         found = await self._readable_project(request, project)
@@ -223,6 +256,16 @@ class PageRoutes:
             host = (f"[{address.host}]" if ":" in address.host else address.host) + \
                 f":{address.port}"
         return SiteUrls("", f"{scheme}://{host}")
+
+
+def _is_version(text: str) -> bool:
+    if len(text) > MAX_VERSION_LENGTH or not text.isascii():
+        return False
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
 
 
 def _has_flag(request: IRequest, name: bytes) -> bool:

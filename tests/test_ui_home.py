@@ -145,11 +145,14 @@ async def test_sign_in_asks_until_a_valid_token_comes(web: Any) -> None:
     code, page, resp = await get(web, "/?sign-in", "pypireg_" + "x" * 43)
     assert code == 401 and "<h1>Sign in</h1>" in page
     assert header(resp, b"www-authenticate") == [b'Basic realm="pypireg"']
-    # Signed in: back to the home page, where the browser now sends the token.
-    code, _, resp = await get(web, "/?sign-in", read)
-    assert code == 302
-    assert header(resp, b"location") == [b"/"]
-    assert header(resp, b"cache-control") == [b"no-store"]
+    # Signed in: the home page, with what the token reads.
+    code, page, resp = await get(web, "/?sign-in", read)
+    assert code == 200
+    assert header(resp, b"cache-control") == [b"private, no-cache"]
+    assert "<h1>Projects</h1>" in page and "acme/secret" in page
+    # The flag alone, as the page links it; other queries are the home page.
+    code, page, _ = await get(web, "/?sign-in=1")
+    assert code == 200 and "acme/secret" not in page
 
 
 @pytest_twisted.ensureDeferred

@@ -3,7 +3,7 @@
 HTTP layer.
 
     GET /                                        the projects the caller may see
-    GET /?sign-in                                401 until the browser sends a token, then home
+    GET /?sign-in                                401 until the browser sends a token, then /'s page
     GET /<path>                                  302 to the project's (or group's) packages page
     GET /<project path>/-/packages               a project's packages (?q= filters by name)
     GET /<project path>/-/packages/<name>        one package: versions, files, README
@@ -73,26 +73,23 @@ class PageRoutes:
         self._readme = readme
 
     async def home(self, request: IRequest) -> bytes:
+        urls = self._site_urls(request)
         if _has_flag(request, b"sign-in"):
-            return await self._sign_in(request)
+            # 401 until the browser sends a valid token, then the same page
+            # as `/`. Not a redirect to `/`: Chromium follows it without the
+            # credentials it was just given (they go with later requests).
+            try:
+                signed_in = await self._access.authenticate(request)
+            except Unauthorized as refusal:  # a bad token: counted, and asked again
+                return _challenge(request, refusal, sign_in_page(urls))
+            if not signed_in:
+                return _challenge(request, Unauthorized(_SIGN_IN), sign_in_page(urls))
         listing = await self._access.listing(request)
         counts = await release_store.package_counts(self._db, [p.id for p in listing.projects])
         rows = sorted((ProjectOverview(p.path, p.public, counts.get(p.id, 0))
                        for p in listing.projects), key=lambda r: (r.path.lower(), r.path))
-        body = home_page(self._site_urls(request), rows, listing.signed_in)
         # Anonymous callers all see the same page; a token's is its own.
-        return _html(request, not listing.signed_in, body)
-
-    async def _sign_in(self, request: IRequest) -> bytes:
-        """401 with the Basic challenge until the browser sends a valid token, then home."""
-        urls = self._site_urls(request)
-        try:
-            signed_in = await self._access.authenticate(request)
-        except Unauthorized as refusal:  # a bad token: counted, and asked again
-            return _challenge(request, refusal, sign_in_page(urls))
-        if not signed_in:
-            return _challenge(request, Unauthorized(_SIGN_IN), sign_in_page(urls))
-        return redirect(request, urls.home(), 302)
+        return _html(request, not listing.signed_in, home_page(urls, rows, listing.signed_in))
 
     def favicon(self, request: IRequest) -> bytes:
         return favicon(request)

@@ -96,6 +96,7 @@ padding:.35rem .75rem}
 table.cards td{border:0;padding:.2rem 0;display:grid;grid-template-columns:8rem minmax(0,1fr);
 gap:.5rem}
 table.cards td::before{content:attr(data-label);font-weight:600;color:var(--muted)}
+table.cards td>.badge{justify-self:start}
 }
 """.strip()
 # The Content-Security-Policy allows this stylesheet by its hash: no other

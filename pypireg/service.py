@@ -27,7 +27,7 @@ from pypireg.http.errors import ErrorFunnel
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.metrics import Metrics
-from pypireg.http.ops import OpsRoutes
+from pypireg.http.ops import MetricsPage, OpsRoutes, metrics_site
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
@@ -140,7 +140,9 @@ async def build_site(reactor: Any, config: Config, db: Database,
         packages_api=PackagesApiRoutes(db, access, caches),
         deploy_tokens=DeployTokensRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
-        ops=OpsRoutes(db, blobs, metrics),
+        # With metrics listeners of their own, /-/metrics is not on this site.
+        ops=OpsRoutes(db, blobs, None if config.server.metrics_listen else MetricsPage(
+            metrics, config.server.metrics_token, authorizer.failures)),
     )
     site = RegistrySite(
         RegistryResource(routes, ErrorFunnel(config.server.base_url)),
@@ -224,6 +226,13 @@ class RegistryService(MultiService):
             listener = strports.service(description, self.site, reactor=self._reactor)
             listener.setServiceParent(self)
             _log.info("pypireg listening on {endpoint}", endpoint=description)
+        if config.server.metrics_listen:
+            scrape = metrics_site(MetricsPage(metrics, config.server.metrics_token,
+                                              self._authorizer.failures), config.server.timeout)
+            for description in config.server.metrics_listen:
+                listener = strports.service(description, scrape, reactor=self._reactor)
+                listener.setServiceParent(self)
+                _log.info("pypireg serving /-/metrics on {endpoint}", endpoint=description)
         # What start-up allocated lives as long as the process: keep it out
         # of the cyclic collector's full passes, which would otherwise pause
         # the reactor for longer and longer as caches fill.

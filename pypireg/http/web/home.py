@@ -77,11 +77,11 @@ def sign_in_page(urls: SiteUrls) -> bytes:
     """What a browser shows when its user cancels the sign-in prompt (the 401's body)."""
     body = (
         "<h1>Sign in</h1>"
-        '<p class="summary">This registry signs people in with a token: user name '
-        "<code>__token__</code>, and the token as password.</p>"
-        '<ul class="note"><li>Project and personal tokens take any user name; a deploy token'
-        " takes its own (<code>gitlab+deploy-token-…</code> unless it was given one).</li>"
-        "<li>Reload this page to be asked again.</li></ul>"
+        '<p class="summary">This registry signs people in with a token: the token is the '
+        "password.</p>"
+        '<ul class="note"><li>The user name is <code>__token__</code> for project and personal'
+        " tokens; a deploy token takes its own (<code>gitlab+deploy-token-…</code> unless it"
+        " was given another).</li><li>Reload this page to be asked again.</li></ul>"
         f'<p><a href="{_e(urls.home())}">Back to the public projects</a></p>'
     )
     return page(urls, "Sign in", [("Projects", urls.home()), ("Sign in", None)], body)

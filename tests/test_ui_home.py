@@ -11,7 +11,8 @@ import pytest_twisted
 
 from pypireg.domain.names import normalize_name
 from pypireg.http.web.favicon import ICON
-from pypireg.http.web.layout import CONTENT_SECURITY_POLICY
+from pypireg.http.web.home import ProjectOverview, home_page
+from pypireg.http.web.layout import CONTENT_SECURITY_POLICY, SiteUrls
 from pypireg.storage import groups as group_store
 from pypireg.storage import packages as package_store
 from pypireg.storage import projects as project_store
@@ -122,8 +123,6 @@ async def test_home_page_escapes_and_says_when_nothing_is_public(web: Any) -> No
     code, page, _ = await get(web, "/")
     assert "No public projects yet." in page and "acme" not in page
     # Paths are escaped (a path cannot hold markup, but the page must not rely on it).
-    from pypireg.http.web.home import ProjectOverview, home_page
-    from pypireg.http.web.layout import SiteUrls
     html = home_page(SiteUrls("", "http://h"), [ProjectOverview('a"<b>', True, 1)],
                      False).decode()
     assert 'a"<b>' not in html and "a&quot;&lt;b&gt;" in html
@@ -225,6 +224,13 @@ async def test_top_level_paths_never_take_api_or_ops_urls(web: Any) -> None:
     # A segment that merely starts like a reserved one is a path like any other.
     code, _, _ = await get(web, "/apis")
     assert code == 401
+    # Files every site is asked for, and paths no project can have, are plain 404s
+    # (no sign-in prompt for a crawler's robots.txt).
+    for path in ("/robots.txt", "/Apple-Touch-Icon.png", "/.env", "/acme/.git", "/a/_x",
+                 "/acme/tools.atom"):
+        code, body, resp = await get(web, path)
+        assert (code, body) == (404, "No such URL on this registry.\n"), path
+        assert not header(resp, b"www-authenticate"), path
     # The trailing-slash redirect of the simple index is untouched.
     code, _, resp = await get(web, "/api/v4/projects/1/packages/pypi/simple")
     assert code == 301

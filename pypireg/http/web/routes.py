@@ -31,7 +31,12 @@ from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
 from pypireg.domain.errors import NotFound, Unauthorized
-from pypireg.domain.names import MAX_VERSION_LENGTH, is_valid_name, normalize_name
+from pypireg.domain.names import (
+    MAX_VERSION_LENGTH,
+    is_valid_name,
+    is_valid_project_path,
+    normalize_name,
+)
 from pypireg.http.credentials import request_credentials
 from pypireg.http.front_door import valid_host
 from pypireg.http.responses import redirect
@@ -62,6 +67,10 @@ from pypireg.storage.projects import Project
 
 # First path segments that are never a project's (as on GitLab).
 _RESERVED = frozenset({"api", "groups", "-"})
+# Files crawlers and browsers ask every site for (GitLab reserves these
+# names too): at `/<path>` they are 404 as on any site without them.
+_SITE_FILES = frozenset({"robots.txt", "sitemap.xml", "humans.txt", "ads.txt",
+                         "apple-touch-icon.png", "apple-touch-icon-precomposed.png"})
 MAX_QUERY = 200
 _SIGN_IN = "Sign in with a token as the password (user __token__)."
 
@@ -105,6 +114,11 @@ class PageRoutes:
             # paths stay 404 rather than becoming 405.
             raise NotFound("No such URL on this registry.")
         ref = path.rstrip("/")
+        if ref.lower() in _SITE_FILES or not (ref.isdigit() or is_valid_project_path(ref)):
+            # Nothing there can be a project: no database round trip, and
+            # crawlers and browsers asking for such files get 404, not a
+            # sign-in prompt.
+            raise NotFound("No such URL on this registry.")
         urls = self._site_urls(request)
         try:
             found = await self._readable_project(request, ref)

@@ -30,7 +30,7 @@ from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
 from pypireg.http.metrics import Metrics
-from pypireg.http.ops import OpsRoutes
+from pypireg.http.ops import MetricsPage, OpsRoutes, metrics_site
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
@@ -129,7 +129,9 @@ async def build_site(reactor: Any, config: Config, db: Database,
         projects_api=ProjectsApiRoutes(db, access),
         deploy_tokens=DeployTokensRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
-        ops=OpsRoutes(db, blobs, metrics),
+        # With metrics listeners of their own, /-/metrics is not on this site.
+        ops=OpsRoutes(db, blobs, None if config.server.metrics_listen else MetricsPage(
+            metrics, config.server.metrics_token, authorizer.failures)),
     )
     site = RegistrySite(
         RegistryResource(routes, ErrorFunnel(config.server.base_url)),
@@ -245,6 +247,11 @@ class RegistryService(MultiService):
                      lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
         for description in config.server.listen:
             self._listen(description, self.site)
+        if config.server.metrics_listen:
+            scrape = metrics_site(MetricsPage(metrics, config.server.metrics_token,
+                                              self._authorizer.failures), config.server.timeout)
+            for description in config.server.metrics_listen:
+                self._listen(description, scrape, "server.metrics_listen")
         # What start-up allocated lives as long as the process: keep it out
         # of the cyclic collector's full passes, which would otherwise pause
         # the reactor for longer and longer as caches fill.
@@ -252,8 +259,8 @@ class RegistryService(MultiService):
         gc.freeze()
         _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
 
-    def _listen(self, description: str, site: RegistrySite) -> None:
-        """Listen on the endpoint *description* (one entry of server.listen).
+    def _listen(self, description: str, site: Any, setting: str = "server.listen") -> None:
+        """Listen on the endpoint *description* (one entry of *setting*).
 
         Raises:
             StartupError: The string is no endpoint, or listening failed.
@@ -263,17 +270,18 @@ class RegistryService(MultiService):
         except Exception as e:
             # Whatever the endpoint parser raises is the string's fault (an
             # unknown type, a bad port, a missing key file, no systemd socket).
-            raise StartupError(f"cannot use the endpoint {description}", "server.listen",
+            raise StartupError(f"cannot use the endpoint {description}", setting,
                                _endpoint_reason(description, e)) from e
         try:
             listener.setServiceParent(self)
         except CannotListenError as e:
-            raise StartupError(f"cannot listen on {description}", "server.listen",
+            raise StartupError(f"cannot listen on {description}", setting,
                                os_reason(e.socketError)) from e
         except OSError as e:  # a unix: socket's folder, say
-            raise StartupError(f"cannot listen on {description}", "server.listen",
+            raise StartupError(f"cannot listen on {description}", setting,
                                os_reason(e)) from e
-        _log.info("pypireg listening on {endpoint}", endpoint=description)
+        what = "serving /-/metrics" if setting == "server.metrics_listen" else "listening"
+        _log.info("pypireg {what} on {endpoint}", what=what, endpoint=description)
 
     def _start_failed(self, failure: Failure) -> None:
         if failure.check(StartupError):

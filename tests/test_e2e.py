@@ -291,3 +291,52 @@ def test_json_event_log() -> None:
                   (daemon.folder / "events.json").read_text().splitlines() if line.strip()]
         assert any(e.get("log_namespace") == "pypireg.service" for e in events)
         assert any("/-/health" in json.dumps(e) for e in events)  # the access log too
+
+
+def test_metrics_on_a_listener_of_their_own_behind_a_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.daemon import free_port
+
+    token = "scrape-" + "7" * 40
+    metrics_port = free_port()
+    monkeypatch.setenv("PYPIREG_TEST_METRICS_TOKEN", token)
+
+    def metrics_listener(d: Daemon) -> None:
+        # Into [server], the config's first table.
+        text = d.config.read_text().replace(
+            "[server]\n", "[server]\nmetrics_token_env = \"PYPIREG_TEST_METRICS_TOKEN\"\n"
+            f"metrics_listen = \"tcp:{metrics_port}:interface=127.0.0.1\"\n", 1)
+        d.config.write_text(text)
+
+    def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read().decode(), resp.headers.get("WWW-Authenticate", "")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(), e.headers.get("WWW-Authenticate", "")
+
+    with running_daemon("pypireg-e2e-metrics-", setup=metrics_listener) as daemon:
+        scrape = f"http://127.0.0.1:{metrics_port}/-/metrics"
+        # The listener may come up a moment after the registry's.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", metrics_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, daemon.log.read_text()
+                time.sleep(0.1)
+        assert get(daemon.url + "/-/health")[0] == 200
+        assert get(daemon.url + "/-/metrics")[0] == 404
+        code, body, challenge = get(scrape)
+        assert (code, challenge) == (401, 'Bearer realm="pypireg metrics"')
+        assert "pypireg_" not in body
+        code, body, _ = get(scrape, {"Authorization": f"Bearer {token}"})
+        assert code == 200
+        assert 'pypireg_http_requests_total{method="GET",route="ops",status="200"} 1.0' in body
+        assert get(f"http://127.0.0.1:{metrics_port}/-/health")[0] == 404
+        daemon.stop()
+        log = daemon.log.read_text()
+        assert f"serving /-/metrics on tcp:{metrics_port}:interface=127.0.0.1" in log
+        assert token not in log

@@ -56,6 +56,8 @@ DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
 PROJECT = "/api/v4/projects/<project_path:project>"
 PROJECT_PAGES = "/<path:project>/-/packages"
 GROUP_PAGES = "/groups/<path:group>/-/packages"
+# GitLab's URL of a project or group: its path at the top level.
+PATH_PAGE = "/<top_path:path>"
 # The two file routes as werkzeug matches them (a path converter is
 # "[^/].*?"), over the percent-decoded path.
 _PROJECT_FILE = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/files/([^/]+)/([^/]+)\Z")
@@ -77,6 +79,17 @@ class ProjectPathConverter(PathConverter):
     regex = r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|-)(?:/|$))[^/]+(?:/[^/]+)*"
 
 
+class TopLevelPath(PathConverter):
+    """A project's or group's path as the whole URL: `/acme/tools`, `/acme/tools/`.
+
+    Never one under a reserved first segment (`api`, `groups`, any case),
+    and no segment is `-`, so no API or `/-/` URL is ever taken for one.
+    Project paths cannot have such segments anyway (domain/names.py).
+    """
+
+    regex = r"(?!(?i:api|groups)(?:/|$))(?!-(?:/|$))[^/]+(?:/(?!-(?:/|$))[^/]+)*/?"
+
+
 @dataclass(frozen=True)
 class RouteGroups:
     uploads: UploadRoutes
@@ -95,6 +108,7 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     """One Klein app with every route of *groups* and the funnel's error handlers."""
     app = Klein()
     app.url_map.converters["project_path"] = ProjectPathConverter
+    app.url_map.converters["top_path"] = TopLevelPath
 
     def route(methods: list[str], url: str, handler: Callable[..., Any], **kw: Any) -> None:
         # The endpoint name must be unique in the app; the URL is.
@@ -113,6 +127,11 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(["PUT", "DELETE"], PYPI + "/<name>/<version>/yank", g.yank.yank)
     route(_READ, PYPI + "/pypi/<name>/json", g.json_api.pypi_json_project)
     route(_READ, PYPI + "/pypi/<name>/<version>/json", g.json_api.pypi_json_release)
+    # The links flit and hatch print after an upload, to the package's page.
+    # Werkzeug prefers static segments, so simple/ and files/ keep their
+    # routes (and "…/pypi/simple" its redirect to "simple/").
+    route(_READ, PYPI + "/<name>/", g.pages.pypi_package, strict_slashes=False)
+    route(_READ, PYPI + "/<name>/<version>/", g.pages.pypi_release, strict_slashes=False)
     # A group's read-only index.
     route(_READ, GROUP_PYPI + "/simple/", g.simple.group_simple_root)
     route(_READ, GROUP_PYPI + "/simple/<name>/", g.simple.group_simple_package)
@@ -134,10 +153,14 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(_READ, "/-/health", g.ops.health)
     route(_READ, "/-/ready", g.ops.ready)
     route(["GET"], "/-/metrics", g.ops.metrics)
-    # The Packages web pages, at GitLab's web URLs.
+    # The web pages, at GitLab's web URLs.
+    route(_READ, "/", g.pages.home)
+    route(_READ, "/favicon.ico", g.pages.favicon)
     route(_READ, PROJECT_PAGES, g.pages.project_packages)
     route(_READ, PROJECT_PAGES + "/<name>", g.pages.package)
     route(_READ, GROUP_PAGES, g.pages.group_packages)
+    # Every method: the handler answers others 404, as before this route.
+    app.route(PATH_PAGE, endpoint=f"any {PATH_PAGE}")(g.pages.path_page)
 
     app.handle_errors(RegistryError)(errors.registry_error)
     app.handle_errors(HTTPException)(errors.routing_error)

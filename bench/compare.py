@@ -215,9 +215,12 @@ def _module(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
-def _metadata(name: str, version: str) -> bytes:
+def wheel_metadata(name: str, version: str, requires: Sequence[str] = (),
+              requires_python: str = ">=3.8") -> bytes:
+    lines = [f"Requires-Dist: {r}\n" for r in requires]
     return (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-            "Summary: pypireg comparison benchmark\nRequires-Python: >=3.8\n\n").encode()
+            f"Summary: pypireg comparison benchmark\nRequires-Python: {requires_python}\n"
+            + "".join(lines) + "\n").encode()
 
 
 _WHEEL_FILE = (b"Wheel-Version: 1.0\nGenerator: pypireg-bench\nRoot-Is-Purelib: true\n"
@@ -231,22 +234,31 @@ def _zipinfo(name: str) -> zipfile.ZipInfo:
     return zi
 
 
-def write_small_wheel(folder: Path, name: str, version: str) -> Dist:
-    """A valid pure-Python wheel of about 1 KiB (as tests/distributions.py builds them)."""
+def write_small_wheel(folder: Path, name: str, version: str, *,
+                      requires: Sequence[str] = (), requires_python: str = ">=3.8",
+                      modules: dict[str, bytes] | None = None) -> Dist:
+    """A valid pure-Python wheel (as tests/distributions.py builds them), byte-for-byte
+    the same for the same arguments.
+
+    Without *modules* it is about 1 KiB: one `__init__.py`. *modules* maps
+    file names inside the package folder to their contents; *requires* are
+    `Requires-Dist` lines.
+    """
     module = _module(name)
     info = f"{module}-{version}.dist-info"
-    files = {
-        f"{module.lower()}/__init__.py": f"VERSION = {version!r}\n".encode(),
-        f"{info}/METADATA": _metadata(name, version),
-        f"{info}/WHEEL": _WHEEL_FILE,
-    }
+    sources = modules or {"__init__.py": f"VERSION = {version!r}\n".encode()}
+    files = {f"{module.lower()}/{path}": data for path, data in sources.items()}
+    files[f"{info}/METADATA"] = wheel_metadata(name, version, requires, requires_python)
+    files[f"{info}/WHEEL"] = _WHEEL_FILE
     record = [f"{p},{_record_hash(hashlib.sha256(d).digest())},{len(d)}"
               for p, d in files.items()] + [f"{info}/RECORD,,"]
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w") as zf:
         for path, data in files.items():
-            zf.writestr(path, data)
+            zi = _zipinfo(path)  # a fixed date: the same bytes on every run
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(zi, data)
     target = folder / f"{module}-{version}-py3-none-any.whl"
     target.write_bytes(buf.getvalue())
     return Dist(name, version, target)
@@ -280,7 +292,7 @@ def write_big_wheel(folder: Path, name: str, version: str, payload: Payload) -> 
     info = f"{module}-{version}.dist-info"
     small = {
         f"{module}/__init__.py": b'"""Mostly one data file."""\n',
-        f"{info}/METADATA": _metadata(name, version),
+        f"{info}/METADATA": wheel_metadata(name, version),
         f"{info}/WHEEL": _WHEEL_FILE,
     }
     target = folder / f"{module}-{version}-py3-none-any.whl"
@@ -499,7 +511,7 @@ def wait_idle(pid: int, name: str, timeout: float = 300.0) -> None:
         log(f"  {name} is still busy after {timeout:.0f} s; going on")
 
 
-def _processes() -> dict[int, tuple[int, str]]:
+def processes() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) for every process we can see."""
     out: dict[int, tuple[int, str]] = {}
     for entry in os.scandir("/proc"):
@@ -533,7 +545,7 @@ class NoiseMeter:
         self.top: list[tuple[float, str]] = []
 
     def _foreign(self) -> dict[int, tuple[float, str]]:
-        procs = _processes()
+        procs = processes()
         roots = {os.getpid()} | {pid for pid, (_, cmd) in procs.items() if self.marker in cmd}
         children: dict[int, list[int]] = {}
         for pid, (ppid, _) in procs.items():
@@ -661,7 +673,8 @@ def ensure_venv(folder: Path, base_python: Path, requirements: Sequence[str],
 @dataclass
 class Context:
     args: argparse.Namespace
-    plan: Plan
+    # A Plan here; bench/proxy.py, which reuses the servers below, has its own.
+    plan: Any
     work: Path
     pin: Pinning
     pypireg_venv: Path
@@ -680,8 +693,12 @@ def pypireg_admin(ctx: Context, target: Target, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def start_pypireg(ctx: Context) -> Target:
-    folder = ctx.work / "pypireg"
+def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = "") -> Target:
+    """twistd with a new storage folder in *folder* (default: work/pypireg).
+
+    *extra_config* is appended to the TOML file (bench/proxy.py's upstreams).
+    """
+    folder = folder or ctx.work / "pypireg"
     folder.mkdir()
     port = free_port()
     config = folder / "pypireg.toml"
@@ -692,6 +709,7 @@ def start_pypireg(ctx: Context) -> Target:
         'path = "data"\n'
         "[uploads]\n"
         'max_size = "600MiB"\n'
+        + extra_config
     )
     log_path = folder / "twistd.log"
     process = start_process(
@@ -756,10 +774,15 @@ def start_pypiserver(ctx: Context) -> Target:
     return target
 
 
-def start_devpi(ctx: Context) -> Target:
+def start_devpi_server(ctx: Context, folder: Path, index: str, spec: dict[str, Any],
+                       pin_now: bool = False) -> Target:
+    """A new devpi-server in *folder* with the index `root/<index>` made from *spec*.
+
+    Unless *pin_now*, it may use every core until the caller pins it (see
+    start_devpi).
+    """
     venv = ensure_venv(ctx.cache / "devpi", ctx.pypireg_bin / "python", ["devpi-server"],
                        ctx.args.refresh_peers)
-    folder = ctx.work / "devpi"
     folder.mkdir()
     serverdir = folder / "server"
     log_path = folder / "devpi.log"
@@ -769,41 +792,63 @@ def start_devpi(ctx: Context) -> Target:
                             "--no-root-pypi", "--root-passwd", DEVPI_PASSWORD]),
             stdout=logfile, stderr=subprocess.STDOUT, timeout=180, check=True)
     port = free_port()
-    # Loading 2,000 files into devpi is CPU-bound and slow; it may use every
-    # core until the data is in, and is pinned to the server core after that.
+    place = ctx.pin.server if pin_now else ctx.pin.anywhere
     process = start_process(
-        ctx.pin.anywhere([str(venv / "bin" / "devpi-server"), "--serverdir", str(serverdir),
-                        "--host", "127.0.0.1", "--port", str(port)]),
+        place([str(venv / "bin" / "devpi-server"), "--serverdir", str(serverdir),
+               "--host", "127.0.0.1", "--port", str(port)]),
         log_path, folder)
-    target = Target("devpi", process, port, f"http://127.0.0.1:{port}/root/bench/+simple/",
-                    f"http://127.0.0.1:{port}/root/bench/", log_path, user="root",
+    target = Target("devpi", process, port, f"http://127.0.0.1:{port}/root/{index}/+simple/",
+                    f"http://127.0.0.1:{port}/root/{index}/", log_path, user="root",
                     password=DEVPI_PASSWORD, watch_pid=process.pid)
     ctx.stack.callback(stop_process, process, "devpi-server")
     wait_http(f"{target.base}/+api", process, log_path)
     auth = base64.b64encode(f"root:{DEVPI_PASSWORD}".encode()).decode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("PUT", "/root/bench", body=json.dumps({"bases": [], "volatile": True}),
+    conn.request("PUT", f"/root/{index}", body=json.dumps(spec),
                  headers={"Authorization": f"Basic {auth}",
                           "Content-Type": "application/json", "Accept": "application/json"})
     response = conn.getresponse()
     body = response.read()
     conn.close()
     if response.status not in (200, 201):
-        raise RuntimeError(f"creating root/bench: {response.status} {body[:300]!r}")
+        raise RuntimeError(f"creating root/{index}: {response.status} {body[:300]!r}")
     target.versions = python_versions(venv / "bin" / "python",
                                       ["devpi-server", "waitress", "pyramid"])
+    return target
+
+
+def start_devpi(ctx: Context) -> Target:
+    # Loading 2,000 files into devpi is CPU-bound and slow; it may use every
+    # core until the data is in, and is pinned to the server core after that.
+    target = start_devpi_server(ctx, ctx.work / "devpi", "bench",
+                                {"bases": [], "volatile": True})
     target.notes = ("waitress (50 threads, its default), sqlite + files storage, index "
                     "root/bench without bases, request logging on (its default)")
     return target
 
 
 def start_nginx(ctx: Context, corpus: Corpus) -> Target:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
     folder = ctx.work / "nginx"
     tree = folder / "www"
     write_static_tree(tree, corpus)
+    target = serve_static(ctx, folder, tree)
+    target.notes = ("1 worker, sendfile on, access log off, static PEP 503 tree of the same "
+                    "files; uploads go to a location that discards the body")
+    return target
+
+
+def serve_static(ctx: Context, folder: Path, tree: Path, extra_http: str = "",
+                 extra_types: str = "", extra_server: str = "") -> Target:
+    """nginx on a free port serving *tree* (a PEP 503 tree under simple/), from *folder*.
+
+    *extra_http* goes into the `http` block, *extra_types* into its `types`
+    map and *extra_server* into the `server` block (bench/proxy.py serves
+    PEP 691 JSON beside the HTML that way).
+    """
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
+    folder.mkdir(exist_ok=True)
     for sub in ("tmp", "logs"):
         (folder / sub).mkdir()
     port = free_port()
@@ -827,8 +872,9 @@ http {{
     fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
-    types {{ text/html html; }}
+    types {{ text/html html; {extra_types} }}
     default_type application/octet-stream;
+    {extra_http}
     server {{
         listen 127.0.0.1:{port};
         root {tree};
@@ -839,6 +885,7 @@ http {{
             client_max_body_size 0;
             return 200 "discarded\\n";
         }}
+        {extra_server}
     }}
 }}
 """)
@@ -853,8 +900,6 @@ http {{
     wait_http(f"{target.base}/simple/", process, log_path)
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
     target.versions = {"nginx": version.stderr.strip().rpartition("/")[2]}
-    target.notes = ("1 worker, sendfile on, access log off, static PEP 503 tree of the same "
-                    "files; uploads go to a location that discards the body")
     return target
 
 

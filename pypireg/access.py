@@ -236,3 +236,15 @@ class Authorizer:
                                             levels)
         assert group is not None
         return GroupGrant(group, readable)
+
+
+    async def readable_projects(self, credentials: Credentials | str | None, client: str = ""
+                                ) -> list[Project]:
+        """Every project the caller may read, in id order: public ones, plus those it reaches.
+
+        A bad token is refused (and counted) as everywhere else, rather than
+        treated as anonymous: the caller should learn that it is wrong.
+        """
+        token = await self.authenticate(credentials, client)
+        projects = await project_store.list_projects(self._db)
+        return policy.readable_projects(projects, await self._levels(token, projects))

@@ -2,9 +2,9 @@
 
 Domain layer, no I/O beyond reading the one file (and, for [[upstreams]],
 checking that a `ca_file` exists and reading the environment variables that
-`token_env` / `password_env` name). Every error names the dotted key that is
-wrong, so an operator can fix the file without reading code; none quotes a
-secret.
+`token_env` / `password_env` name, as `server.metrics_token_env` does).
+Every error names the dotted key that is wrong, so an operator can fix the
+file without reading code; none quotes a secret.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ class ServerConfig:
     timeout: float = 60.0
     # Peers whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # /-/metrics wants `Authorization: Bearer <this>` when set (None: open).
+    # Out of repr, so a logged or printed config never shows it.
+    metrics_token: str | None = field(default=None, repr=False)
+    # Endpoints that serve /-/metrics alone; when set, `listen` does not
+    # serve it at all. Empty: /-/metrics is on `listen`, as every route.
+    metrics_listen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,8 +162,8 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path(),
                  environ: Mapping[str, str] | None = None) -> Config:
     """Turn a parsed TOML document into a Config; relative paths hang off *base*.
 
-    *environ* (default: the process environment) is where `token_env` and
-    `password_env` look their secrets up.
+    *environ* (default: the process environment) is where `token_env`,
+    `password_env` and `metrics_token_env` look their secrets up.
     """
     _only_keys(raw, "", {"server", "storage", "database", "uploads", "logging", "upstreams",
                          "proxy"})
@@ -170,7 +176,7 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path(),
     # Each section checks its own keys, then its values; the first mistake,
     # in this order, is the one reported.
     return Config(
-        server=_server(server),
+        server=_server(server, os.environ if environ is None else environ),
         logging=_logging(logging, base),
         storage=_storage(storage, base),
         database=_database(database),
@@ -180,9 +186,10 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path(),
     )
 
 
-def _server(table: Mapping[str, Any]) -> ServerConfig:
-    """The [server] table: listeners, public URL, timeout, trusted proxies."""
-    _only_keys(table, "server", {"listen", "base_url", "timeout", "trusted_proxies"})
+def _server(table: Mapping[str, Any], environ: Mapping[str, str]) -> ServerConfig:
+    """The [server] table: listeners, public URL, timeout, trusted proxies, metrics access."""
+    _only_keys(table, "server", {"listen", "base_url", "timeout", "trusted_proxies",
+                                 "metrics_token", "metrics_token_env", "metrics_listen"})
     listen = _strings(
         table.get("listen", list(DEFAULT_LISTEN)),
         "server.listen must be a non-empty list of endpoint strings, "
@@ -199,8 +206,24 @@ def _server(table: Mapping[str, Any]) -> ServerConfig:
         trusted = tuple(ip_network(p, strict=False) for p in proxies)
     except ValueError as e:
         raise ConfigError(f"server.trusted_proxies: {e}") from None
+    metrics_token = _secret(table, "server", "metrics_token", environ)
+    # Sent as `Bearer <token>`: visible ASCII keeps it one unambiguous header word.
+    if metrics_token is not None and not _VISIBLE_ASCII_RE.match(metrics_token):
+        which = "metrics_token" if "metrics_token" in table else "metrics_token_env"
+        raise ConfigError(f"server.{which}: the token must be visible ASCII without spaces, "
+                          "e.g. 64 hex digits from a random source")
+    # One endpoint string or a list of them, as the example in the docs gives it.
+    metrics_listen = table.get("metrics_listen", [])
+    if isinstance(metrics_listen, str):
+        metrics_listen = [metrics_listen]
+    metrics_listen = _strings(
+        metrics_listen, "server.metrics_listen must be an endpoint string or a list of them, "
+        'e.g. "tcp:9100:interface=127.0.0.1"', allow_empty=True)
+    if "" in metrics_listen:
+        raise ConfigError("server.metrics_listen must not contain an empty endpoint string")
     return ServerConfig(listen=tuple(listen), base_url=base_url, timeout=timeout,
-                        trusted_proxies=trusted)
+                        trusted_proxies=trusted, metrics_token=metrics_token,
+                        metrics_listen=tuple(metrics_listen))
 
 
 def _base_url(value: Any) -> str:
@@ -254,6 +277,9 @@ def _uploads(table: Mapping[str, Any]) -> UploadsConfig:
     return UploadsConfig(max_size=_size(
         table.get("max_size", DEFAULT_MAX_UPLOAD), "uploads.max_size",
         'uploads.max_size must be a positive size, e.g. 52428800 or "50MiB"'))
+
+
+_VISIBLE_ASCII_RE = re.compile(r"^[\x21-\x7e]+\Z")
 
 
 _UPSTREAM_KEYS = {"name", "url", "ttl", "timeout", "offline", "min_age", "headers", "username",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -17,6 +18,7 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, globalLogPublisher, jsonFileLogObserver
 from twisted.python.failure import Failure
 
@@ -26,8 +28,9 @@ from pypireg.http.app import RegistryResource, RouteGroups
 from pypireg.http.errors import ErrorFunnel
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
 from pypireg.http.metrics import Metrics
-from pypireg.http.ops import OpsRoutes
+from pypireg.http.ops import MetricsPage, OpsRoutes, metrics_site
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
@@ -42,38 +45,25 @@ from pypireg.http.web.routes import PageRoutes
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.proxy.pages import UpstreamPages
+from pypireg.startup import StartupError, data_folder_error, open_database, os_reason
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
+from pypireg.storage.duplicates import remove_surplus_duplicates
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
-from pypireg.storage.migrations import migrate
 from pypireg.upstream.client import UpstreamClient
 
 _log = Logger()
 # Unreferenced blobs (from deletes) are removed this often; see storage/gc.py.
 GC_INTERVAL_SECONDS = 3600.0
+# Projects' duplicate cleanup policies are applied to stored files this
+# often (each upload applies its own); see storage/duplicates.py.
+DUPLICATES_INTERVAL_SECONDS = 3600.0
 # Downloads of cached upstream files are recorded (for eviction) this often.
 DOWNLOADS_FLUSH_SECONDS = 60.0
-
-
-async def open_database(reactor: Any, config: Config) -> tuple[Database, EmbeddedPostgres | None]:
-    """Connect to the configured database, or start the embedded one; migrate it."""
-    embedded = None
-    dsn = config.database.dsn
-    if dsn is None:
-        embedded = EmbeddedPostgres(reactor, config.pgdata)
-        dsn = await embedded.start()
-    db = Database(reactor, dsn, config.database.pool_size)
-    try:
-        await db.start()
-        await migrate(db)
-    except BaseException:
-        db.close()
-        if embedded is not None:
-            await embedded.stop()
-        raise
-    return db, embedded
+# Cached upstream files past proxy.max_cache_size are evicted this often.
+EVICTION_INTERVAL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +93,7 @@ def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
                           max_file_size=config.proxy.max_cache_size,
                           observe=metrics.upstream_event,
                           observe_bytes=metrics.upstream_fetched)
-    return ProxyParts(clients, ProxiedIndex(db, pages), files)
+    return ProxyParts(clients, ProxiedIndex(db, pages, files), files)
 
 
 async def build_site(reactor: Any, config: Config, db: Database,
@@ -129,16 +119,19 @@ async def build_site(reactor: Any, config: Config, db: Database,
     caches = PackageCaches(reactor, changes)
     proxied = proxy.index if proxy is not None else None
     routes = RouteGroups(
-        uploads=UploadRoutes(db, blobs, metrics, caches),
+        uploads=UploadRoutes(db, blobs, metrics, caches, config.server.base_url),
         simple=SimpleRoutes(db, access, caches, metrics, proxied),
         files=FileRoutes(db, access, blobs, caches, proxied,
                          proxy.files if proxy is not None else None),
         yank=YankRoutes(db, access, caches),
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
+        projects_api=ProjectsApiRoutes(db, access),
         deploy_tokens=DeployTokensRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
-        ops=OpsRoutes(db, blobs, metrics),
+        # With metrics listeners of their own, /-/metrics is not on this site.
+        ops=OpsRoutes(db, blobs, None if config.server.metrics_listen else MetricsPage(
+            metrics, config.server.metrics_token, authorizer.failures)),
     )
     site = RegistrySite(
         RegistryResource(routes, ErrorFunnel(config.server.base_url)),
@@ -147,8 +140,56 @@ async def build_site(reactor: Any, config: Config, db: Database,
         metrics=metrics,
         timeout=config.server.timeout,
         trusted_proxies=config.server.trusted_proxies,
+        base_url=config.server.base_url,
     )
     return site, authorizer
+
+
+def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, object]],
+             what: str) -> TimerService:
+    """A TimerService running *job* now and every *interval* seconds on *clock*.
+
+    A failed run is logged as "*what* failed" and the next one comes anyway
+    (an unhandled failure would stop the timer for good).
+    """
+
+    def run() -> Deferred[Any]:
+        d = Deferred.fromCoroutine(job())
+        return d.addErrback(lambda f: _log.failure("{what} failed", f, what=what))
+
+    timer = TimerService(interval, run)
+    timer.clock = clock
+    return timer
+
+
+def housekeeping(clock: Any, db: Database, blobs: BlobStore,
+                 changes: ChangeListener | None) -> list[TimerService]:
+    """The hourly jobs: the duplicate cleanup policies, and the garbage collection.
+
+    The rows the duplicate cleanup removes are dropped from this daemon's
+    caches at once (the other daemons' go with the NOTIFY); their blobs go
+    with a later garbage collection, like those of deleted files.
+    """
+
+    async def clean_up_duplicates() -> None:
+        if await remove_surplus_duplicates(db) and changes is not None:
+            changes.notify_local("package_files")
+
+    return [
+        periodic(clock, DUPLICATES_INTERVAL_SECONDS, clean_up_duplicates, "duplicate cleanup"),
+        periodic(clock, GC_INTERVAL_SECONDS, lambda: collect_garbage(db, blobs),
+                 "garbage collection"),
+    ]
+
+
+def _endpoint_reason(description: str, error: Exception) -> str:
+    """Why Twisted could not make an endpoint of *description*, in words."""
+    if description.startswith("systemd:") and isinstance(error, IndexError | KeyError):
+        return ("systemd passed no such socket (LISTEN_FDS, LISTEN_FDNAMES); is the service "
+                "started through its .socket unit?")
+    if isinstance(error, OSError):
+        return os_reason(error)
+    return str(error) or type(error).__name__
 
 
 def _exit_failed() -> None:
@@ -173,46 +214,44 @@ class RegistryService(MultiService):
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
         self.running = True
-        self._start_json_log()
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._start_failed)
 
     async def _start(self) -> None:
         config = self.config
-        self.db, self._embedded = await open_database(self._reactor, config)
+        self._start_json_log()
+        opened = await open_database(self._reactor, config)
+        self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)
         await self._changes.start()
         blobs = BlobStore(self._reactor, config.storage.path)
         metrics = Metrics()
         self._proxy = build_proxy(self._reactor, config, self.db, blobs, metrics,
                                   self._changes)
-        self.site, self._authorizer = await build_site(
-            self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
-            proxy=self._proxy)
+        try:
+            self.site, self._authorizer = await build_site(
+                self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
+                proxy=self._proxy)
+        except OSError as e:
+            # Only the blob store touches the disk here: its folders, its temp files.
+            raise data_folder_error(config, e) from e
         self._authorizer.start()
-        db = self.db
-
-        def collect_blobs() -> Deferred[Any]:
-            d = Deferred.fromCoroutine(collect_garbage(db, blobs))
-            return d.addErrback(lambda f: _log.failure("garbage collection failed", f))
-
-        collector = TimerService(GC_INTERVAL_SECONDS, collect_blobs)
-        collector.clock = self._reactor
-        collector.setServiceParent(self)
+        for job in housekeeping(self._reactor, self.db, blobs, self._changes):
+            job.setServiceParent(self)
         if self._proxy is not None:
             fetched = self._proxy.files
-
-            def flush_downloads() -> Deferred[Any]:
-                d = Deferred.fromCoroutine(fetched.flush_downloads())
-                return d.addErrback(lambda f: _log.failure("recording downloads failed", f))
-
-            flusher = TimerService(DOWNLOADS_FLUSH_SECONDS, flush_downloads)
-            flusher.clock = self._reactor
-            flusher.setServiceParent(self)
+            max_cache = config.proxy.max_cache_size
+            periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
+                     "recording downloads").setServiceParent(self)
+            periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
+                     lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
         for description in config.server.listen:
-            listener = strports.service(description, self.site, reactor=self._reactor)
-            listener.setServiceParent(self)
-            _log.info("pypireg listening on {endpoint}", endpoint=description)
+            self._listen(description, self.site)
+        if config.server.metrics_listen:
+            scrape = metrics_site(MetricsPage(metrics, config.server.metrics_token,
+                                              self._authorizer.failures), config.server.timeout)
+            for description in config.server.metrics_listen:
+                self._listen(description, scrape, "server.metrics_listen")
         # What start-up allocated lives as long as the process: keep it out
         # of the cyclic collector's full passes, which would otherwise pause
         # the reactor for longer and longer as caches fill.
@@ -220,14 +259,47 @@ class RegistryService(MultiService):
         gc.freeze()
         _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
 
+    def _listen(self, description: str, site: Any, setting: str = "server.listen") -> None:
+        """Listen on the endpoint *description* (one entry of *setting*).
+
+        Raises:
+            StartupError: The string is no endpoint, or listening failed.
+        """
+        try:
+            listener = strports.service(description, site, reactor=self._reactor)
+        except Exception as e:
+            # Whatever the endpoint parser raises is the string's fault (an
+            # unknown type, a bad port, a missing key file, no systemd socket).
+            raise StartupError(f"cannot use the endpoint {description}", setting,
+                               _endpoint_reason(description, e)) from e
+        try:
+            listener.setServiceParent(self)
+        except CannotListenError as e:
+            raise StartupError(f"cannot listen on {description}", setting,
+                               os_reason(e.socketError)) from e
+        except OSError as e:  # a unix: socket's folder, say
+            raise StartupError(f"cannot listen on {description}", setting,
+                               os_reason(e)) from e
+        what = "serving /-/metrics" if setting == "server.metrics_listen" else "listening"
+        _log.info("pypireg {what} on {endpoint}", what=what, endpoint=description)
+
     def _start_failed(self, failure: Failure) -> None:
-        _log.failure("pypireg could not start", failure)
-        if self._reactor.running:
-            # twistd exits 0 whenever the reactor stops; a failed start must
-            # exit non-zero (systemd's Restart=on-failure depends on it), so
-            # exit once shutdown (stopService: pool, embedded PostgreSQL) ran.
-            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
-            self._reactor.stop()
+        if failure.check(StartupError):
+            # The operator's to fix, and the message says how: no traceback.
+            _log.critical("pypireg could not start: {reason}", reason=str(failure.value))
+        else:
+            _log.failure("pypireg could not start: {reason}", failure,
+                         reason=f"unexpected {type(failure.value).__name__}: {failure.value}")
+        # twistd exits 0 whenever the reactor stops; a failed start must exit
+        # non-zero (systemd's Restart=on-failure depends on it), so exit once
+        # shutdown (stopService: pool, embedded PostgreSQL) ran. A start that
+        # failed before its first wait (a malformed DSN) failed during the
+        # reactor's startup, before it runs: stopping then would be ignored.
+        self._reactor.callWhenRunning(self._exit_after_shutdown)
+
+    def _exit_after_shutdown(self) -> None:
+        self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
@@ -236,8 +308,12 @@ class RegistryService(MultiService):
         target = self.config.logging.json_file
         if target is None:
             return
-        stream: IO[str] = sys.stdout if target == "-" else open(
-            target, "a", encoding="utf-8")
+        try:
+            stream: IO[str] = sys.stdout if target == "-" else open(
+                target, "a", encoding="utf-8")
+        except OSError as e:
+            raise StartupError(f"cannot open the JSON log {target}", "logging.json_file",
+                               os_reason(e)) from e
         self._json_observer = jsonFileLogObserver(stream)
         globalLogPublisher.addObserver(self._json_observer)
 

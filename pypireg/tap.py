@@ -1,4 +1,8 @@
-"""`twistd pypireg`: options and service construction, composition only."""
+"""`twistd pypireg`: options and service construction, composition only.
+
+A failed start is one line and exit status 1, whatever fails: a config
+error here, anything later in RegistryService._start_failed.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,21 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
+    """The registry's service, configured by `--config` (or the defaults).
+
+    Raises:
+        SystemExit: The config cannot be used; its message is the one line
+            to print (Python prints it to stderr and exits 1).
+    """
     from twisted.internet import reactor
 
     path = Path(options["config"]) if options["config"] else None
     try:
         config = load_config(path)
     except ConfigError as e:
-        raise usage.UsageError(str(e)) from None
+        # Not UsageError: twistd lets that escape from makeService as a
+        # traceback (and at option-parsing time it prints all of its own
+        # usage first). Logging has not begun yet, so stderr is the terminal's
+        # or the journal's, and exit status 1 is what Restart=on-failure wants.
+        raise SystemExit(f"pypireg could not start: {e}") from None
     return RegistryService(reactor, config)

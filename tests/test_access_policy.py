@@ -109,6 +109,14 @@ def test_group_visibility() -> None:
         public, private]
 
 
+def test_listed_projects() -> None:
+    public, private, off, reached = (Project(1, True), Project(2, False), Project(3, True, False),
+                                     Project(4, False))
+    projects = [public, private, off, reached]
+    assert policy.readable_projects(projects, {}) == [public]
+    assert policy.readable_projects(projects, {4: 1, 3: 3}) == [public, reached]
+
+
 def test_deploy_tokens_need_their_own_user_name() -> None:
     deploy = Token(kind="deploy", username="ci-bot")
     assert policy.presented_by_owner(deploy, Credentials("s", "ci-bot"))

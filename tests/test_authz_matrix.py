@@ -11,6 +11,9 @@ The expected status comes from the rules as a user reads them in the README
 - a token that reaches the project may read; it may change things only up to
   its level (upload: write; yank, delete: maintain), else 403;
 - packages disabled: reads 404, changes 403 (to those who may change).
+
+The home page answers every caller but a bad token (401), and lists the
+project exactly to those who may read it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ ROUTES = {
     "file download": (1, 200),
     "json api": (1, 200),
     "packages api list": (1, 200),
+    "projects api": (1, 200),
+    "package page link": (1, 302),
+    "project page link": (1, 302),
     "upload": (2, 201),
     "yank": (3, 200),
     "delete release": (3, 204),
@@ -168,6 +174,15 @@ async def test_authorisation_matrix(registry: Any) -> None:
         elif route == "packages api list":
             resp = await treq.get(f"{registry.url}/api/v4/projects/{project.id}/packages",
                                   headers=headers)
+        elif route == "projects api":
+            resp = await treq.get(
+                f"{registry.url}/api/v4/projects/{project.id}?statistics=true", headers=headers)
+        elif route == "package page link":
+            resp = await treq.get(f"{api}/matrix-pkg/1.0/", headers=headers,
+                                  allow_redirects=False)
+        elif route == "project page link":
+            resp = await treq.get(f"{registry.url}/matrix", headers=headers,
+                                  allow_redirects=False)
         elif route == "upload":
             version = f"2.{next(counter)}"
             data = wheel_bytes("matrix-pkg", version)
@@ -196,5 +211,16 @@ async def test_authorisation_matrix(registry: Any) -> None:
             if got != want:
                 failures.append(f"{route} as {caller} (public={public}, enabled={enabled}): "
                                 f"{got}, expected {want}")
+        for caller, level in CALLERS.items():
+            resp = await treq.get(registry.url + "/", headers=callers[caller])
+            page = await resp.text()
+            listing = ("200, listed" if 'href="/matrix/-/packages"' in page else "200") \
+                if resp.code == 200 else str(resp.code)
+            readable = expected(level, 1, 200, public, enabled) == 200
+            want_listing = "401" if level == "bad" else "200, listed" if readable else "200"
+            checked += 1
+            if listing != want_listing:
+                failures.append(f"home page as {caller} (public={public}, enabled={enabled}): "
+                                f"{listing}, expected {want_listing}")
     assert not failures, "\n".join(failures)
-    assert checked == len(ROUTES) * len(CALLERS) * 4
+    assert checked == (len(ROUTES) + 1) * len(CALLERS) * 4

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,6 @@ import pytest
 import pytest_twisted
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
-from twisted.python import usage
 
 from pypireg.admin.cli import CommandError, build_parser, run_command
 from pypireg.storage.database import Database
@@ -78,9 +79,9 @@ def _leaves(parser: argparse.ArgumentParser, path: str = "pypireg"
 def test_every_leaf_subcommand_names_its_handler() -> None:
     # argparse is the dispatcher: a leaf without a handler would fail at run time.
     leaves = dict(_leaves(build_parser()))
-    assert len(leaves) == 39
-    assert {"pypireg name claim", "pypireg namespace grant",
-            "pypireg upstream block", "pypireg upstream status"} <= set(leaves)
+    assert len(leaves) == 41
+    assert {"pypireg init", "pypireg name claim", "pypireg namespace grant",
+            "pypireg upstream block", "pypireg upstream status", "pypireg cleanup"} <= set(leaves)
     missing = [path for path, parser in leaves.items() if not callable(
         parser.get_default("handler"))]
     assert missing == []
@@ -96,7 +97,8 @@ def test_tap_reports_config_errors(tmp_path: Path) -> None:
     bad.write_text("[server]\nlisten = []\n")
     options = Options()
     options.parseOptions(["--config", str(bad)])
-    with pytest.raises(usage.UsageError, match=r"server\.listen"):
+    # One line and exit status 1 (SystemExit with a message), not a traceback.
+    with pytest.raises(SystemExit, match=r"^pypireg could not start: server\.listen"):
         makeService(options)
     good = tmp_path / "good.toml"
     good.write_text('[storage]\npath = "data"\n')
@@ -129,3 +131,14 @@ async def test_users_members_and_token_kinds(db: Database) -> None:
         await cli(db, "member", "remove", "acme", "alice")
     with pytest.raises(CommandError, match="exists already"):
         await cli(db, "user", "create", "ALICE")
+
+
+def test_the_command_does_not_import_the_daemons_http_code() -> None:
+    # Each import is time every `pypireg` run waits for (bench/RESULTS.md):
+    # the HTTP layer, the proxy and the upload checks are the daemon's.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, pypireg.admin.cli; print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    heavy = ("pypireg.http", "pypireg.proxy", "pypireg.ingest", "pypireg.upstream",
+             "pypireg.service", "klein", "werkzeug", "treq", "pkginfo", "tqdm")
+    assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy)] == []

@@ -198,6 +198,70 @@ def test_fractional_timeout_is_accepted() -> None:
     assert parse_config({"server": {"timeout": 0.5}}, BASE).server.timeout == 0.5
 
 
+# -- server.metrics_token, metrics_token_env, metrics_listen ------------------
+
+METRICS_TOKEN = "m3tr1cs-" + "a" * 40
+
+
+def server_error(server: dict[str, Any], env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"server": server}, BASE, environ=env or {})
+    return str(info.value)
+
+
+def test_metrics_are_open_on_the_listeners_by_default() -> None:
+    server = parse_config({}, BASE).server
+    assert server.metrics_token is None and server.metrics_listen == ()
+
+
+def test_metrics_token_inline_or_from_the_environment_and_never_in_repr() -> None:
+    inline = parse_config({"server": {"metrics_token": METRICS_TOKEN}}, BASE, environ={})
+    assert inline.server.metrics_token == METRICS_TOKEN
+    from_env = parse_config({"server": {"metrics_token_env": "SCRAPE"}}, BASE,
+                            environ={"SCRAPE": METRICS_TOKEN})
+    assert from_env.server.metrics_token == METRICS_TOKEN
+    for config in (inline, from_env):
+        assert METRICS_TOKEN not in repr(config) and METRICS_TOKEN not in str(config)
+
+
+@pytest.mark.parametrize(("server", "env", "expected"), [
+    ({"metrics_token": METRICS_TOKEN, "metrics_token_env": "SCRAPE"}, {"SCRAPE": METRICS_TOKEN},
+     "give metrics_token or metrics_token_env, not both"),
+    ({"metrics_token_env": "SCRAPE"}, {}, "server.metrics_token_env: the environment variable "
+                                          "SCRAPE is not set"),
+    ({"metrics_token_env": "SCRAPE"}, {"SCRAPE": ""}, "server.metrics_token_env"),
+    ({"metrics_token_env": 5}, {}, "server.metrics_token_env must name"),
+    ({"metrics_token": ""}, {}, "server.metrics_token must be a non-empty string"),
+    ({"metrics_token": 12345}, {}, "server.metrics_token must be a non-empty string"),
+    ({"metrics_token": METRICS_TOKEN + "\r\nX: y"}, {}, "server.metrics_token"),
+    ({"metrics_token": f" {METRICS_TOKEN}"}, {}, "server.metrics_token"),
+    ({"metrics_token": "two words" + METRICS_TOKEN}, {}, "server.metrics_token: the token must be "
+                                                        "visible ASCII"),
+    ({"metrics_token_env": "SCRAPE"}, {"SCRAPE": "caf\u00e9" + METRICS_TOKEN},
+     "server.metrics_token_env: the token must be visible ASCII"),
+])
+def test_bad_metrics_tokens_name_the_key_and_never_the_token(
+        server: dict[str, Any], env: dict[str, str], expected: str) -> None:
+    error = server_error(server, env)
+    assert expected in error
+    assert METRICS_TOKEN not in error
+
+
+def test_metrics_listen_takes_one_endpoint_or_a_list() -> None:
+    one = parse_config({"server": {"metrics_listen": "tcp:9100:interface=127.0.0.1"}}, BASE)
+    assert one.server.metrics_listen == ("tcp:9100:interface=127.0.0.1",)
+    assert one.server.listen == DEFAULT_LISTEN
+    endpoints = ["tcp:9100:interface=127.0.0.1", "unix:/run/pypireg/metrics.sock"]
+    several = parse_config({"server": {"metrics_listen": endpoints}}, BASE)
+    assert several.server.metrics_listen == tuple(endpoints)
+    assert parse_config({"server": {"metrics_listen": []}}, BASE).server.metrics_listen == ()
+
+
+@pytest.mark.parametrize("value", ["", [""], [9100], 9100, {"a": "tcp:9100"}, True])
+def test_bad_metrics_listen_names_the_key(value: Any) -> None:
+    assert "server.metrics_listen" in server_error({"metrics_listen": value})
+
+
 # -- database -----------------------------------------------------------------
 
 
@@ -293,7 +357,8 @@ def test_unknown_key_is_named_with_its_dotted_path(raw: dict[str, Any], dotted: 
 
 
 def test_unknown_key_message_lists_the_known_keys() -> None:
-    assert "known: base_url, listen, timeout" in config_error({"server": {"bogus": 1}})
+    assert ("known: base_url, listen, metrics_listen, metrics_token, metrics_token_env, timeout, "
+            "trusted_proxies") in config_error({"server": {"bogus": 1}})
 
 
 @pytest.mark.parametrize("table", ["server", "storage", "database", "uploads"])

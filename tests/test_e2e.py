@@ -190,29 +190,6 @@ def test_public_project_anonymous_read(daemon: Daemon, built: Path) -> None:
     assert err.value.code == 404
 
 
-def test_failed_start_exits_non_zero(daemon_dsn: str | None) -> None:
-    # The port is taken: twistd must exit 1, so systemd's Restart=on-failure works.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-fail-"))
-        try:
-            config = folder / "pypireg.toml"
-            config.write_text(
-                f'[server]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n'
-                + (f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else "")
-            )
-            result = subprocess.run(
-                [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(config)],
-                cwd=folder, capture_output=True, text=True, timeout=120,
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "could not start" in result.stdout + result.stderr
-
-
 def test_systemd_socket_activation(daemon_dsn: str | None) -> None:
     # As systemd (or systemd-socket-activate) does: a listening socket on fd 3
     # with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, and the systemd: endpoint.
@@ -281,6 +258,8 @@ def test_backup_and_restore(built: Path, tmp_path: Path) -> None:
         assert f"Backed up the database and {blobs} blob files" in out
         source.stop()
 
+        # A restore goes into an installation: `pypireg init` makes an empty one.
+        assert "Initialised a pypireg installation" in target.cli("init").stdout
         restored = target.cli("restore", str(tmp_path / "backup")).stdout
         assert f"Restored the database and {blobs} blob files" in restored
         assert target.cli("fsck").returncode == 0
@@ -312,3 +291,52 @@ def test_json_event_log() -> None:
                   (daemon.folder / "events.json").read_text().splitlines() if line.strip()]
         assert any(e.get("log_namespace") == "pypireg.service" for e in events)
         assert any("/-/health" in json.dumps(e) for e in events)  # the access log too
+
+
+def test_metrics_on_a_listener_of_their_own_behind_a_token(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.daemon import free_port
+
+    token = "scrape-" + "7" * 40
+    metrics_port = free_port()
+    monkeypatch.setenv("PYPIREG_TEST_METRICS_TOKEN", token)
+
+    def metrics_listener(d: Daemon) -> None:
+        # Into [server], the config's first table.
+        text = d.config.read_text().replace(
+            "[server]\n", "[server]\nmetrics_token_env = \"PYPIREG_TEST_METRICS_TOKEN\"\n"
+            f"metrics_listen = \"tcp:{metrics_port}:interface=127.0.0.1\"\n", 1)
+        d.config.write_text(text)
+
+    def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+        request = urllib.request.Request(url, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read().decode(), resp.headers.get("WWW-Authenticate", "")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(), e.headers.get("WWW-Authenticate", "")
+
+    with running_daemon("pypireg-e2e-metrics-", setup=metrics_listener) as daemon:
+        scrape = f"http://127.0.0.1:{metrics_port}/-/metrics"
+        # The listener may come up a moment after the registry's.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", metrics_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, daemon.log.read_text()
+                time.sleep(0.1)
+        assert get(daemon.url + "/-/health")[0] == 200
+        assert get(daemon.url + "/-/metrics")[0] == 404
+        code, body, challenge = get(scrape)
+        assert (code, challenge) == (401, 'Bearer realm="pypireg metrics"')
+        assert "pypireg_" not in body
+        code, body, _ = get(scrape, {"Authorization": f"Bearer {token}"})
+        assert code == 200
+        assert 'pypireg_http_requests_total{method="GET",route="ops",status="200"} 1.0' in body
+        assert get(f"http://127.0.0.1:{metrics_port}/-/health")[0] == 404
+        daemon.stop()
+        log = daemon.log.read_text()
+        assert f"serving /-/metrics on tcp:{metrics_port}:interface=127.0.0.1" in log
+        assert token not in log

@@ -123,10 +123,16 @@ def proxy(upstream: Daemon, tmp_path_factory: pytest.TempPathFactory
                 f.write('[[upstreams]]\nname = "public"\n'
                         f'url = "{upstream.api("pub")}/simple/"\ntimeout = "3s"\n'
                         '[[upstreams]]\nname = "static"\n'
-                        f'url = "{static_url}"\ntimeout = "3s"\n')
+                        f'url = "{static_url}"\ntimeout = "3s"\n'
+                        # The same index again, with a quarantine for fresh releases.
+                        '[[upstreams]]\nname = "quarantine"\n'
+                        f'url = "{upstream.api("pub")}/simple/"\nmin_age = "1d"\n')
 
         with running_daemon("pypireg-e2e-proxy-", configure) as daemon:
             daemon.cli("project", "create", "acme")
+            daemon.cli("project", "update", "acme", "--upstreams", "public,static")
+            daemon.cli("project", "create", "careful", "--public")
+            daemon.cli("project", "update", "careful", "--upstreams", "quarantine")
             write_token = daemon.cli("token", "create", "--project", "acme", "--scope", "write"
                                      ).stdout.splitlines()[-1]
             read = daemon.cli("token", "create", "--project", "acme", "--scope", "read"
@@ -185,6 +191,16 @@ def test_a_blocked_version_is_not_installed(proxy: tuple[Daemon, str], tmp_path:
         assert installed(tmp_path / "t") == ["dep_b-1.0.dist-info"]
     finally:
         daemon.cli("upstream", "unblock", "acme", "dep-b", "1.1")
+
+
+def test_min_age_hides_releases_younger_than_it(proxy: tuple[Daemon, str],
+                                                tmp_path: Path) -> None:
+    daemon, _ = proxy
+    index = f"{daemon.api('careful')}/simple"
+    # Every upstream release here is minutes old: none is old enough.
+    result = pip("download", "--no-deps", "--index-url", index, "-d", str(tmp_path), "dep-c")
+    assert result.returncode != 0
+    assert "from versions: none" in result.stderr, result.stderr
 
 
 def test_a_big_upstream_file_streams_through_in_constant_memory(

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import pytest_twisted
 import treq
+from hypothesis import example, given
+from hypothesis import strategies as st
+from klein._resource import URLDecodeError, extractURLparts
+from twisted.web.http import unquote
+from twisted.web.test.requesthelper import DummyRequest
+from werkzeug.exceptions import HTTPException
 
+from pypireg.http.app import PYPI, RouteGroups, route_table
+from pypireg.http.errors import ErrorFunnel
+from pypireg.http.site import upload_project
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from tests.distributions import (
@@ -159,8 +170,37 @@ async def test_duplicates_are_kept_and_newest_served(registry: Any) -> None:
     await project_store.update_project(registry.db, project.id, reject_duplicates=True)
     code, text, resp = await upload(registry, project.id, write, name, first)
     assert code == 400
-    assert "File already exists" in text
-    assert b"File already exists" in resp.phrase
+    # "already exist" in the reason is what clients that skip existing files look for.
+    assert resp.phrase.startswith(f"File already exists ({name!r})".encode())
+    assert text.startswith(f"File already exists ({name!r}); this project rejects duplicate "
+                           "uploads. Bump the version, or skip the files the index already has")
+    # The index to check, as the client named the project; a token goes in it.
+    index = registry.api(project.id).replace("http://", "http://__token__:<token>@")
+    assert f"uv publish --check-url {index}/simple/ or pdm publish --skip-existing" in text
+    assert "twine's --skip-existing works only with the public index" in text
+    assert resp.phrase.decode() == text.strip()  # whole: twine shows only the phrase
+    await project_store.update_project(registry.db, project.id, public=True)
+    code, text, _ = await upload(registry, "acme", write, name, first)
+    assert code == 400
+    assert f"--check-url {registry.api('acme')}/simple/ " in text  # public: no token needed
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upload_url_with_a_trailing_slash(registry: Any) -> None:
+    # A common .pypirc habit: "repository = …/packages/pypi/".
+    project, write, read = await project_with_tokens(registry, "acme/tools")
+    for ref, version in ((str(project.id), "1.0"), ("acme%2Ftools", "1.1"), ("acme/tools", "1.2")):
+        filename = wheel_filename("demo-pkg", version)
+        ctype, body = upload_form("demo-pkg", version, filename, wheel_bytes("demo-pkg", version))
+        resp = await treq.post(registry.api(ref) + "/", data=body,
+                               headers={**basic(write), b"Content-Type": [ctype]})
+        assert resp.code == 201, await resp.text()
+        assert await resp.text() == f"Stored {filename}\n"
+    resp = await registry.stub.get(registry.api(project.id) + "/simple/demo-pkg/",
+                                   headers=basic(read))
+    page = await resp.text()
+    assert all(wheel_filename("demo-pkg", v) in page for v in ("1.0", "1.1", "1.2"))
+    assert await registry.settled_temp_files() == []
 
 
 @pytest_twisted.ensureDeferred
@@ -274,3 +314,55 @@ async def test_only_sent_digests_are_computed_and_late_ones_still_checked(regist
                            headers={**basic(write), b"Content-Type": [ctype]})
     assert resp.code == 400
     assert "md5_digest sent does not match" in await resp.text()
+
+
+class _AnyRoutes:
+    """Stands in for a route group: every handler the route table asks for exists."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return lambda *args, **kwargs: None
+
+
+_URL_MAP = route_table(RouteGroups(*(_AnyRoutes() for _ in fields(RouteGroups))),
+                       ErrorFunnel(None)).url_map
+_UPLOAD_ENDPOINTS = {f"POST {PYPI}", f"POST {PYPI}/"}
+
+
+class _PlainRequest(DummyRequest):
+    def isSecure(self) -> bool:
+        return False
+
+
+def _routed_to_upload(target: bytes) -> bool:
+    """Whether Klein sends a POST to *target* to the upload route, as it decodes the path."""
+    # server.Request.process splits and decodes the path so; Klein takes it from there.
+    path = target.split(b"?", 1)[0]
+    request = _PlainRequest(list(map(unquote, path[1:].split(b"/"))))
+    try:
+        _, server, _, path_info, script = extractURLparts(request)
+        endpoint, _ = _URL_MAP.bind(server, script).match(path_info, method="POST")
+    except (HTTPException, URLDecodeError):  # 404, 405, a redirect; a path Klein refuses
+        return False
+    return endpoint in _UPLOAD_ENDPOINTS
+
+
+_SEGMENTS = st.sampled_from(["1", "acme", "acme%2Ftools", "a/b", "packages", "pypi", "simple",
+                             "", "%2F", "%70ypi", "%ff", "\xc3\xa9", "%C3%A9", "x?y", "%3F"])
+
+
+@given(prefix=st.sampled_from(["/api/v4/projects/", "//api/v4/projects/", "/api/v4/projects//",
+                               "/api/v4/project/", "/api%2Fv4/projects/"]),
+       middle=st.lists(_SEGMENTS, min_size=1, max_size=4).map("/".join),
+       suffix=st.sampled_from(["/packages/pypi", "/packages/pypi/", "/packages/pypi//",
+                               "/packages/pypi%2F", "/packages/pyp%69", "/packages%2Fpypi",
+                               "/packages/pypi/simple", "/packages/pypi/x", ""]),
+       query=st.sampled_from(["", "?", "?a=1", "?a=/packages/pypi"]))
+@example(prefix="/api/v4/projects/", middle="1", suffix="/packages/pypi/", query="")
+@example(prefix="/api/v4/projects/", middle="acme%2Ftools", suffix="/packages/pypi", query="")
+def test_the_site_streams_exactly_the_urls_the_upload_route_takes(
+        prefix: str, middle: str, suffix: str, query: str) -> None:
+    # A body is streamed to a temp file only for a URL whose route takes the
+    # file over; one streamed for a URL without that route was a temp file
+    # no one removed, and a URL routed but not streamed has no body to store.
+    target = (prefix + middle + suffix + query).encode("utf-8")
+    assert (upload_project(target) is not None) == _routed_to_upload(target), target

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from twisted.internet.threads import deferToThread
 
 from tests.distributions import wheel_bytes, wheel_filename
 from tests.support.http import basic, project_with_tokens, upload
@@ -87,3 +88,130 @@ async def test_forwarded_headers_only_from_trusted_proxies(db: Any, tmp_path: An
             assert resp.code == (401 if expect_separate else 429)
         finally:
             await port.stopListening()
+
+
+METRICS_TOKEN = "m3tr1cs-" + "f" * 40
+
+
+async def site_with(db: Any, tmp_path: Any, **server: Any) -> Any:
+    """The registry's site in memory, with these [server] keys."""
+    from pypireg.config import parse_config
+    from pypireg.service import build_site
+    from tests.support import reactor
+    from tests.support.http import Registry
+
+    config = parse_config({"storage": {"path": str(tmp_path / "data")}, "server": server})
+    site, authorizer = await build_site(reactor, config, db)
+    return Registry(db, config, site, authorizer)
+
+
+def bearer(token: str, scheme: str = "Bearer") -> dict[bytes, list[bytes]]:
+    return {b"Authorization": [f"{scheme} {token}".encode()]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_token_is_required_when_configured(db: Any, tmp_path: Any) -> None:
+    reg = await site_with(db, tmp_path, metrics_token=METRICS_TOKEN)
+    url = reg.url + "/-/metrics"
+    for headers in ({}, bearer("wrong"), bearer(METRICS_TOKEN + "x"), bearer(METRICS_TOKEN[:-1]),
+                    bearer(""), basic(METRICS_TOKEN), {b"PRIVATE-TOKEN": [METRICS_TOKEN.encode()]}):
+        resp = await reg.stub.get(url, headers=headers)
+        body = await resp.text()
+        assert resp.code == 401, headers
+        assert resp.headers.getRawHeaders(b"www-authenticate") == [
+            b'Bearer realm="pypireg metrics"']
+        assert "pypireg_http_requests" not in body and METRICS_TOKEN not in body
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        resp = await reg.stub.get(url, headers=bearer(METRICS_TOKEN, scheme))
+        assert resp.code == 200
+        assert "pypireg_http_requests_total" in await resp.text()
+    # The other routes are untouched by it.
+    resp = await reg.stub.get(reg.url + "/-/health")
+    assert resp.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_metrics_tokens_count_as_failed_logins(db: Any, tmp_path: Any) -> None:
+    reg = await site_with(db, tmp_path, metrics_token=METRICS_TOKEN)
+    reg.authorizer.failures.limit = 3
+    for _ in range(3):
+        assert (await reg.stub.get(reg.url + "/-/metrics", headers=bearer("guess"))).code == 401
+    resp = await reg.stub.get(reg.url + "/-/metrics", headers=bearer("guess"))
+    assert resp.code == 429 and resp.headers.getRawHeaders(b"retry-after")
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_listen_serves_them_alone(db: Any, tmp_path: Any) -> None:
+    import socket
+
+    from pypireg.http.ops import MetricsPage, metrics_site
+    from tests.support import reactor
+
+    reg = await site_with(db, tmp_path, metrics_listen="tcp:0:interface=127.0.0.1")
+    assert reg.config.server.metrics_listen == ("tcp:0:interface=127.0.0.1",)
+    # The registry's own listeners no longer serve them: 404, as any unknown URL.
+    resp = await reg.stub.get(reg.url + "/-/metrics")
+    assert (resp.code, await resp.text()) == (404, "No such URL on this registry.\n")
+    assert (await reg.stub.get(reg.url + "/-/health")).code == 200
+
+    page = MetricsPage(reg.site.metrics, None, reg.authorizer.failures)
+    port = reactor.listenTCP(0, metrics_site(page, 5.0), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    try:
+        resp = await treq.get(base + "/-/metrics")
+        text = await resp.text()
+        assert resp.code == 200
+        assert resp.headers.getRawHeaders(b"content-type") == [
+            b"text/plain; version=0.0.4; charset=utf-8"]
+        # The daemon's own metrics, whichever listener serves them.
+        assert "pypireg_uploads_in_flight 0.0" in text.splitlines()
+        reg.site.metrics.upstream_event("hit", "public")
+        text = await (await treq.get(base + "/-/metrics")).text()
+        assert 'pypireg_upstream_events_total{event="hit",upstream="public"} 1.0' in text
+        resp = await treq.head(base + "/-/metrics")
+        assert resp.code == 200 and await resp.content() == b""
+        for path in ("/-/health", "/", "/api/v4/projects/1/packages/pypi/simple/",
+                     "/-/metrics/x"):
+            resp = await treq.get(base + path)
+            assert (resp.code, await resp.text()) == (404, "No such URL on this listener.\n")
+        resp = await treq.delete(base + "/-/metrics")
+        assert resp.code == 405 and resp.headers.getRawHeaders(b"allow") == [b"GET, HEAD"]
+        await resp.content()
+
+        # A body is refused at its first byte, never stored.
+        def post_with_body() -> bytes:
+            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10) as s:
+                s.sendall(b"POST /-/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+                          b"\r\n" + b"x" * 65536)
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+                return answer
+
+        answer = await deferToThread(post_with_body)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+        assert answer.endswith(b"A metrics request has no body.\n")
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_listener_wants_the_token_too(db: Any, tmp_path: Any) -> None:
+    from pypireg.http.ops import MetricsPage, metrics_site
+    from tests.support import reactor
+
+    reg = await site_with(db, tmp_path, metrics_listen=["tcp:0:interface=127.0.0.1"],
+                          metrics_token=METRICS_TOKEN)
+    page = MetricsPage(reg.site.metrics, reg.config.server.metrics_token, reg.authorizer.failures)
+    port = reactor.listenTCP(0, metrics_site(page, 5.0), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}/-/metrics"
+    try:
+        resp = await treq.get(url)
+        assert resp.code == 401
+        assert resp.headers.getRawHeaders(b"www-authenticate") == [
+            b'Bearer realm="pypireg metrics"']
+        await resp.content()
+        resp = await treq.get(url, headers=bearer(METRICS_TOKEN))
+        assert resp.code == 200 and "pypireg_uploaded_bytes_total" in await resp.text()
+    finally:
+        await port.stopListening()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +246,13 @@ async def test_an_upstream_404_removes_the_name_and_keeps_its_cached_files(
     row = await cache_store.get_page(setup.proxy.db, "public", "six")
     assert row is not None and row.state == "missing"
     assert await cache_store.get_file(setup.proxy.db, hashlib.sha256(content).hexdigest())
+    # An install pinned to the file (a lock file's URL and hash) still works…
+    assert await setup.download(url) == (200, content)
+    # …unless an admin blocks it.
+    acme = await project_store.get_project(setup.proxy.db, "acme")
+    assert acme is not None
+    await cache_store.add_block(setup.proxy.db, acme.id, "six", "1.16.0", "compromised")
+    assert (await setup.download(url))[0] == 404
 
 
 @pytest_twisted.ensureDeferred
@@ -255,3 +264,62 @@ async def test_an_index_without_upstreams_proxies_nothing(setup: Setup) -> None:
     assert (await setup.page("six"))[0] == 404
     await cache_store.set_index_upstreams(setup.proxy.db, ["public"], project_id=acme.id)
     assert (await setup.page("six"))[0] == 200
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_eviction_never_removes_the_blob_of_a_local_upload(setup: Setup) -> None:
+    # Here the upstream shares the database, so its uploads are local files
+    # with the same bytes (content addressing): their blobs must stay.
+    content = await setup.publish("six", "1.16.0")
+    _, page, _ = await setup.page("six")
+    assert (await setup.download(_absolute(setup, "six", page["files"][0]["url"])))[0] == 200
+    sha256 = hashlib.sha256(content).hexdigest()
+    blob = setup.proxy.proxy.files.blobs.path_for(sha256)
+    old = time.time() - 3600
+    os.utime(blob, (old, old))
+    assert await setup.proxy.proxy.files.evict(0) == 0
+    assert await cache_store.get_file(setup.proxy.db, sha256) is None
+    assert blob.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_package_pages_show_where_a_proxied_name_comes_from(setup: Setup) -> None:
+    await setup.publish("six", "1.16.0")
+    await setup.publish("six", "1.17.0")
+    assert (await setup.page("six"))[0] == 200
+    acme = await project_store.get_project(setup.proxy.db, "acme")
+    assert acme is not None
+    await cache_store.add_block(setup.proxy.db, acme.id, "six", "1.17.0", "malicious")
+    resp = await treq.get(f"{setup.proxy.url}/acme/-/packages/six", headers=basic(setup.read))
+    page = (await resp.content()).decode()
+    assert resp.code == 200, page
+    assert "From upstream <strong>public</strong>" in page
+    assert "1.16.0" in page and '1.17.0 <span class="badge">Blocked</span>' in page
+    resp = await treq.get(f"{setup.proxy.url}/acme/-/packages", headers=basic(setup.read))
+    listing = (await resp.content()).decode()
+    assert resp.code == 200 and "From upstreams" in listing and ">six</a>" in listing
+    # A name never served here has no page.
+    resp = await treq.get(f"{setup.proxy.url}/acme/-/packages/dep-x", headers=basic(setup.read))
+    assert resp.code == 404
+    await resp.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_index_proxies_with_its_own_upstream_list(setup: Setup) -> None:
+    from pypireg.storage import groups as group_store
+
+    db = setup.proxy.db
+    group = await group_store.create_group(db, "team", public=True)
+    await project_store.create_project(db, "team/app", public=True)
+    await setup.publish("six", "1.16.0")
+    url = f"{setup.proxy.url}/api/v4/groups/team/-/packages/pypi/simple/six/"
+    resp = await treq.get(url, headers=JSON)
+    assert resp.code == 200
+    assert [f["filename"] for f in json.loads(await resp.content())["files"]] == [
+        wheel_filename("six", "1.16.0")]
+    await cache_store.set_index_upstreams(db, [], group_id=group.id)
+    setup.proxy.proxy.index.pages.forget_all()
+    resp = await treq.get(url, headers=JSON)
+    assert resp.code == 404
+    await resp.content()

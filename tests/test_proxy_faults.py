@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -229,7 +231,8 @@ class _Gated:
 async def test_two_daemons_on_one_database_fetch_a_page_once(db: Database,
                                                               tmp_path: Path) -> None:
     local = await start_upstream()
-    config = [{"name": "local", "url": local.index, "timeout": "5s"}]
+    # A long timeout: the test is about sharing one fetch, not about slowness.
+    config = [{"name": "local", "url": local.index, "timeout": "60s"}]
     first = await start_registry(db, tmp_path / "a", upstreams=config)
     second = await start_registry(db, tmp_path / "b", upstreams=config)
     _, _, read = await project_with_tokens(first, "acme")
@@ -354,3 +357,183 @@ async def test_an_html_page_keeps_yanks_and_requires_python(proxy: Proxy) -> Non
     assert code == 200
     [entry] = page["files"]
     assert entry["requires-python"] == ">=3.8" and entry["yanked"] == "broken"
+
+
+@pytest_twisted.ensureDeferred
+async def test_eviction_keeps_the_most_recently_downloaded_within_the_limit(
+        proxy: Proxy) -> None:
+    db = proxy.registry.db
+    files = {wheel_filename("six", v): wheel_bytes("six", v) for v in ("1.0", "1.1", "1.2")}
+    proxy.upstream.project("six", files)
+    code, page, _ = await proxy.page("six")
+    assert code == 200
+    for entry in page["files"]:
+        resp = await treq.get(proxy.file_url("six", entry), headers=basic(proxy.read))
+        assert resp.code == 200
+        await resp.content()
+    contents = list(files.values())
+    sha = [hashlib.sha256(c).hexdigest() for c in contents]
+    blob = proxy.registry.proxy.files.blobs.path_for
+    old = time.time() - 3600
+    # Downloaded longest ago: 1.0, then 1.1, then 1.2; all fetched an hour ago.
+    for age, digest in zip((3, 2, 1), sha, strict=True):
+        await db.execute("UPDATE upstream_files SET last_download_at = now() - %s * interval"
+                         " '1 hour' WHERE sha256 = %s", (age, digest))
+        os.utime(blob(digest), (old, old))
+
+    freed = await proxy.registry.proxy.files.evict(len(contents[1]) + len(contents[2]))
+    assert freed == len(contents[0])
+    assert await cache_store.get_file(db, sha[0]) is None
+    assert not blob(sha[0]).exists()
+    assert all(blob(d).exists() for d in sha[1:])
+    assert _events(proxy.registry, "evicted") == 1
+    # Evicted is not lost: the next download fetches it again.
+    entry = next(f for f in page["files"] if f["hashes"]["sha256"] == sha[0])
+    resp = await treq.get(proxy.file_url("six", entry), headers=basic(proxy.read))
+    assert resp.code == 200 and await resp.content() == contents[0]
+    assert await cache_store.get_file(db, sha[0]) is not None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_offline_upstream_serves_only_what_is_cached(db: Database,
+                                                               tmp_path: Path) -> None:
+    local = await start_upstream()
+    online = await start_registry(db, tmp_path / "on", upstreams=[
+        {"name": "local", "url": local.index}])
+    offline = await start_registry(db, tmp_path / "off", upstreams=[
+        {"name": "local", "url": local.index, "offline": True}])
+    _, _, read = await project_with_tokens(online, "acme")
+    local.project("six", {wheel_filename("six", "1.0"): wheel_bytes("six", "1.0")})
+    local.project("cached-later", {wheel_filename("cached-later", "1.0"):
+                                   wheel_bytes("cached-later", "1.0")})
+    headers = {**ACCEPT_JSON, **basic(read)}
+    try:
+        resp = await treq.get(f"{online.api('acme')}/simple/six/", headers=headers)
+        assert resp.code == 200
+        await resp.content()
+        before = len(local.seen)
+        resp = await treq.get(f"{offline.api('acme')}/simple/six/", headers=headers)
+        assert resp.code == 200
+        assert len(json.loads(await resp.content())["files"]) == 1
+        resp = await treq.get(f"{offline.api('acme')}/simple/cached-later/", headers=headers)
+        assert resp.code == 404
+        await resp.content()
+        assert len(local.seen) == before  # never asked
+    finally:
+        await online.stop()
+        await offline.stop()
+        await local.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upstream_project_status_is_passed_on(proxy: Proxy) -> None:
+    filename = wheel_filename("old", "1.0")
+    proxy.upstream.serve("/simple/old/", Page(json_page(
+        "old", [Link(filename, f"../../files/{filename}", "d" * 64)],
+        meta={"api-version": "1.4"},
+        **{"project-status": {"status": "archived", "reason": "use new instead"}})))
+    code, page, _ = await proxy.page("old")
+    assert code == 200
+    assert page["project-status"] == {"status": "archived", "reason": "use new instead"}
+    resp = await treq.get(proxy.page_url("old"), headers=basic(proxy.read))
+    html = (await resp.content()).decode()
+    assert '<meta name="pypi:project-status" content="archived">' in html
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_live_caches_warm_answers_skip_the_upstream_and_blocks_apply(
+        db: Database, tmp_path: Path) -> None:
+    from pypireg.storage import projects as project_store
+    from pypireg.storage.changes import ChangeListener
+
+    changes = ChangeListener(reactor, db.dsn)
+    await changes.start()
+    seen: list[str] = []
+    changes.subscribe(seen.append)
+    local = await start_upstream()
+    registry = await start_registry(db, tmp_path / "proxy", changes=changes, upstreams=[
+        {"name": "local", "url": local.index}])
+    p = Proxy(local, registry, (await project_with_tokens(registry, "acme"))[2])
+    try:
+        await until(lambda: changes.live)
+        content = wheel_bytes("six", "1.0")
+        local.project("six", {wheel_filename("six", "1.0"): content,
+                              wheel_filename("six", "2.0"): wheel_bytes("six", "2.0")})
+        code, page, _ = await p.page("six")
+        assert code == 200 and len(page["files"]) == 2
+        entry = next(f for f in page["files"] if f["filename"] == wheel_filename("six", "1.0"))
+        for _ in range(3):
+            resp = await treq.get(p.file_url("six", entry), headers=basic(p.read))
+            assert resp.code == 200 and await resp.content() == content
+            assert (await p.page("six"))[0] == 200
+        assert local.hits("/simple/six/") == 1
+        assert local.hits(f"/files/{wheel_filename('six', '1.0')}") == 1
+        # Neither the stored page nor the recorded origin dropped every cache…
+        assert "upstream_pages" not in seen and "name_origins" not in seen, seen
+        # …but a refresh does (the next request asks the upstream again).
+        await cache_store.forget_page(db, "local", "six")
+        await until(lambda: "upstream_pages" in seen)
+        assert (await p.page("six"))[0] == 200
+        assert local.hits("/simple/six/") == 2
+
+        acme = await project_store.get_project(db, "acme")
+        assert acme is not None
+        await cache_store.add_block(db, acme.id, "six", "2.0", "bad")
+        for _ in range(100):  # the change notification drops the cached page
+            code, page, _ = await p.page("six")
+            if len(page["files"]) == 1:
+                break
+        assert [f["filename"] for f in page["files"]] == [wheel_filename("six", "1.0")]
+    finally:
+        await registry.stop()
+        await local.stop()
+        changes.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_listed_without_a_sha256_are_hashed_before_they_are_listed(
+        proxy: Proxy) -> None:
+    good = wheel_bytes("nohash", "1.0")
+    liar = wheel_bytes("nohash", "2.0")
+    old, new = wheel_filename("nohash", "1.0"), wheel_filename("nohash", "2.0")
+    proxy.upstream.serve(f"/files/{old}", Page(good, "application/octet-stream"))
+    proxy.upstream.serve(f"/files/{new}", Page(liar, "application/octet-stream"))
+    html = (f'<a href="../../files/{old}">{old}</a>'
+            # An md5 the bytes do not have: the file is left off.
+            f'<a href="../../files/{new}#md5={"0" * 32}">{new}</a>').encode()
+    proxy.upstream.serve("/simple/nohash/", Page(html, HTML_V1))
+    code, page, _ = await proxy.page("nohash")
+    assert code == 200
+    [entry] = page["files"]
+    sha256 = hashlib.sha256(good).hexdigest()
+    assert entry["filename"] == old and entry["hashes"] == {"sha256": sha256}
+    assert _events(proxy.registry, "integrity") == 1
+    # It was fetched once, to hash it; the download comes from the cache.
+    resp = await treq.get(proxy.file_url("nohash", entry), headers=basic(proxy.read))
+    assert resp.code == 200 and await resp.content() == good
+    assert proxy.upstream.hits(f"/files/{old}") == 1
+    # The next page asks for its hash, not for the file.
+    proxy.registry.proxy.index.pages.forget_all()
+    code, page, _ = await proxy.page("nohash")
+    assert [f["hashes"]["sha256"] for f in page["files"]] == [sha256]
+    assert proxy.upstream.hits(f"/files/{old}") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_going_away_does_not_fail_the_others_waiting_for_the_same_page(
+        proxy: Proxy) -> None:
+    content = wheel_bytes("six", "1.0")
+    filename = wheel_filename("six", "1.0")
+    gated = proxy.upstream.serve("/simple/six/", _Gated(json_page("six", [
+        Link(filename, f"../../files/{filename}", hashlib.sha256(content).hexdigest())])))
+    headers = {**ACCEPT_JSON, **basic(proxy.read)}
+    first = treq.get(proxy.page_url("six"), headers=headers, persistent=False)
+    await until(lambda: len(gated.requests) == 1)
+    second = treq.get(proxy.page_url("six"), headers=headers, persistent=False)
+    await until(lambda: proxy.registry.proxy.index.pages.waiting() == 2)
+    first.cancel()  # the first client goes away while the page is being fetched
+    gated.release()
+    resp = await second
+    assert resp.code == 200
+    assert len(json.loads(await resp.content())["files"]) == 1
+    assert proxy.upstream.hits("/simple/six/") == 1

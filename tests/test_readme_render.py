@@ -240,7 +240,7 @@ async def test_a_view_that_goes_away_does_not_stop_the_render(db: Any) -> None:
     # Both views wait on the one render (not on their cache lookups) before
     # the first goes away; on a busy machine the second may still be looking.
     for _ in range(500):
-        if sum(len(w) for w in readme._in_flight.values()) == 2:
+        if readme._in_flight.waiting() == 2:
             break
         await deferLater(reactor, 0.01, lambda: None)
     first.cancel()  # as Klein does when the client disconnects

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.task import Clock
 
 from pypireg.access import Authorizer
@@ -17,6 +17,7 @@ from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Database
 from pypireg.storage.migrations import load_migrations, migrate
 from tests.support import reactor
+from tests.support.waiting import until
 
 
 def test_migrations_are_numbered_and_packaged() -> None:
@@ -118,3 +119,23 @@ async def test_authorize_outcomes(db: Database) -> None:
     assert await outcome("public", read, "read") == "ok"
     assert await outcome("public", read, "write") == "403"
     assert await outcome("private", "garbage", "read") == "401"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_query_is_a_plain_cancel_and_the_pool_stays_usable(db: Any) -> None:
+    # As Klein cancels a handler whose client went away, mid-query.
+    waiting = Deferred.fromCoroutine(db.fetch_one("SELECT 1 FROM pg_sleep(0.2)"))
+    waiting.cancel()
+    with pytest.raises(CancelledError):
+        await waiting
+    interaction = Deferred.fromCoroutine(db.run_interaction(_slow_interaction))
+    interaction.cancel()
+    with pytest.raises(CancelledError):
+        await interaction
+    assert await db.fetch_one("SELECT 2") == (2,)
+    # The cancelled queries ran on to their end and gave their connections back.
+    await until(lambda: db.in_use() == 0)
+
+
+async def _slow_interaction(cursor: Any) -> None:
+    await cursor.execute("SELECT pg_sleep(0.1)")

@@ -283,3 +283,121 @@ def test_private_project_with_basic_header(site: Site, browser: Any) -> None:
     browser.get(url)
     assert statuses(browser)[url] == 200
     assert browser.find_element(By.TAG_NAME, "h1").text == "secret-pkg 1.0"
+
+
+def tab(driver: Any) -> Any:
+    """Press Tab once; the element that has the focus then."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    ActionChains(driver).send_keys(Keys.TAB).perform()
+    return driver.switch_to.active_element
+
+
+def test_home_page(site: Site, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(site.url("/"))
+    assert statuses(browser)[site.url("/")] == 200
+    assert browser.title == "Projects · pypireg"
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Projects"
+    for landmark in ("header", "nav", "main"):
+        assert browser.find_elements(By.TAG_NAME, landmark)
+    table = browser.find_element(By.CSS_SELECTOR, "table.projects")
+    assert table.find_element(By.TAG_NAME, "caption").get_attribute("textContent") == "Projects"
+    assert [th.get_attribute("scope") for th in table.find_elements(By.TAG_NAME, "th")] == [
+        "col"] * 3
+    rows = [[td.text for td in row.find_elements(By.TAG_NAME, "td")]
+            for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    # The private project is not even named to an anonymous visitor.
+    assert rows == [["acme/tools", "Public", "2"]]
+    assert "acme/private" not in browser.page_source
+    screenshot(browser, "home", 375)
+    screenshot(browser, "home", 1280)
+
+    # Keyboard: the skip link comes first and lands on the content; then the
+    # brand (home), the sign-in link and the project, which Enter opens.
+    skip = tab(browser)
+    assert skip.text == "Skip to content" and skip.is_displayed()
+    skip.send_keys(Keys.ENTER)
+    assert browser.current_url.endswith("/#pypireg-main")
+    browser.get(site.url("/"))
+    order = [tab(browser).text for _ in range(4)]
+    assert order == ["Skip to content", "pypireg", "Sign in with a token", "acme/tools"]
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for_url(browser, "/acme/tools/-/packages")
+    # Every page's brand leads back home.
+    browser.find_element(By.CSS_SELECTOR, "header a.brand").click()
+    wait_for_url(browser, "/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Projects"
+
+
+def test_sign_in_shows_the_private_projects_of_the_token(site: Site, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    # Without credentials: the challenge (headless Chromium holds the prompt
+    # open, so the page shown on cancelling is checked in test_ui_home.py).
+    browser.get(site.url("/?sign-in"))
+    assert statuses(browser)[site.url("/?sign-in")] == 401
+    assert "acme/private" not in browser.page_source
+
+    # Credentials as the prompt would give them (in the URL, as pip takes
+    # them): the token's projects are listed...
+    browser.get(site.url("/?sign-in", site.read_token))
+    wait_for_url(browser, "/?sign-in")
+
+    def projects() -> list[str]:
+        return [row.find_element(By.TAG_NAME, "td").text
+                for row in browser.find_elements(By.CSS_SELECTOR, "table.projects tbody tr")]
+
+    assert projects() == ["acme/private", "acme/tools"]
+    assert "Your browser keeps the token" in browser.find_element(By.TAG_NAME, "main").text
+    assert site.read_token not in browser.page_source
+    screenshot(browser, "home-signed-in", 1280)
+    # ... and the browser sends the token with every page of the registry from
+    # then on. (Typed: links from a page whose URL holds credentials keep them,
+    # and Chromium sends those only after a 401, which the home page never is.)
+    browser.get(site.url("/"))
+    assert projects() == ["acme/private", "acme/tools"]
+    browser.find_element(By.LINK_TEXT, "acme/private").click()
+    wait_for_url(browser, "/acme/private/-/packages")
+    assert statuses(browser)[site.url("/acme/private/-/packages")] == 200
+
+
+def test_paths_and_upload_links_lead_to_the_pages(site: Site, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(site.url("/acme/tools"))
+    wait_for_url(browser, "/acme/tools/-/packages")
+    browser.get(site.url("/acme"))
+    wait_for_url(browser, "/groups/acme/-/packages")
+    # What hatch prints after an upload: the page, scrolled to that version.
+    browser.get(site.daemon.api(site.public_id) + "/demo-pkg/1.1/")
+    wait_for_url(browser, "/acme/tools/-/packages/demo-pkg#pypireg-v-1.1")
+    target = browser.execute_script("return document.querySelector(':target')")
+    assert target.get_attribute("id") == "pypireg-v-1.1" and target.is_displayed()
+    # Scrolled to it (as far as the page's length allows).
+    top, scrolled, height = browser.execute_script(
+        "return [arguments[0].getBoundingClientRect().top, window.scrollY, window.innerHeight]",
+        target)
+    assert 0 <= top < height and scrolled > 0
+    # What flit prints: the package's page.
+    browser.get(site.daemon.api(site.public_id) + "/Other_Lib")
+    wait_for_url(browser, "/acme/tools/-/packages/other-lib")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "other-lib 0.1"
+    # A private project's link says nothing without a token.
+    url = site.daemon.api(site.private_id) + "/secret-pkg/1.0/"
+    browser.get(url)
+    assert statuses(browser)[url] == 401
+    assert "secret-pkg" not in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_favicon(site: Site, browser: Any) -> None:
+    browser.get(site.url("/favicon.ico"))
+    assert statuses(browser)[site.url("/favicon.ico")] == 200
+    # Chromium decodes it: its image document shows the 32 px frame.
+    size = browser.execute_script(
+        "const i = document.images[0]; return [i.complete, i.naturalWidth, i.naturalHeight]")
+    assert size == [True, 32, 32]

@@ -10,9 +10,8 @@ from typing import Any
 import pytest_twisted
 import treq
 
+from pypireg.http.web.layout import CONTENT_SECURITY_POLICY, SiteUrls
 from pypireg.http.web.pages import (
-    CONTENT_SECURITY_POLICY,
-    SiteUrls,
     human_size,
     latest_version,
     package_page,

@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from tests.distributions import upload_form, wheel_bytes, wheel_filename
@@ -38,6 +39,67 @@ async def test_transport_paused_during_token_check_then_streamed(db: Any, tmp_pa
     assert sha in stored and len(stored) == 2  # the wheel and its METADATA
     assert stored[sha].read_bytes() == wheel
     assert files_in(tmp_path, "tmp") == []
+
+
+@pytest.mark.parametrize("target", [
+    "/api/v4/projects/{id}/packages/pypi/",
+    "/api/v4/projects/acme/packages/pypi/",
+    "/api/v4/projects/{id}/packages/pypi/?from=pypirc",
+], ids=["id", "path", "query"])
+@pytest_twisted.ensureDeferred
+async def test_the_upload_url_with_a_trailing_slash_streams_like_without(
+        db: Any, tmp_path: Path, target: str) -> None:
+    # As the plain URL: matched with the headers in, the token checked with
+    # the transport paused, "100 Continue" only then, the body streamed.
+    site, project, token = await upload_site(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0")
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    client = Client(site)
+    client.send(head(project, token, ctype, len(body), b"Expect: 100-continue",
+                     target=target.format(id=project)))
+    assert client.transport.producerState == "paused"
+    assert client.response == b""
+    await client.wait_for(lambda: b"100 Continue" in client.response)
+    client.send(body)
+    await client.wait_for(lambda: b"HTTP/1.1 201 " in client.response)
+    assert client.response.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created")
+    assert hashlib.sha256(wheel).hexdigest() in {p.name for p in files_in(tmp_path, "blobs")}
+    assert files_in(tmp_path, "tmp") == []
+
+
+@pytest.mark.parametrize("suffix", ["/simple", "/simple/", "/simple/demo-pkg/", "/simple/x?y=1"])
+@pytest_twisted.ensureDeferred
+async def test_a_post_to_the_index_is_refused_before_the_body_naming_the_upload_url(
+        db: Any, tmp_path: Path, suffix: str) -> None:
+    site, project, token = await upload_site(db, tmp_path)
+    client = Client(site)
+    client.send(head(project, token, b"multipart/form-data; boundary=b", 50 * 1024 * 1024,
+                     b"Expect: 100-continue",
+                     target=f"/api/v4/projects/acme%2Fx/packages/pypi{suffix}"))
+    # Answered with the headers alone, no token check: nothing to wait for.
+    status, _, rest = client.response.partition(b"\r\n")
+    url = b"http://test/api/v4/projects/acme%2Fx/packages/pypi"
+    assert status == b"HTTP/1.1 405 This is the project's index URL (for pip and uv), not " \
+                     b"its upload URL: upload to " + url, client.response
+    assert b"\r\nAllow: GET, HEAD\r\n" in rest
+    assert rest.endswith(b"\r\n\r\n" + status[len(b"HTTP/1.1 405 "):] + b"\n")  # the body
+    assert b"100 Continue" not in client.response
+    client.send(b"x" * 65536)  # the body the client sends anyway is discarded
+    assert client.response.count(b"HTTP/1.1") == 1
+    assert files_in(tmp_path, "tmp") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upload_url_named_in_a_refusal_comes_from_base_url(db: Any, tmp_path: Path
+                                                                   ) -> None:
+    site, project, token = await upload_site(db, tmp_path,
+                                             base_url="https://registry.example/pypireg")
+    client = Client(site)
+    client.send(head(project, token, b"multipart/form-data; boundary=b", 10,
+                     target=f"/api/v4/projects/{project}/packages/pypi/simple/"))
+    assert client.response.startswith(b"HTTP/1.1 405 "), client.response
+    assert (f"upload to https://registry.example/pypireg/api/v4/projects/{project}"
+            "/packages/pypi\r\n").encode() in client.response
 
 
 @pytest_twisted.ensureDeferred
@@ -132,6 +194,30 @@ async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> 
     await client.wait_for(lambda: files_in(tmp_path, "tmp") == [])
     assert files_in(tmp_path, "blobs") == []
     assert (await db.fetch_all("SELECT count(*) FROM package_files"))[0][0] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_in_the_form_reader_is_500_and_drops_the_temp_file_at_once(
+        db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypireg.http.multipart import FormReader
+
+    site, project, token = await upload_site(db, tmp_path)
+    wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(300 * 1024))
+    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
+    client = Client(site)
+    client.send(head(project, token, ctype, len(body)))
+    await client.wait_for(lambda: client.transport.producerState == "producing")
+    client.send(body[: len(body) // 2])
+    await client.wait_for(lambda: files_in(tmp_path, "tmp") != [])
+
+    def broken(self: FormReader, data: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(FormReader, "feed", broken)
+    client.send(body[len(body) // 2:])
+    assert client.response.startswith(b"HTTP/1.1 500 "), client.response
+    # Not only once the connection closes, which a StringTransport never does.
+    await client.wait_for(lambda: files_in(tmp_path, "tmp") == [])
 
 
 @pytest_twisted.ensureDeferred

@@ -12,9 +12,6 @@ from twisted.logger import Logger
 
 from pypireg.admin.context import CommandContext, Subparsers, add_command
 from pypireg.domain.errors import BadUpload
-from pypireg.domain.filenames import parse_filename
-from pypireg.domain.metadata import CoreMetadata
-from pypireg.ingest.archives import read_core_metadata
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -34,6 +31,13 @@ async def _backfill(ctx: CommandContext, args: argparse.Namespace) -> str:
 
 async def backfill_metadata(db: Database, blobs: BlobStore) -> tuple[int, int]:
     """Return (files given metadata, files that have none to serve)."""
+    # Imported here, not at the top: every `pypireg` command imports this
+    # module to build its parser, and the archive readers (pkginfo, packaging,
+    # zip and tar checks) would cost each one ~40 ms.
+    from pypireg.domain.filenames import parse_filename
+    from pypireg.domain.metadata import CoreMetadata
+    from pypireg.ingest.archives import read_core_metadata
+
     done = skipped = 0
     after = 0
     while True:

@@ -1,21 +1,24 @@
 """The `pypireg` admin command: assembles the subcommands and runs one.
 
-Composition layer. It reads the daemon's config (`--config`), so it talks to
-the same database and knows the same upstreams; with no DSN it reuses the
-embedded PostgreSQL the daemon runs, or starts it for the duration of the
-command. Each module below registers its own subcommands, every leaf naming
-its handler, so running a command is one call. Errors print one line to
-stderr and exit non-zero. A new token is printed once, alone on the last
-line.
+Composition layer. It works on the installation the daemon uses, found
+from `--config`, PYPIREG_CONFIG or the current directory (installation.py),
+and never creates one, except `pypireg init`. It reads that config, so it
+talks to the same database and knows the same upstreams; with no DSN it
+reuses the embedded PostgreSQL the daemon runs, or starts it for the
+duration of the command. Each module below registers its own subcommands,
+every leaf naming its handler, so running a command is one call. Errors
+print one line to stderr: usage errors and a missing installation exit 2,
+other errors 1. A new token is printed once, alone on the last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
@@ -25,6 +28,7 @@ from pypireg.admin import (
     backup,
     fsck,
     groups,
+    initialise,
     maintenance,
     names,
     projects,
@@ -35,23 +39,25 @@ from pypireg.admin import (
     users,
 )
 from pypireg.admin.context import CommandContext, CommandError, Handler
-from pypireg.config import Config, ConfigError, load_config
-from pypireg.service import open_database
+from pypireg.admin.installation import Installation, find_installation
+from pypireg.admin.parsing import CommandParser, add_common_options
+from pypireg.config import Config
+from pypireg.startup import StartupError, data_folder_error, open_database
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 
 __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
-_MODULES = (projects, groups, tokens, users, releases, names, upstreams, backfill, transfer,
-            backup, fsck, maintenance)
+_MODULES = (initialise, projects, groups, tokens, users, releases, names, upstreams, backfill,
+            transfer, backup, fsck, maintenance)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pypireg", description="Administer a pypireg registry.")
-    parser.add_argument("--config", "-c", type=Path, help="the daemon's TOML config file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    sub = parser.add_subparsers(dest="group", required=True)
+def build_parser() -> CommandParser:
+    """The whole command line: `--config` and `--json` at every level, one leaf per handler."""
+    parser = CommandParser(prog="pypireg", description="Administer a pypireg registry.")
+    add_common_options(parser, top_level=True)
+    sub = parser.add_subcommands()
     for module in _MODULES:
         module.add_parsers(sub)
     return parser
@@ -83,36 +89,54 @@ async def _run(ctx: CommandContext, args: argparse.Namespace) -> str:
     return await handler(ctx, args)
 
 
-async def _main(reactor: Any, args: argparse.Namespace) -> None:
+async def _main(reactor: Any, args: argparse.Namespace, installation: Installation) -> None:
+    config = installation.config
     try:
-        config = load_config(args.config)
-    except ConfigError as e:
+        # One connection: a command runs one statement at a time.
+        opened = await open_database(reactor, config, pool_size=1)
+    except StartupError as e:
         raise CommandError(str(e)) from None
-    db, embedded = await open_database(reactor, config)
     try:
         blobs = BlobStore(reactor, config.storage.path)
-        blobs.prepare()
-        output = await _run(CommandContext(db, blobs, args.json, config), args)
+        try:
+            blobs.prepare()
+        except OSError as e:
+            raise CommandError(str(data_folder_error(config, e))) from None
+        ctx = CommandContext(opened.db, blobs, args.json, config, installation, opened)
+        output = await _run(ctx, args)
     finally:
-        db.close()
-        if embedded is not None:
-            await embedded.stop()
+        await opened.close()
     print(output)
 
 
+def _exit(error: CommandError) -> NoReturn:
+    print(f"pypireg: {error}", file=sys.stderr)
+    raise SystemExit(error.exit_code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line *argv* (default: the process's) and exit."""
     args = build_parser().parse_args(argv)
+    # `pypireg init` sets these (initialise.py); every other command needs an
+    # installation that exists already.
+    creating = getattr(args, "creates_installation", False)
+    try:
+        installation = find_installation(
+            args.config, os.environ, Path.cwd(),
+            folder=getattr(args, "installation_folder", None), creating=creating)
+        if not creating:
+            installation.require_existing()
+    except CommandError as e:
+        _exit(e)
 
     def run(reactor: Any) -> Deferred[None]:
         def failed(failure: Any) -> None:
             if failure.check(CommandError):
-                message = str(failure.value)
-            else:
-                message = failure.getErrorMessage().strip() or failure.type.__name__
-            print(f"pypireg: {message}", file=sys.stderr)
-            raise SystemExit(1)
+                _exit(failure.value)
+            message = failure.getErrorMessage().strip() or failure.type.__name__
+            _exit(CommandError(message))
 
-        return Deferred.fromCoroutine(_main(reactor, args)).addErrback(failed)
+        return Deferred.fromCoroutine(_main(reactor, args, installation)).addErrback(failed)
 
     react(run)
 

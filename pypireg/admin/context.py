@@ -11,21 +11,28 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from pypireg.admin.parsing import CommandParser, Subparsers, add_common_options
 from pypireg.config import Config
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
-# What `add_subparsers()` returns: private, and not subscriptable at run time
-# (hence the string), so it is named once, here.
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+if TYPE_CHECKING:
+    # Only named in annotations: installation.py imports this module.
+    from pypireg.admin.installation import Installation
+    from pypireg.startup import OpenDatabase
+
+__all__ = ["CommandContext", "CommandError", "Handler", "Subparsers", "add_command",
+           "add_group"]
 
 
 class CommandError(Exception):
-    """A user error: printed as one line, exit status 1."""
+    """A user error: printed as one line, exit status `exit_code`."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,17 @@ class CommandContext:
         as_json: Print JSON instead of tables (`--json`).
         config: The daemon's config (`--config`), so that commands check
             names such as upstreams against what the daemon serves.
+        installation: Where the config came from (None in-process).
+        opened: What opening the database did, such as creating the
+            embedded cluster (None in-process); `pypireg init` reports it.
     """
 
     db: Database
     blobs: BlobStore
     as_json: bool
     config: Config
+    installation: Installation | None = None
+    opened: OpenDatabase | None = None
 
     async def project(self, ref: str) -> Project:
         """The project with path or id *ref*.
@@ -62,17 +74,23 @@ Handler: TypeAlias = Callable[[CommandContext, argparse.Namespace], Awaitable[st
 
 
 def add_command(sub: Subparsers, name: str, handler: Handler, **kwargs: Any
-                ) -> argparse.ArgumentParser:
-    """Add the leaf subcommand *name* to *sub*, run by *handler*; return its parser."""
+                ) -> CommandParser:
+    """Add the leaf subcommand *name* to *sub*, run by *handler*; return its parser.
+
+    The leaf accepts `--config` and `--json` too, as every level does.
+    """
     parser = sub.add_parser(name, **kwargs)
+    add_common_options(parser, top_level=False)
     parser.set_defaults(handler=handler)
     return parser
 
 
-def add_group(sub: Subparsers, name: str, text: str, dest: str = "command") -> Subparsers:
+def add_group(sub: Subparsers, name: str, text: str) -> Subparsers:
     """Add the subcommand group *name* (`pypireg project …`), helped by *text*.
 
-    Returns its subparsers, for the leaf commands.
+    Returns its subparsers, for the leaf commands. Its errors name it by the
+    words typed (`pypireg user token: ...`).
     """
-    # *dest* only names the missing word in argparse's usage error.
-    return sub.add_parser(name, help=text).add_subparsers(dest=dest, required=True)
+    parser = sub.add_parser(name, help=text)
+    add_common_options(parser, top_level=False)
+    return parser.add_subcommands()

@@ -22,8 +22,6 @@ from typing import Protocol
 from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
 from pypireg.admin.output import TqdmProgress, render
 from pypireg.domain.errors import RegistryError
-from pypireg.domain.filenames import parse_filename
-from pypireg.ingest.accept import ingest
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -89,6 +87,12 @@ class NoProgress:
 
 async def import_folder(db: Database, blobs: BlobStore, project: Project, folder: Path,
                         progress: Progress | None = None) -> ImportSummary:
+    # Imported here, not at the top: every `pypireg` command imports this
+    # module to build its parser, and the upload rules and archive checks
+    # (packaging, pkginfo, zip and tar readers) would cost each one ~50 ms.
+    from pypireg.domain.filenames import parse_filename
+    from pypireg.ingest.accept import ingest
+
     progress = progress or NoProgress()
     summary = ImportSummary()
     paths, summary.ignored = await blobs.in_thread(find_distributions, folder)

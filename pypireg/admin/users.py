@@ -53,7 +53,7 @@ def _add_user_parsers(sub: Subparsers) -> None:
         add_command(user, verb, _set_blocked(blocked),
                     help=f"{verb} a user: its tokens stop (or resume) working"
                     ).add_argument("username")
-    token = add_group(user, "token", "personal access tokens", dest="subcommand")
+    token = add_group(user, "token", "personal access tokens")
     create = add_command(token, "create", _create_personal_token,
                          help="create a personal token; printed once, last")
     create.add_argument("username")

@@ -118,6 +118,17 @@ def readable_in_group(token: Caller | None, group_public: bool | None, projects:
             if p.packages_enabled and (p.public or group_levels.get(p.id, 0))]
 
 
+def readable_projects(projects: Sequence[P], project_levels: Mapping[int, int]) -> list[P]:
+    """The projects a caller may read, for a listing: public ones and those it reaches.
+
+    *project_levels* are the caller's levels by project id (empty when
+    anonymous). Projects with packages disabled are left out: every read of
+    them answers 404.
+    """
+    return [p for p in projects
+            if p.packages_enabled and (p.public or project_levels.get(p.id, 0))]
+
+
 def check_may_manage_tokens(token: Caller | None) -> None:
     """Only a maintainer's personal token may mint or revoke a project's tokens.
 

@@ -32,6 +32,31 @@ class UploadAbandoned(BadUpload):
     """The client went away while its finished upload was being stored."""
 
 
+# Where a message names a project's index without knowing this registry's URL.
+SOME_INDEX_URL = "<the project's index URL, …/packages/pypi/simple/>"
+
+
+class FileExists(BadUpload):
+    """The project rejects duplicate uploads and already has a file of this name.
+
+    400 with "already exists" in the reason, as the public index answers:
+    what `pdm publish --skip-existing` (and twine, where it allows
+    --skip-existing) takes for "skip this file". twine 7 refuses
+    --skip-existing before it sends anything to any repository but the
+    public index, so the message offers what works here instead.
+    """
+
+    def __init__(self, filename: str, check_url: str = SOME_INDEX_URL) -> None:
+        """*check_url* is the project's index URL, for `uv publish --check-url`."""
+        self.filename = filename
+        super().__init__(
+            f"File already exists ({filename!r}); this project rejects duplicate uploads. "
+            "Bump the version, or skip the files the index already has: twine's "
+            "--skip-existing works only with the public index, so use "
+            f"uv publish --check-url {check_url} or pdm publish --skip-existing."
+        )
+
+
 class Unauthorized(RegistryError):
     code = 401
 
@@ -53,6 +78,19 @@ class NotFound(RegistryError):
 
 class MethodNotAllowed(RegistryError):
     code = 405
+
+
+class NotTheUploadUrl(MethodNotAllowed):
+    """A POST to a project's index (…/pypi/simple, …/pypi/simple/…), mistaken for its upload URL."""
+
+    def __init__(self, upload_url: str) -> None:
+        """*upload_url* is the URL the client should have posted to."""
+        # RFC 9110 §15.5.6: a 405 lists the methods the target does allow.
+        super().__init__(
+            "This is the project's index URL (for pip and uv), not its upload URL: "
+            f"upload to {upload_url}",
+            headers={"Allow": "GET, HEAD"},
+        )
 
 
 class Conflict(RegistryError):

@@ -27,11 +27,13 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from pypireg.domain.errors import RegistryError
 from pypireg.http.errors import ErrorFunnel
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
+from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
 from pypireg.http.ops import OpsRoutes
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
@@ -50,13 +52,42 @@ _ID = "int(max=9223372036854775807)"
 PACKAGES = "/api/v4/projects/<path:project>/packages"
 PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
 DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
+# The project itself; ProjectPathConverter says why its path is narrower.
+PROJECT = "/api/v4/projects/<project_path:project>"
 PROJECT_PAGES = "/<path:project>/-/packages"
 GROUP_PAGES = "/groups/<path:group>/-/packages"
+# GitLab's URL of a project or group: its path at the top level.
+PATH_PAGE = "/<top_path:path>"
 # The two file routes as werkzeug matches them (a path converter is
 # "[^/].*?"), over the percent-decoded path.
 _PROJECT_FILE = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/files/([^/]+)/([^/]+)\Z")
 _GROUP_FILE = re.compile(rb"/api/v4/groups/([^/].*?)/-/packages/pypi/files/([^/]+)/([^/]+)\Z")
 _READ = ["GET", "HEAD"]
+
+
+class ProjectPathConverter(PathConverter):
+    """A project path in the project's own URL, which prefixes every other project URL.
+
+    With a plain path converter, `GET …/projects/1/packages/pypi` (an upload
+    URL) would read as project "1/packages/pypi" and answer 401 or 404
+    instead of 405, and so would any mistyped sub-resource. So no segment
+    may be one of the sub-resources above, or GitLab's `-` separator; such
+    a project ("acme/packages") was out of reach of those routes anyway. Nor
+    may the path end in a slash or hold an empty segment.
+    """
+
+    regex = r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|-)(?:/|$))[^/]+(?:/[^/]+)*"
+
+
+class TopLevelPath(PathConverter):
+    """A project's or group's path as the whole URL: `/acme/tools`, `/acme/tools/`.
+
+    Never one under a reserved first segment (`api`, `groups`, any case),
+    and no segment is `-`, so no API or `/-/` URL is ever taken for one.
+    Project paths cannot have such segments anyway (domain/names.py).
+    """
+
+    regex = r"(?!(?i:api|groups)(?:/|$))(?!-(?:/|$))[^/]+(?:/(?!-(?:/|$))[^/]+)*/?"
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,7 @@ class RouteGroups:
     yank: YankRoutes
     json_api: JsonApiRoutes
     packages_api: PackagesApiRoutes
+    projects_api: ProjectsApiRoutes
     deploy_tokens: DeployTokensRoutes
     pages: PageRoutes
     ops: OpsRoutes
@@ -75,6 +107,8 @@ class RouteGroups:
 def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     """One Klein app with every route of *groups* and the funnel's error handlers."""
     app = Klein()
+    app.url_map.converters["project_path"] = ProjectPathConverter
+    app.url_map.converters["top_path"] = TopLevelPath
 
     def route(methods: list[str], url: str, handler: Callable[..., Any], **kw: Any) -> None:
         # The endpoint name must be unique in the app; the URL is.
@@ -82,18 +116,28 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
 
     g = groups
     # The PyPI protocol: legacy upload, simple index, files, yank, JSON API.
-    route(["POST"], PYPI, g.uploads.upload, strict_slashes=False)
+    # With or without the trailing slash many .pypirc files carry (strict_slashes
+    # does not make a rule with a path converter match both), exactly the URLs
+    # the site streams as uploads (site.upload_project).
+    route(["POST"], PYPI, g.uploads.upload)
+    route(["POST"], PYPI + "/", g.uploads.upload)
     route(_READ, PYPI + "/simple/", g.simple.simple_root)
     route(_READ, PYPI + "/simple/<name>/", g.simple.simple_package)
     route(_READ, PYPI + "/files/<sha256>/<filename>", g.files.download)
     route(["PUT", "DELETE"], PYPI + "/<name>/<version>/yank", g.yank.yank)
     route(_READ, PYPI + "/pypi/<name>/json", g.json_api.pypi_json_project)
     route(_READ, PYPI + "/pypi/<name>/<version>/json", g.json_api.pypi_json_release)
+    # The links flit and hatch print after an upload, to the package's page.
+    # Werkzeug prefers static segments, so simple/ and files/ keep their
+    # routes (and "…/pypi/simple" its redirect to "simple/").
+    route(_READ, PYPI + "/<name>/", g.pages.pypi_package, strict_slashes=False)
+    route(_READ, PYPI + "/<name>/<version>/", g.pages.pypi_release, strict_slashes=False)
     # A group's read-only index.
     route(_READ, GROUP_PYPI + "/simple/", g.simple.group_simple_root)
     route(_READ, GROUP_PYPI + "/simple/<name>/", g.simple.group_simple_package)
     route(_READ, GROUP_PYPI + "/files/<sha256>/<filename>", g.files.group_download)
-    # GitLab's packages and deploy tokens APIs.
+    # GitLab's projects, packages and deploy tokens APIs.
+    route(["GET"], PROJECT, g.projects_api.gitlab_project)
     route(["GET"], PACKAGES, g.packages_api.gitlab_packages)
     route(["GET"], PACKAGE, g.packages_api.gitlab_package)
     route(["DELETE"], PACKAGE, g.packages_api.gitlab_delete_package)
@@ -109,10 +153,14 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(_READ, "/-/health", g.ops.health)
     route(_READ, "/-/ready", g.ops.ready)
     route(["GET"], "/-/metrics", g.ops.metrics)
-    # The Packages web pages, at GitLab's web URLs.
+    # The web pages, at GitLab's web URLs.
+    route(_READ, "/", g.pages.home)
+    route(_READ, "/favicon.ico", g.pages.favicon)
     route(_READ, PROJECT_PAGES, g.pages.project_packages)
     route(_READ, PROJECT_PAGES + "/<name>", g.pages.package)
     route(_READ, GROUP_PAGES, g.pages.group_packages)
+    # Every method: the handler answers others 404, as before this route.
+    app.route(PATH_PAGE, endpoint=f"any {PATH_PAGE}")(g.pages.path_page)
 
     app.handle_errors(RegistryError)(errors.registry_error)
     app.handle_errors(HTTPException)(errors.routing_error)
@@ -174,6 +222,7 @@ class RegistryResource(resource.Resource):
             request.render(body)  # type: ignore[attr-defined]
 
     def _failed(self, request: IRequest, failure: Failure) -> None:
-        if failure.check(CancelledError):
+        if failure.check(CancelledError) or getattr(request, "_disconnected", False):
+            # The client went away: there is nobody to answer.
             return
         self._respond(request, self._errors.answer(request, failure))

@@ -28,7 +28,10 @@ from pypireg.domain.errors import MethodNotAllowed, NotFound, RegistryError
 from pypireg.http.responses import redirect
 
 _log = Logger()
-_MAX_PHRASE = 300
+# Long enough for a reason that carries its advice whole (a URL to use, a
+# command to run): twine shows the reason phrase and nothing else. Clients
+# take far longer status lines (http.client 64 KiB, h11 16 KiB).
+_MAX_PHRASE = 1024
 INTERNAL_ERROR = ("Internal server error; it was logged. Please report it to the registry's "
                   "operator.")
 

@@ -67,7 +67,8 @@ class Metrics:
         self.cache_hits = Counter("pypireg_cache_hits", "Answers served from a cache",
                                   ["cache"], registry=self.registry)
         # Bounded labels: upstream names come from the config; events are
-        # hit, miss, revalidated, stale, missing, error, fetched, integrity.
+        # hit, miss, revalidated, stale, missing, error, fetched, integrity,
+        # evicted.
         self.upstream_events = Counter("pypireg_upstream_events",
                                        "Upstream proxy page and file events",
                                        ["upstream", "event"], registry=self.registry)

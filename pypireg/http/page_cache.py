@@ -12,6 +12,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from pypireg.cache import Cache
+from pypireg.config import UpstreamConfig
+from pypireg.domain.simple_pages import UpstreamFile
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.packages import PackageFile
 
@@ -33,6 +35,11 @@ class PackageCaches:
             clock, PAGE_CACHE_ENTRIES, PAGE_CACHE_TTL)
         self.file_rows: Cache[tuple[Any, ...], PackageFile] = Cache(
             clock, FILE_ROW_ENTRIES, PAGE_CACHE_TTL)
+        # Upstream files an index lists, by (project ids, sha256, filename),
+        # with the package's name: a warm download of a proxied file then
+        # asks the database nothing.
+        self.upstream_files: Cache[tuple[Any, ...], tuple[UpstreamConfig, UpstreamFile, str]] = (
+            Cache(clock, FILE_ROW_ENTRIES, PAGE_CACHE_TTL))
         if changes is not None:
             changes.subscribe(self._changed)
 
@@ -40,6 +47,7 @@ class PackageCaches:
         if table in _PACKAGE_TABLES:
             self.pages.clear()
             self.file_rows.clear()
+            self.upstream_files.clear()
 
     @property
     def live(self) -> bool:

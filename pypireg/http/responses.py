@@ -1,4 +1,4 @@
-"""Writing responses: redirects, conditional answers and API JSON, all in one style.
+"""Writing responses: redirects, conditional answers, API JSON and absolute URLs, in one style.
 
 Errors are written by http/errors.py.
 
@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
+
+from pypireg.http.front_door import valid_host
 
 
 def redirect(request: IRequest, location: str, code: int = 301) -> bytes:
@@ -54,3 +57,31 @@ def api_json(request: IRequest, document: Any) -> bytes:
 def gitlab_time(moment: datetime) -> str:
     """GitLab's timestamps: ISO 8601 in UTC, milliseconds, Z."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def origin(request: IRequest, base_url: str | None) -> str:
+    """`scheme://host[:port]` (or base_url) for absolute URLs a client is told to use.
+
+    From `server.base_url` when it is set (behind a proxy that is the only
+    right answer); else as the client addressed us. The site refused a
+    malformed Host already; an HTTP/1.0 request may send none, and then the
+    address it reached stands in.
+    """
+    if base_url:
+        return base_url
+    scheme = "https" if request.isSecure() else "http"
+    host = (request.getHeader(b"host") or b"").decode("latin-1")
+    if not valid_host(host):
+        address: Any = request.getHost()
+        name = str(getattr(address, "host", ""))
+        host = (f"[{name}]" if ":" in name else name) + f":{getattr(address, 'port', 0)}"
+    return f"{scheme}://{host}"
+
+
+def pypi_url(origin_url: str, project_ref: str) -> str:
+    """A project's `…/packages/pypi` URL (its upload URL; the index is below it).
+
+    The reference is encoded whole, so a path with slashes stays one
+    segment, as GitLab's URLs expect.
+    """
+    return f"{origin_url}/api/v4/projects/{quote(project_ref, safe='')}/packages/pypi"

@@ -18,6 +18,7 @@ from pypireg.access import Authorizer, Grant
 from pypireg.domain.access_policy import Access
 from pypireg.http.credentials import client_address, request_credentials
 from pypireg.proxy.index import IndexRef
+from pypireg.storage.projects import Project
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class ReadScope:
     def index(self) -> IndexRef:
         """The index, as the upstream proxy knows it."""
         return IndexRef(tuple(self.project_ids), self.group_id)
+
+
+@dataclass(frozen=True)
+class ProjectListing:
+    """The projects a request may see listed, and whether it presented a token."""
+
+    signed_in: bool
+    projects: list[Project]
 
 
 class RequestAccess:
@@ -66,6 +75,18 @@ class RequestAccess:
         prefix = f"{self.base_url or ''}/api/v4/groups/{quote(group, safe='')}/-/packages/pypi"
         return ReadScope([p.id for p in grant.projects], grant.group.public, prefix,
                          grant.group.id)
+
+    async def authenticate(self, request: IRequest) -> bool:
+        """Whether the request carries a token; raises Unauthorized if it is not a valid one."""
+        token = await self.authorizer.authenticate(request_credentials(request.requestHeaders),
+                                                   client_address(request))
+        return token is not None
+
+    async def listing(self, request: IRequest) -> ProjectListing:
+        """The projects the caller may read (public ones when anonymous)."""
+        credentials = request_credentials(request.requestHeaders)
+        projects = await self.authorizer.readable_projects(credentials, client_address(request))
+        return ProjectListing(credentials is not None, projects)
 
     def api_prefix(self, project: str) -> str:
         """Absolute URL of the project's pypi API when base_url is set, else a path."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -28,6 +28,7 @@ from zope.interface import implementer
 from pypireg.domain.errors import (
     BadRequest,
     HeaderTooLarge,
+    NotTheUploadUrl,
     RegistryError,
     RequestTimeout,
     TooLarge,
@@ -36,13 +37,18 @@ from pypireg.http.credentials import client_address, request_credentials
 from pypireg.http.errors import error_bytes, render_error
 from pypireg.http.front_door import codings, framing_problem, host_problem, split_absolute_form
 from pypireg.http.metrics import Metrics
+from pypireg.http.responses import origin, pypi_url
 from pypireg.http.upload_stream import ReceivedUpload, UploadContext, UploadReceiver
 
 _log = Logger()
-# The legacy upload API endpoint (twine posts to the repository URL).
-# The project part may be an id, an encoded path or (as the routes also
-# accept) a plain path with slashes.
-UPLOAD_PATH_RE = re.compile(rb"^/api/v4/projects/([^?#]+?)/packages/pypi/?(?:\?.*)?\Z")
+# The legacy upload API endpoint (twine posts to the repository URL), with
+# or without a trailing slash. Matched as the route table matches it
+# (app.py), on routed_path(): werkzeug's path converter for the project
+# ("[^/].*?": an id, or a path, encoded or with plain slashes), no query.
+# A body is only streamed for a URL whose route takes it over.
+_UPLOAD_PATH = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/?\Z")
+# A project's index, which a POST there mistakes for the upload URL.
+_INDEX_PATH = re.compile(rb"/api/v4/projects/([^/].*?)/packages/pypi/simple(?:/.*)?\Z")
 MAX_SMALL_BODY = 64 * 1024
 LINGER_SECONDS = 5.0
 # A request's line and headers must arrive within this time (slowloris);
@@ -52,6 +58,38 @@ HEADER_TIMEOUT = 30.0
 # each read costs the reactor a pass through the HTTP channel and the form
 # parser, so fewer, larger reads leave it more time for other requests.
 UPLOAD_READ_SIZE = 256 * 1024
+
+
+def routed_path(target: bytes) -> bytes:
+    """An origin-form request target as the route table sees it.
+
+    Twisted splits the path off the query and percent-decodes each segment
+    (Request.postpath); Klein joins the segments and adds a leading slash
+    unless the result has one.
+    """
+    path = target.split(b"?", 1)[0]
+    joined = b"/".join(unquote_to_bytes(segment) for segment in path[1:].split(b"/"))
+    return joined if joined.startswith(b"/") else b"/" + joined
+
+
+def upload_project(target: bytes) -> str | None:
+    """The project reference in *target* if it is the upload URL, else None."""
+    return _project_in(_UPLOAD_PATH, target)
+
+
+def index_project(target: bytes) -> str | None:
+    """The project reference in *target* if it is in a project's index, else None."""
+    return _project_in(_INDEX_PATH, target)
+
+
+def _project_in(pattern: re.Pattern[bytes], target: bytes) -> str | None:
+    match = pattern.match(routed_path(target))
+    if match is None:
+        return None
+    try:
+        return match[1].decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # no route takes it either: Klein refuses a path that is not UTF-8
 
 
 @implementer(IPushProducer)
@@ -131,9 +169,17 @@ class RegistryRequest(server.Request):
             self.requestHeaders.removeHeader(b"expect")
             self.refuse_early(BadRequest(problem))
             return
-        match = UPLOAD_PATH_RE.match(path) if command == b"POST" else None
+        project_ref = upload_project(path) if command == b"POST" else None
         expects_continue = (self.requestHeaders.getRawHeaders(b"expect") or [b""])[0].lower()
-        if match is None:
+        if project_ref is None:
+            misdirected = index_project(path) if command == b"POST" else None
+            if misdirected is not None:
+                # Before the body: an upload is megabytes the client need not send
+                # to learn that it has the wrong URL.
+                self.requestHeaders.removeHeader(b"expect")
+                upload_url = pypi_url(origin(self, self.registry_site.base_url), misdirected)
+                self.refuse_early(NotTheUploadUrl(upload_url))
+                return
             if length is not None and length > MAX_SMALL_BODY:
                 self.requestHeaders.removeHeader(b"expect")
                 self.refuse_early(TooLarge("Request body too large."))
@@ -150,7 +196,6 @@ class RegistryRequest(server.Request):
             b"HTTP/1.1"
         ):
             send_continue = self._send_continue
-        project_ref = unquote(match[1].decode("latin-1"))
         self.upload = UploadReceiver(
             ctx,
             project_ref,
@@ -282,18 +327,35 @@ class RegistryRequest(server.Request):
             body = render_error(self, BadRequest(
                 "The URL path is not valid UTF-8: percent-encode it as UTF-8."))
             self.write(body)  # type: ignore[no-untyped-call]
-            self.finish()  # type: ignore[no-untyped-call]
+            self.finish()
             return
         super().process()  # type: ignore[no-untyped-call]
+
+    def finish(self) -> None:
+        super().finish()  # type: ignore[no-untyped-call]
+        # The upload route removes its temp file itself; this covers any
+        # answer that did not come from it (an error before the route took the
+        # file over, or a URL the site and the route table ever disagree on).
+        self._release_upload()
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_header_deadline()
         self._in_flight(False)
-        if self.upload is not None:
-            Deferred.fromCoroutine(self.upload.abort())
+        self._release_upload()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def _release_upload(self) -> None:
+        """The request is over, however it ended: no temp file of it may stay behind.
+
+        A no-op for a file the route committed, or already removed.
+        """
+        upload = self.upload
+        if upload is None:
+            return
+        Deferred.fromCoroutine(upload.abort()).addErrback(
+            lambda failure: _log.failure("could not remove an upload's temp file", failure))
 
     def refuse_early(self, error: RegistryError) -> None:
         """Answer now, before the body was read, and close the connection."""
@@ -394,13 +456,16 @@ class RegistrySite(server.Site):
 
     def __init__(self, resource: IResource, upload_context: UploadContext, clock: Any,
                  metrics: Metrics, timeout: float = 60.0,
-                 trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()) -> None:
+                 trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = (),
+                 base_url: str | None = None) -> None:
+        """*base_url* is `server.base_url`, for the URLs early refusals name."""
         super().__init__(  # type: ignore[no-untyped-call]
             resource, requestFactory=RegistryRequest, timeout=timeout)
         self.upload_context = upload_context
         self.clock = clock
         self.metrics = metrics
         self.trusted_proxies = trusted_proxies
+        self.base_url = base_url
         self._parsePOSTFormSubmission = False
 
     def buildProtocol(self, addr: Any) -> Any:

@@ -10,6 +10,10 @@ While the Deferred token check runs the transport is paused and the few
 bytes already read are held back. A refusal (401/403/404, 413 on a too
 large Content-Length or a body that grows past the limit, 400 on a
 malformed form) is answered at once, before the rest of the body is read.
+
+No temp file outlives its request: a refusal removes it, and the site
+calls `abort()` once the request is over, whether the upload route
+committed the file, something else answered, or the connection went away.
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ class UploadReceiver:
         return self._blob
 
     def data_received(self, data: bytes) -> None:
-        """A body chunk; must never raise (the channel cannot handle it)."""
+        """A body chunk; never raises (the channel cannot handle it)."""
         self.received += len(data)
         if self.state is State.CHECKING:
             self._held.append(data)
@@ -154,7 +158,12 @@ class UploadReceiver:
             if self._held_bytes > MAX_HELD_BACK:
                 self._fail(BadUpload("Too much data before the token check finished."))
         elif self.state is State.RECEIVING:
-            self._feed(data)
+            try:
+                self._feed(data)
+            except Exception:
+                # A bug, not the client's doing: refused here rather than by the
+                # site's catch-all, so the temp file goes with the refusal.
+                self._unexpected(Failure())
 
     def _feed(self, data: bytes) -> None:
         assert self._reader is not None
@@ -200,9 +209,13 @@ class UploadReceiver:
         return ReceivedUpload(self._grant, self._reader.fields, self._reader.filename, blob)
 
     async def abort(self) -> None:
-        """The connection went away or the upload failed: drop the temp file."""
-        if self.state is not State.REFUSED:
-            self.state = State.REFUSED
+        """The upload failed or its request is over: drop the temp file.
+
+        The site calls it when the connection goes away and when the answer
+        is sent, whatever answered; a no-op for a file that was committed or
+        is gone already.
+        """
+        self.state = State.REFUSED
         if self._blob is not None:
             await self._blob.discard()
 

@@ -20,9 +20,11 @@ their advertised hash, then stored and served like the files themselves.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -30,12 +32,19 @@ from zope.interface import implementer
 from pypireg.config import UpstreamConfig
 from pypireg.domain.errors import BadGateway, GatewayTimeout, NotFound
 from pypireg.domain.simple_pages import UpstreamFile
+from pypireg.domain.versions import version_key
+from pypireg.single_flight import SingleFlight
 from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.blobs import BlobStore, TempBlob
 from pypireg.storage.database import Database
+from pypireg.storage.gc import remove_evicted
 from pypireg.upstream.client import UpstreamBody, UpstreamUnavailable
 
 _log = Logger()
+# Files without an advertised sha256 fetched and hashed per page request.
+HASHED_PER_REQUEST = 10
+# How many cached files' sha256s a daemon remembers.
+KNOWN_FILES = 100_000
 # A core metadata file is a few KiB; anything far larger is not one.
 MAX_METADATA_BYTES = 8 * 1024 * 1024
 
@@ -83,19 +92,123 @@ class UpstreamFiles:
         self._observe: Observer = observe or (lambda event, upstream: None)
         self._observe_bytes: BytesObserver = observe_bytes or (lambda upstream, n: None)
         self._touched: set[str] = set()
+        # Files without an advertised sha256 being hashed, by URL, with
+        # the requests waiting for the same answer.
+        self._hashing: SingleFlight[str, str | None] = SingleFlight()
+        # Files known to be cached (insertion-ordered, bounded): a warm
+        # download checks only that the blob is still there.
+        self._known: dict[str, None] = {}
 
     async def stored(self, sha256: str) -> bool:
         """Whether the blob of *sha256* is cached (and so served like a local file)."""
-        row = await cache_store.get_file(self._db, sha256)
-        if row is None or not await self._blobs.exists(sha256):
+        if sha256 not in self._known:
+            if await cache_store.get_file(self._db, sha256) is None:
+                return False
+            self._remember(sha256)
+        # A stat, in the reactor thread as the file body's own open and fstat are.
+        if not os.path.isfile(self._blobs.path_for(sha256)):
+            # Evicted (by this daemon or another) since it was remembered.
+            self._known.pop(sha256, None)
             return False
         self._touched.add(sha256)
         return True
+
+    def _remember(self, sha256: str) -> None:
+        self._known[sha256] = None
+        if len(self._known) > KNOWN_FILES:
+            del self._known[next(iter(self._known))]
 
     async def flush_downloads(self) -> None:
         """Record the downloads since the last flush (least recently downloaded go first)."""
         touched, self._touched = self._touched, set()
         await cache_store.touch_files(self._db, sorted(touched))
+
+    async def evict(self, max_bytes: int) -> int:
+        """Keep at most *max_bytes* of upstream files, the least recently downloaded go.
+
+        Returns the bytes freed.
+        """
+        await self.flush_downloads()
+        evicted = await cache_store.evict(self._db, max_bytes)
+        if not evicted:
+            return 0
+        for f in evicted:
+            self._observe("evicted", f.upstream)
+        freed = await remove_evicted(self._db, self._blobs, [f.sha256 for f in evicted])
+        _log.info("evicted {count} upstream files ({size} bytes freed) to stay within"
+                  " proxy.max_cache_size", count=len(evicted), size=freed)
+        return freed
+
+    async def hashes_for(self, upstream: UpstreamConfig, name: str,
+                         files: Sequence[UpstreamFile]) -> dict[str, str]:
+        """sha256s for files whose page gives none, by URL: known ones, else fetched and hashed.
+
+        Each such file is fetched whole once, kept in the blob store, and
+        listed from then on. At most HASHED_PER_REQUEST, newest first, are
+        fetched per call; the rest are left off until a later request.
+        """
+        known = await cache_store.known_hashes(self._db, upstream.name, [f.url for f in files])
+        missing = sorted((f for f in files if f.url not in known),
+                         key=lambda f: version_key(f.version), reverse=True)
+        fetches = [Deferred.fromCoroutine(self._hash_once(upstream, name, f))
+                   for f in missing[:HASHED_PER_REQUEST]]
+        for f, sha256 in zip(missing, await gatherResults(fetches), strict=False):
+            if sha256 is not None:
+                known[f.url] = sha256
+        return known
+
+    async def _hash_once(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
+                         ) -> str | None:
+        return await self._hashing.run(f.url, lambda: self._hash_logged(upstream, name, f))
+
+    async def _hash_logged(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
+                           ) -> str | None:
+        try:
+            return await self._hash(upstream, name, f)
+        except Exception:
+            _log.failure("hashing {url} from upstream {upstream} failed", url=f.url,
+                         upstream=upstream.name)
+            return None
+
+    async def _hash(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str | None:
+        source = self._sources[upstream.name]
+        limit = f.size if f.size is not None else self._max_file_size
+        try:
+            body = await source.open_file(f.url, max_bytes=limit)
+        except UpstreamUnavailable as e:
+            self._observe("error", upstream.name)
+            _log.warn("could not fetch {filename} from upstream {upstream} to hash it:"
+                      " {reason}", filename=f.filename, upstream=upstream.name, reason=e.reason)
+            return None
+        gate = _Gate(body)
+        temp = self._blobs.open_temp(_Side(gate, "disk"), md5=True, blake2=False)
+        try:
+            await body.deliver(temp.write)
+            digests = await temp.finish()
+        except UpstreamUnavailable as e:
+            await temp.discard()
+            self._observe("error", upstream.name)
+            _log.warn("upstream {upstream} failed sending {filename}: {reason}",
+                      upstream=upstream.name, filename=f.filename, reason=e.reason)
+            return None
+        except BaseException:
+            await temp.discard()
+            raise
+        self._observe_bytes(upstream.name, digests.size)
+        # What the page does give (md5, say) must hold.
+        advertised = f.hashes.get("md5")
+        if advertised is not None and advertised != digests.md5:
+            await temp.discard()
+            self.integrity_failure(upstream, f.filename, f"md5 {advertised}",
+                                   f"md5 {digests.md5}")
+            return None
+        await self._blobs.in_thread(self._blobs.commit_sync, temp)
+        await cache_store.record_file(self._db, digests.sha256, upstream=upstream.name,
+                                      name=name, filename=f.filename, size=digests.size)
+        await cache_store.record_hash(self._db, upstream.name, f.url, digests.sha256,
+                                      digests.size)
+        self._observe("fetched", upstream.name)
+        return digests.sha256
 
     def fetch(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> FetchThrough:
         source = self._sources[upstream.name]

@@ -11,6 +11,10 @@ a name from an upstream only when all of these hold, in this order:
    configured one, in config order);
 4. an admin did not block the whole name.
 
+Files the upstream page lists without a sha256 are fetched and hashed
+first (proxy/files.py `hashes_for`), since file URLs and blobs here are
+keyed by it.
+
 Then the upstream that first served the name to a project of the index
 serves it (if the index still includes it), else the first upstream in
 the list that has it (proxy/pages.py). The first serve to a project
@@ -21,11 +25,12 @@ is listed is what proxy/listing.py `visible` lets through.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pypireg.config import UpstreamConfig
 from pypireg.domain.simple_pages import UpstreamFile
-from pypireg.proxy.listing import visible
+from pypireg.proxy.files import UpstreamFiles
+from pypireg.proxy.listing import release_key, visible
 from pypireg.proxy.pages import UpstreamPages
 from pypireg.storage import name_origins as origin_store
 from pypireg.storage import upstream_cache as cache_store
@@ -51,14 +56,17 @@ class UpstreamListing:
 
     upstream: UpstreamConfig
     files: list[UpstreamFile]
+    # PEP 792's status on the upstream ("active" when it gives none) and its reason.
+    status: tuple[str, str | None]
     # Why the page may be out of date (the upstream failed), or None.
     stale: str | None
 
 
 class ProxiedIndex:
-    def __init__(self, db: Database, pages: UpstreamPages) -> None:
+    def __init__(self, db: Database, pages: UpstreamPages, files: UpstreamFiles) -> None:
         self._db = db
         self._pages = pages
+        self._files = files
 
     @property
     def pages(self) -> UpstreamPages:
@@ -91,8 +99,16 @@ class ProxiedIndex:
             await origin_store.record_upstream_origin(self._db, index.project_id, name,
                                                       resolved.upstream.name)
         files = visible(resolved.page, now=time.time(), min_age=resolved.upstream.min_age,
-                        blocked_versions=rules.blocked_versions)
-        return UpstreamListing(resolved.upstream, files, resolved.stale)
+                        blocked_versions=rules.blocked_versions, with_sha256=False)
+        unhashed = [f for f in files if f.sha256 is None]
+        if unhashed:
+            found = await self._files.hashes_for(resolved.upstream, name, unhashed)
+            files = [f if f.sha256 is not None
+                     else replace(f, hashes={**f.hashes, "sha256": found[f.url]})
+                     for f in files if f.sha256 is not None or f.url in found]
+        page = resolved.page
+        status = (page.project_status or "active", page.project_status_reason)
+        return UpstreamListing(resolved.upstream, files, status, resolved.stale)
 
     async def upstreams_of(self, index: IndexRef) -> list[str]:
         """The upstreams *index* includes, in order."""
@@ -113,3 +129,20 @@ class ProxiedIndex:
             if f.sha256 == sha256 and f.filename == filename:
                 return listing.upstream, f
         return None
+
+    async def kept_file(self, index: IndexRef, name: str, sha256: str, filename: str,
+                        version: str) -> bool:
+        """Whether *index* still serves a cached file its upstream no longer lists.
+
+        Installs pinned by URL and hash (lock files) keep working after an
+        upstream drops a release or the whole name, as long as the name
+        would still come from that upstream here and no block hides it.
+        """
+        cached = await cache_store.get_file(self._db, sha256)
+        if cached is None or cached.name != name or cached.filename != filename:
+            return False
+        rules = await cache_store.name_rules(self._db, index.project_ids, name)
+        if (rules.local or rules.namespaced or rules.name_blocked
+                or release_key(version) in rules.blocked_versions):
+            return False
+        return cached.upstream in await self.upstreams_of(index)

@@ -6,7 +6,7 @@ Pure functions, no I/O. A page is kept in PostgreSQL as a JSON document
 hides: releases younger than the upstream's `min_age` (a quarantine for
 fresh releases, like a server-side exclude-newer), releases an admin
 blocked, and files listed without a sha256 (our file URLs and blobs are
-keyed by it).
+keyed by it) unless the caller hashes them first (proxy/index.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def to_document(page: ProjectPage) -> dict[str, Any]:
         "last_serial": page.last_serial,
         "api_version": page.api_version,
         "project_status": page.project_status,
+        "project_status_reason": page.project_status_reason,
         "files": [{key: getattr(f, key) for key in _FILE_FIELDS} for f in page.files],
     }
 
@@ -44,7 +45,8 @@ def from_document(document: Mapping[str, Any]) -> ProjectPage:
                        versions=tuple(document.get("versions", ())),
                        last_serial=document.get("last_serial"),
                        api_version=document.get("api_version"),
-                       project_status=document.get("project_status"))
+                       project_status=document.get("project_status"),
+                       project_status_reason=document.get("project_status_reason"))
 
 
 def release_key(version: str) -> str:
@@ -53,16 +55,18 @@ def release_key(version: str) -> str:
 
 
 def visible(page: ProjectPage, *, now: float, min_age: float,
-            blocked_versions: Collection[str] = ()) -> list[UpstreamFile]:
+            blocked_versions: Collection[str] = (), with_sha256: bool = True
+            ) -> list[UpstreamFile]:
     """The files of *page* an index lists (see the module docstring).
 
     *blocked_versions* are release keys (release_key). With a min_age, a
     file whose upload time the upstream does not give is hidden too: it
-    cannot be shown to be old enough.
+    cannot be shown to be old enough. *with_sha256* False keeps the files
+    without one (for the caller to hash first).
     """
     listed = []
     for f in page.files:
-        if f.sha256 is None or release_key(f.version) in blocked_versions:
+        if (f.sha256 is None and with_sha256) or release_key(f.version) in blocked_versions:
             continue
         if min_age > 0:
             uploaded = _timestamp(f.upload_time)

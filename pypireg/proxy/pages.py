@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -43,6 +42,7 @@ from pypireg.config import UpstreamConfig
 from pypireg.domain.errors import BadGateway, GatewayTimeout
 from pypireg.domain.simple_pages import ProjectPage
 from pypireg.proxy.listing import from_document, to_document
+from pypireg.single_flight import SingleFlight
 from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.database import Database
 from pypireg.storage.upstream_cache import CachedPage
@@ -104,7 +104,7 @@ class UpstreamPages:
         self._sources: dict[str, PageSource] = {s.config.name: s for s in sources}
         self._observe: Observer = observe or (lambda event, upstream: None)
         self._memory: dict[tuple[str, str], tuple[float, _Answer]] = {}
-        self._in_flight: dict[tuple[str, str], list[Deferred[_Answer]]] = {}
+        self._in_flight: SingleFlight[tuple[str, str], _Answer] = SingleFlight()
 
     @property
     def configured(self) -> list[str]:
@@ -132,6 +132,10 @@ class UpstreamPages:
                 return Resolved(source.config, answer.page, answer.stale)
         return None
 
+    def waiting(self) -> int:
+        """Requests waiting for a page being looked up (for tests and metrics)."""
+        return self._in_flight.waiting()
+
     def forget(self, upstream: str, name: str) -> None:
         """Drop the in-memory copy (after `pypireg upstream refresh` or a change)."""
         self._memory.pop((upstream, name), None)
@@ -145,21 +149,7 @@ class UpstreamPages:
         if remembered is not None and remembered[0] > self._clock.seconds():
             self._observe("hit", key[0])
             return remembered[1]
-        waiters = self._in_flight.get(key)
-        if waiters is not None:
-            d: Deferred[_Answer] = Deferred()
-            waiters.append(d)
-            return await d
-        self._in_flight[key] = []
-        try:
-            answer = await self._look_up(source, name)
-        except BaseException as e:
-            for waiter in self._in_flight.pop(key):
-                waiter.errback(e)
-            raise
-        for waiter in self._in_flight.pop(key):
-            waiter.callback(answer)
-        return answer
+        return await self._in_flight.run(key, lambda: self._look_up(source, name))
 
     async def _look_up(self, source: PageSource, name: str) -> _Answer:
         config = source.config

@@ -161,7 +161,13 @@ class BlobStore:
         """
         digests = temp.digests
         assert digests is not None, "commit_sync() before finish()"
-        sha256, extra = self._stage_bytes(with_bytes) if with_bytes is not None else (None, None)
+        try:
+            sha256, extra = (self._stage_bytes(with_bytes) if with_bytes is not None
+                             else (None, None))
+        except OSError as e:
+            # As for the file itself: a full disk is 507, not an internal error.
+            _raise_if_disk_full(e)
+            raise
         try:
             temp.sync_and_move_sync(self.path_for(digests.sha256), [extra] if extra else [])
         finally:

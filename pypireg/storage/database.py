@@ -7,13 +7,16 @@ only place that touches it. Connection failures become ServiceUnavailable
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import psycopg2
-from twisted.internet.defer import Deferred
+from psycopg2.extensions import parse_dsn
+from twisted.internet.defer import Deferred, FirstError
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txpostgres import reconnection, txpostgres
 
 from pypireg.domain.errors import ServiceUnavailable
@@ -28,6 +31,38 @@ _UNAVAILABLE = (
     psycopg2.InterfaceError,
     txpostgres.RollbackFailed,
 )
+
+
+class CannotConnect(Exception):
+    """The pool's first connections failed; the message is libpq's reason, on one line.
+
+    A password the DSN carries never appears in it.
+    """
+
+
+# Where a DSN keeps its password, as written: a URI's user info
+# ("postgresql://user:secret@host"), or a keyword ("password=secret").
+_URI_PASSWORD = re.compile(r"://[^/?#@:]*:([^/?#@]*)@")
+_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def _connect_failure_reason(error: BaseException, dsn: str) -> str:
+    """libpq's complaint about *dsn*, on one line and without the DSN's password.
+
+    libpq quotes a malformed DSN back, so the password is also looked for as
+    written, not only as parsed.
+    """
+    lines = [" ".join(line.split()) for line in str(error).splitlines() if line.strip()]
+    reason = "; ".join(lines) or type(error).__name__
+    secrets = [m.group(1).strip("'") for m in (_URI_PASSWORD.search(dsn),
+                                                _KEYWORD_PASSWORD.search(dsn)) if m]
+    try:
+        secrets.append(parse_dsn(dsn).get("password") or "")
+    except psycopg2.Error:
+        pass  # malformed: only the password as written can be looked for
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        reason = reason.replace(secret, "***")
+    return reason
 
 
 class Cursor(Protocol):
@@ -79,7 +114,19 @@ class Database:
 
         _Pool.reactor = reactor
         pool = _Pool(None, self.dsn, min=self._pool_size)
-        await pool.start()
+        try:
+            await pool.start()
+        except FirstError as e:
+            # txpostgres connects the whole pool at once and reports the first
+            # failure wrapped; the connections that made it are closed again.
+            _close_connected(pool)
+            cause = e.subFailure.value
+            if not isinstance(cause, psycopg2.Error):
+                raise
+            raise CannotConnect(_connect_failure_reason(cause, self.dsn)) from cause
+        except psycopg2.Error as e:
+            _close_connected(pool)
+            raise CannotConnect(_connect_failure_reason(e, self.dsn)) from e
         self._pool = pool
 
     @property
@@ -135,10 +182,42 @@ class Database:
         if self._pool is None:
             raise ServiceUnavailable()
         try:
-            return await method(*args)
+            return await _uncancellable(method(*args))
         except _UNAVAILABLE as e:
             _log.warn("database unavailable: {error}", error=str(e).strip())
             raise ServiceUnavailable() from e
+
+
+def _uncancellable(query: Deferred[T]) -> Deferred[T]:
+    """*query*'s result, on a Deferred whose cancellation leaves the query running.
+
+    Klein cancels a request's handler when its client goes away. Passed on
+    to txpostgres, the cancel raises `_CancelInProgress` out of Twisted's
+    cancel (the protocol must finish the query before the connection can
+    be reused), which fails the handler with that instead of
+    CancelledError. So the waiter is cancelled alone; the query finishes,
+    its connection goes back to the pool and its result is dropped.
+    """
+    waiter: Deferred[T] = Deferred(lambda _: None)
+
+    def relay(result: T | Failure) -> None:
+        if waiter.called:  # cancelled: nobody waits for it any more
+            return
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+
+    query.addBoth(relay)
+    return waiter
+
+
+def _close_connected(pool: Any) -> None:
+    # txpostgres's close() assumes connect() got as far as making the psycopg2
+    # connection; one refused at once (a malformed DSN) has none.
+    for connection in pool.connections:
+        if connection._connection is not None:
+            connection.close()
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:

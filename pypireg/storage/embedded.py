@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -48,7 +49,37 @@ _PORT = 5432
 
 
 class EmbeddedPostgresError(Exception):
-    """The embedded PostgreSQL could not be set up or started."""
+    """The embedded PostgreSQL could not be set up or started.
+
+    The message is one line, for the operator; *detail* keeps the programs'
+    output and the end of the server's log, for whoever needs more.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+# How the server says why it stops ("FATAL:  lock file ... already exists"),
+# and how its programs do ("initdb: error: ...", "pg_ctl: could not ...").
+_SERVER_VERDICT = re.compile(r"\b(?:PANIC|FATAL|ERROR):\s+(.*)")
+_PROGRAM_VERDICT = re.compile(r"^[a-z_]+: (?:error: )?(.*)", re.MULTILINE)
+
+
+def _one_line_reason(output: str, new_log: str) -> str:
+    """Why a program failed, in one line.
+
+    The server's last verdict in what it logged during this run comes first
+    (pg_ctl itself only says "could not start server"), then one in the
+    program's output, then the program's own first complaint, then its last
+    words.
+    """
+    found = (_SERVER_VERDICT.findall(new_log)[-1:] or _SERVER_VERDICT.findall(output)[-1:]
+             or _PROGRAM_VERDICT.findall(output)[:1])
+    if found:
+        return " ".join(found[0].split())
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def bin_dir() -> Path:
@@ -61,6 +92,22 @@ def bin_dir() -> Path:
             "or set [database] dsn"
         )
     return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def cluster_exists(pgdata: Path) -> bool:
+    """Whether *pgdata* holds an initialised cluster (one stat; blocking, but cheap).
+
+    Raises:
+        PermissionError: The folder belongs to another user.
+    """
+    return (pgdata / "PG_VERSION").exists()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -113,6 +160,22 @@ class EmbeddedPostgres:
         self._reactor = reactor
         self.pgdata = pgdata.absolute()
         self._identity = _Identity(None, None)
+        # Whether start() ran initdb: `pypireg init` reports what it made.
+        self.created = False
+
+    @property
+    def exists(self) -> bool:
+        """Whether the cluster has been initialised (see `cluster_exists`)."""
+        return cluster_exists(self.pgdata)
+
+    @property
+    def server_user(self) -> str | None:
+        """The system user the server runs as, when it is not this process's (root's) own."""
+        if self._identity.uid is None:
+            return None
+        import pwd
+
+        return pwd.getpwuid(self._identity.uid).pw_name
 
     @property
     def socket_dir(self) -> Path:
@@ -131,12 +194,13 @@ class EmbeddedPostgres:
         """Initialise the cluster if needed, start it unless running; return its DSN."""
         self._identity = await self._ensure_identity()
         self._prepare_folders()
-        if not (self.pgdata / "PG_VERSION").exists():
+        if not self.exists:
             _log.info("initialising embedded PostgreSQL in {pgdata}", pgdata=str(self.pgdata))
             await self._run(
                 "initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
                 "--locale=C", "-U", "postgres", "--no-instructions",
             )
+            self.created = True
         if await self._is_running():
             owner = self._owner()
             if owner is not None and process_alive(owner):
@@ -217,16 +281,23 @@ class EmbeddedPostgres:
         return code == 0
 
     async def _run(self, program: str, *args: str) -> None:
+        logfile = self.pgdata / "postgresql.log"
+        # The log grows across runs: only what this run adds says why it failed.
+        logged_before = _size(logfile)
         code, output = await self._spawn(program, *args)
         if code != 0:
-            log_tail = ""
-            logfile = self.pgdata / "postgresql.log"
-            if logfile.exists():
-                log_tail = logfile.read_text(errors="replace")[-2000:]
+            new_log, see = "", ""
+            try:
+                with logfile.open("rb") as f:
+                    f.seek(logged_before)
+                    new_log = f.read()[-4000:].decode(errors="replace")
+                see = f"; see {logfile}"
+            except OSError:
+                pass  # no log yet (initdb), or not ours to read
+            text = output.decode(errors="replace")
             raise EmbeddedPostgresError(
-                f"{program} failed with exit code {code}: "
-                f"{output.decode(errors='replace').strip()}\n{log_tail}".strip()
-            )
+                f"{program} failed (exit code {code}): {_one_line_reason(text, new_log)}{see}",
+                f"{text.strip()}\n{new_log}".strip())
 
     async def _spawn(self, program: str, *args: str) -> tuple[int, bytes]:
         return await run_program(self._reactor, program, *args, path=str(self.pgdata.parent),
@@ -256,10 +327,11 @@ class EmbeddedPostgres:
             )
             code = await collect.done
             if code != 0:
+                output = collect.output.decode(errors="replace")
                 raise EmbeddedPostgresError(
                     f"running as root, the embedded PostgreSQL needs the system user "
-                    f"{SYSTEM_USER}, and useradd failed: {collect.output.decode(errors='replace')}"
-                ) from None
+                    f"{SYSTEM_USER}, and useradd failed: {_one_line_reason(output, '')}",
+                    output) from None
             entry = pwd.getpwnam(SYSTEM_USER)
         return _Identity(entry.pw_uid, entry.pw_gid)
 

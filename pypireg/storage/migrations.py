@@ -70,3 +70,9 @@ async def migrate(db: Database) -> list[int]:
     for version in done:
         _log.info("applied schema migration {version}", version=version)
     return done
+
+
+async def schema_version(db: Database) -> int:
+    """The newest migration applied to *db* (0 for none)."""
+    row = await db.fetch_one("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    return int(row[0]) if row is not None else 0

@@ -2,7 +2,9 @@
 
 Storage layer. A package is a normalised name inside a project; each upload
 adds a file row. Re-uploading a file name adds another row (GitLab keeps
-duplicates), and readers see the most recent row per file name.
+duplicates), and readers see the most recent row per file name. A project's
+duplicate cleanup policy (`keep_duplicates`) prunes the older rows as each
+upload is recorded; duplicates.py applies it to what is already stored.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import psycopg2
 
-from pypireg.domain.errors import BadUpload, Conflict
+from pypireg.domain.errors import Conflict, FileExists
 from pypireg.storage.database import Database
 
 # The SQLSTATE schema/0009 raises for a rejected duplicate file.
@@ -90,11 +92,14 @@ def _file(row: tuple[Any, ...]) -> PackageFile:
 async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) -> PackageFile:
     """Insert the file row (and the package and release rows on first upload), atomically.
 
-    One statement, schema/0012's function (0009's comments say why). A
+    One statement, schema/0016's function (0009's comments say why). A
     version equal under PEP 440 to an existing release's (1.0.0 and 1.0)
     joins that release under its spelling, returned in the file's version.
     A name whose origin is an upstream, or that lies in another owner's
-    namespace, is refused with Conflict (409).
+    namespace, is refused with Conflict (409); a duplicate file name, where
+    *reject_duplicates*, with FileExists (400). If the project keeps only N
+    duplicates, the older rows of this file name beyond N go in the same
+    transaction.
     """
     try:
         row = await db.fetch_one(
@@ -120,10 +125,7 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
                 "project or group (PEP 752); upload it there, or choose another name."
             ) from None
         if e.pgcode == _DUPLICATE_FILE:
-            raise BadUpload(
-                f"File already exists ({new.filename!r}); this project rejects duplicate "
-                "uploads. Bump the version, or use twine's --skip-existing."
-            ) from None
+            raise FileExists(new.filename) from None
         raise
     assert row is not None
     file_id, package_id, display_name, uploaded_at, version = row

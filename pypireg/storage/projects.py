@@ -13,7 +13,7 @@ import psycopg2
 
 from pypireg.storage.database import Database, id_or_path
 
-_COLUMNS = "id, path, public, packages_enabled, reject_duplicates, created_at"
+_COLUMNS = "id, path, public, packages_enabled, reject_duplicates, created_at, keep_duplicates"
 
 
 class ProjectExists(Exception):
@@ -28,6 +28,9 @@ class Project:
     packages_enabled: bool
     reject_duplicates: bool
     created_at: datetime
+    # How many files of each file name to keep, newest first (GitLab's
+    # "duplicated assets to keep"); None keeps every re-upload.
+    keep_duplicates: int | None = None
 
 
 def _project(row: tuple[Any, ...]) -> Project:
@@ -68,13 +71,25 @@ async def update_project(
     public: bool | None = None,
     packages_enabled: bool | None = None,
     reject_duplicates: bool | None = None,
+    keep_duplicates: int | None = None,
+    keep_all_duplicates: bool = False,
 ) -> Project:
+    """Change the settings given (None leaves one as it is), in one statement.
+
+    *keep_duplicates* sets the duplicate cleanup policy to that many files
+    per file name; *keep_all_duplicates* turns it off (None in the column is
+    "keep all", so it cannot double as "unchanged").
+    """
+    if keep_all_duplicates and keep_duplicates is not None:
+        raise ValueError("keep_duplicates and keep_all_duplicates contradict each other")
     row = await db.fetch_one(
         "UPDATE projects SET public = coalesce(%s, public),"
         " packages_enabled = coalesce(%s, packages_enabled),"
-        " reject_duplicates = coalesce(%s, reject_duplicates)"
+        " reject_duplicates = coalesce(%s, reject_duplicates),"
+        " keep_duplicates = CASE WHEN %s THEN NULL ELSE coalesce(%s, keep_duplicates) END"
         f" WHERE id = %s RETURNING {_COLUMNS}",
-        (public, packages_enabled, reject_duplicates, project_id),
+        (public, packages_enabled, reject_duplicates, keep_all_duplicates, keep_duplicates,
+         project_id),
     )
     assert row is not None
     return _project(row)

@@ -365,3 +365,15 @@ async def release_description(db: Database, project_id: int, name: str, version:
         (project_id, name, version),
     )
     return Description(row[0], row[1]) if row else None
+
+
+async def package_counts(db: Database, projects: Sequence[int]) -> dict[int, int]:
+    """How many packages with at least one file each project has (absent: none)."""
+    rows = await db.fetch_all(
+        "SELECT p.project_id, count(*) FROM packages p"
+        " WHERE p.project_id = ANY(%s)"
+        " AND EXISTS (SELECT 1 FROM package_files f WHERE f.package_id = p.id)"
+        " GROUP BY p.project_id",
+        (list(projects),),
+    )
+    return {int(r[0]): int(r[1]) for r in rows}

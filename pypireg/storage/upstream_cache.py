@@ -151,11 +151,11 @@ async def forget_page(db: Database, upstream: str, name: str) -> bool:
     Returns:
         Whether there was a page to forget.
     """
-    # `state = state` is there for the change trigger: daemons drop their
-    # in-memory copies at once.
+    # The change trigger (schema/0015) sees checked_at go to -infinity:
+    # daemons drop their in-memory copies at once.
     rows = await db.fetch_all("UPDATE upstream_pages SET checked_at = '-infinity', etag = NULL,"
-                              " last_modified = NULL, state = state"
-                              " WHERE upstream = %s AND name = %s RETURNING 1", (upstream, name))
+                              " last_modified = NULL WHERE upstream = %s AND name = %s"
+                              " RETURNING 1", (upstream, name))
     return bool(rows)
 
 
@@ -228,6 +228,33 @@ async def cache_totals(db: Database) -> FileTotals:
     row = await db.fetch_one("SELECT count(*), coalesce(sum(size), 0) FROM upstream_files")
     assert row is not None
     return FileTotals(int(row[0]), int(row[1]))
+
+
+async def evict(db: Database, max_bytes: int) -> list[CachedFile]:
+    """Forget the least recently downloaded files past *max_bytes* in all; the rows gone.
+
+    Their blobs are removed by the caller (gc.remove_evicted), after this commits.
+    """
+    rows = await db.fetch_all(
+        "DELETE FROM upstream_files WHERE sha256 IN ("
+        " SELECT sha256 FROM (SELECT sha256, sum(size) OVER"
+        "  (ORDER BY last_download_at DESC, sha256) AS running FROM upstream_files) AS kept"
+        " WHERE running > %s)"
+        f" RETURNING {_FILE_COLUMNS}", (max_bytes,))
+    return [CachedFile(*r) for r in rows]
+
+
+async def known_hashes(db: Database, upstream: str, urls: Sequence[str]) -> dict[str, str]:
+    """The sha256s found for files whose page gives none, by their URL."""
+    rows = await db.fetch_all("SELECT url, sha256 FROM upstream_hashes"
+                              " WHERE upstream = %s AND url = ANY(%s)", (upstream, list(urls)))
+    return {url: sha256 for url, sha256 in rows}
+
+
+async def record_hash(db: Database, upstream: str, url: str, sha256: str, size: int) -> None:
+    await db.execute("INSERT INTO upstream_hashes (upstream, url, sha256, size)"
+                     " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                     (upstream, url, sha256, size))
 
 
 async def purge(db: Database, name: str) -> int:

@@ -113,15 +113,18 @@ def running_daemon(prefix: str, setup: Callable[[Daemon], None] | None = None
             shutil.rmtree(daemon.folder, ignore_errors=True)
 
 
-def twine(daemon: Daemon, project: str, token: str, *files: Path
+def twine(daemon: Daemon, project: str, token: str, *files: Path,
+          repository: str | None = None, options: tuple[str, ...] = ()
           ) -> subprocess.CompletedProcess[str]:
+    """`twine upload` through a .pypirc; *repository* replaces the project's upload URL."""
     pypirc = daemon.folder / "pypirc"
     pypirc.write_text(
         "[distutils]\nindex-servers = local\n\n[local]\n"
-        f"repository = {daemon.api(project)}\nusername = __token__\npassword = {token}\n"
+        f"repository = {repository or daemon.api(project)}\nusername = __token__\n"
+        f"password = {token}\n"
     )
     return subprocess.run(
         [str(BIN / "twine"), "upload", "--disable-progress-bar", "--non-interactive",
-         "--config-file", str(pypirc), "--repository", "local", *map(str, files)],
+         "--config-file", str(pypirc), "--repository", "local", *options, *map(str, files)],
         capture_output=True, text=True, timeout=120,
     )

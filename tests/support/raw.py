@@ -43,10 +43,13 @@ class Client:
 
 
 def head(project: int, token: str | None, ctype: bytes, length: int | None,
-         extra: bytes = b"") -> bytes:
-    """An upload request's line and headers (chunked if *length* is None)."""
-    lines = [f"POST /api/v4/projects/{project}/packages/pypi HTTP/1.1".encode(), b"Host: test",
-             b"Content-Type: " + ctype]
+         extra: bytes = b"", target: str | None = None) -> bytes:
+    """An upload request's line and headers (chunked if *length* is None).
+
+    *target* replaces the upload URL's path (`/api/v4/projects/<project>/packages/pypi`).
+    """
+    target = target or f"/api/v4/projects/{project}/packages/pypi"
+    lines = [f"POST {target} HTTP/1.1".encode(), b"Host: test", b"Content-Type: " + ctype]
     if token:
         lines.append(b"Authorization: Basic " + b64encode(f"__token__:{token}".encode()))
     if length is None:
@@ -58,11 +61,12 @@ def head(project: int, token: str | None, ctype: bytes, length: int | None,
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-async def upload_site(db: Any, tmp_path: Path, max_size: int = 1024 * 1024
-                      ) -> tuple[Any, int, str]:
+async def upload_site(db: Any, tmp_path: Path, max_size: int = 1024 * 1024,
+                      base_url: str | None = None) -> tuple[Any, int, str]:
     """The real site over *db*, a project `acme` and a write token for it."""
     config = parse_config({"storage": {"path": str(tmp_path / "data")},
-                           "uploads": {"max_size": max_size}})
+                           "uploads": {"max_size": max_size},
+                           "server": {"base_url": base_url} if base_url else {}})
     site, _ = await build_site(reactor, config, db)
     project = await project_store.create_project(db, "acme")
     _, token = await token_store.create_token(db, project.id, "write")

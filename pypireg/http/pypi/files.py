@@ -71,7 +71,12 @@ class FileRoutes:
         if not is_sha256(sha256) or not is_safe_basename(dist_filename):
             raise NotFound("No such file.")
         key = (tuple(scope.project_ids), sha256, dist_filename)
-        row = self._caches.file_rows.get(key) if self._caches.live else None
+        live = self._caches.live
+        row = self._caches.file_rows.get(key) if live else None
+        if row is None and live and self._caches.upstream_files.get(key) is not None:
+            # A proxied file served since the last change: not a local one.
+            return await self._serve_upstream(request, scope, sha256, dist_filename,
+                                              want_metadata)
         if row is None:
             row = await package_store.find_file(self._db, scope.project_ids, sha256,
                                                 dist_filename)
@@ -99,22 +104,32 @@ class FileRoutes:
                               filename: str, want_metadata: bool) -> Any:
         """A file the index lists from an upstream: from the cache, else fetched through."""
         assert self._proxy is not None and self._fetched is not None
-        try:
-            name = normalize_name(parse_filename(filename).name)
-        except RegistryError:
-            raise NotFound("No such file.") from None
-        found = await self._proxy.find_file(scope.index, name, sha256, filename)
+        key = (tuple(scope.project_ids), sha256, filename)
+        found = self._caches.upstream_files.get(key) if self._caches.live else None
         if found is None:
-            raise NotFound("No such file.")
-        upstream, listed = found
+            try:
+                parsed = parse_filename(filename)
+            except RegistryError:
+                raise NotFound("No such file.") from None
+            name = normalize_name(parsed.name)
+            listed_here = await self._proxy.find_file(scope.index, name, sha256, filename)
+            if listed_here is None:
+                if (not want_metadata and await self._proxy.kept_file(
+                        scope.index, name, sha256, filename, str(parsed.version))
+                        and await self._fetched.stored(sha256)):
+                    # Gone upstream, kept here for installs pinned to it.
+                    return self._download(request, scope, sha256, filename)
+                raise NotFound("No such file.")
+            found = (*listed_here, name)
+            if self._caches.live:
+                self._caches.upstream_files.put(key, found, found[0].ttl)
+        upstream, listed, name = found
         visibility = b"public" if scope.public else b"private"
         if want_metadata:
             metadata_sha256 = await self._fetched.metadata(upstream, name, listed)
             return self._immutable(request, visibility, metadata_sha256, _METADATA_TYPE)
         if await self._fetched.stored(sha256):
-            request.setHeader(b"Content-Disposition",
-                              f'attachment; filename="{filename}"'.encode())
-            return self._immutable(request, visibility, sha256, _DIST_TYPE)
+            return self._download(request, scope, sha256, filename)
         if request.method == b"HEAD":
             # What a GET would send, without fetching the file for nothing.
             request.setHeader(b"Content-Type", _DIST_TYPE)
@@ -126,6 +141,12 @@ class FileRoutes:
         request.setHeader(b"ETag", f'"{sha256}"'.encode())
         request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
         return FetchedBody(transfer, _DIST_TYPE)
+
+    def _download(self, request: IRequest, scope: ReadScope, sha256: str, filename: str
+                  ) -> Any:
+        request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
+        visibility = b"public" if scope.public else b"private"
+        return self._immutable(request, visibility, sha256, _DIST_TYPE)
 
     def _immutable(self, request: IRequest, visibility: bytes, blob_sha256: str,
                    content_type: bytes) -> Any:

@@ -98,7 +98,7 @@ class SimpleRoutes:
         source = f"upstream {listing.upstream.name}".encode()
         request.setHeader(b"X-Pypireg-Source", source)
         body = project_detail(normalized, [ListedFile.of_upstream(f) for f in listing.files],
-                              media, files_prefix)
+                              media, files_prefix, status=listing.status)
         if listing.stale is not None:
             # Served from the cache because the upstream failed: say so, and
             # keep it out of the page cache so the next request asks again.

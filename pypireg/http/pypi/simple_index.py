@@ -87,25 +87,35 @@ def project_list(packages: Sequence[PackageSummary], media: str, prefix: str = "
 
 def project_detail(name: str, files: Sequence[ListedFile], media: str,
                    files_prefix: str = "../../files/",
-                   namespace: tuple[str, str] | None = None) -> bytes:
+                   namespace: tuple[str, str] | None = None,
+                   status: tuple[str, str | None] = ("active", None)) -> bytes:
     """One package's files; *name* is normalised, *files_prefix* leads to files/.
 
     *namespace* is (namespace, owner) when the package lies in a PEP 752
     namespace granted to the project serving it: each file then carries
     PEP 752's `namespace` and `owner` keys (HTML attributes, which the PEP
     allows, are left out: installers read the JSON).
+
+    *status* is PEP 792's project status and its reason (an upstream's,
+    passed on for proxied names).
     """
+    state, reason = status
+    status_json: dict[str, str] = {"status": state}
+    if reason:
+        status_json["reason"] = reason
     ordered = sorted(files, key=_file_key)
     if media == JSON_V1:
         versions = sorted({f.version for f in ordered}, key=version_key)
         return _json({
             "meta": {"api-version": API_VERSION},
             "name": name,
-            "project-status": {"status": "active"},
+            "project-status": status_json,
             "versions": versions,
             "files": [_json_file(f, files_prefix, namespace) for f in ordered],
         })
-    extra = '<meta name="pypi:project-status" content="active">\n'
+    extra = f'<meta name="pypi:project-status" content="{escape(state)}">\n'
+    if reason:
+        extra += f'<meta name="pypi:project-status-reason" content="{escape(reason)}">\n'
     parts = [_HEAD.format(title=f"Links for {escape(name)}", extra=extra)]
     for f in ordered:
         href = f"{files_prefix}{f.sha256}/{quote(f.filename)}#sha256={f.sha256}"

@@ -5,23 +5,25 @@ the database or the request is escaped here; long descriptions go through
 readme-renderer, which renders and sanitises them as PyPI does
 (`render_description` can take seconds and hundreds of MiB on a large
 README: the daemon calls it only in a worker process, see readme.py).
-The pages carry one inline stylesheet and no script, and load nothing from
-anywhere else, so they work without JavaScript and on a closed network.
+The frame (stylesheet, security policy, header) is layout.py's: one inline
+stylesheet and no script, nothing loaded from anywhere else, so the pages
+work without JavaScript and on a closed network.
 """
 
 from __future__ import annotations
 
-import base64
 import email.message
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from html import escape
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
 
 from pypireg.domain.versions import latest_version, version_key
+from pypireg.http.web.layout import SiteUrls, page, visibility_badge
+from pypireg.http.web.layout import escape_html as _e
+from pypireg.http.web.layout import time_element as _time
+from pypireg.proxy.listing import release_key
 
 if TYPE_CHECKING:
     # Only annotations name the rows: the README worker imports this module
@@ -36,101 +38,6 @@ PYPIRC_NAME = "pypireg"
 # Shell variable the install snippets of private projects take the token from.
 SHELL_VARIABLE = "PYPIREG_TOKEN"
 
-STYLE = """
-:root{--fg:#1b1f24;--muted:#4a5360;--line:#d0d7de;--soft:#f3f5f7;--link:#0a55c2;
---bar:#1f2a37;--warn-fg:#8d1a14;--warn-bg:#fdeceb;--ok-fg:#0f5c2e;--ok-bg:#e3f4e9}
-*{box-sizing:border-box}
-html{-webkit-text-size-adjust:100%}
-body{margin:0;color:var(--fg);background:#fff;
-font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
-a{color:var(--link)}
-a:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #c25e00;
-outline-offset:2px}
-.skip{position:absolute;left:-999px;top:0;background:#fff;padding:.5rem}
-.skip:focus{left:.5rem}
-.top{background:var(--bar);color:#fff;padding:.6rem 1rem;display:flex;gap:.75rem;
-align-items:baseline;flex-wrap:wrap}
-.top .brand{font-weight:700;font-size:1.1rem}
-.top .role{color:#d6dde6}
-.crumbs{background:var(--soft);border-bottom:1px solid var(--line)}
-.crumbs ol{list-style:none;margin:0 auto;max-width:76rem;padding:.5rem 1rem;display:flex;
-flex-wrap:wrap;gap:.3rem}
-.crumbs li{overflow-wrap:anywhere}
-.crumbs li+li::before{content:"/";margin-right:.3rem;color:var(--muted)}
-main{display:block;max-width:76rem;margin:0 auto;padding:1rem 1rem 3rem}
-h1{font-size:1.75rem;line-height:1.25;margin:.5rem 0;overflow-wrap:anywhere}
-h2{font-size:1.3rem;margin:1.75rem 0 .6rem}
-h3{font-size:1.1rem;margin:1.25rem 0 .4rem}
-.sub,.meta{color:var(--muted);margin:.25rem 0}
-.summary{font-size:1.1rem;margin:.25rem 0 .75rem}
-.badge{display:inline-block;font-size:.8rem;font-weight:600;line-height:1.4;
-padding:.05rem .5rem;border-radius:1rem;border:1px solid var(--line);background:var(--soft);
-color:var(--fg);vertical-align:middle}
-.badge.yanked{background:var(--warn-bg);color:var(--warn-fg);border-color:#f0b4ae}
-.badge.latest{background:var(--ok-bg);color:var(--ok-fg);border-color:#a6d8b8}
-.yank-reason{color:var(--warn-fg);margin:.25rem 0}
-.version{color:var(--muted);font-weight:400}
-.facts{list-style:none;padding:0;margin:.5rem 0;display:flex;flex-wrap:wrap;gap:.25rem 1.5rem;
-color:var(--muted)}
-.facts strong{color:var(--fg)}
-form.filter{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;margin:1rem 0}
-form.filter label{font-weight:600;flex-basis:100%}
-form.filter input{font:inherit;padding:.4rem .6rem;border:1px solid #6b7480;border-radius:4px;
-min-width:0;flex:1 1 12rem;max-width:24rem}
-form.filter button{font:inherit;padding:.4rem 1rem;border:1px solid var(--bar);
-border-radius:4px;background:var(--bar);color:#fff;cursor:pointer}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.5rem;border-bottom:1px solid var(--line);vertical-align:top}
-th{font-size:.9rem;color:var(--muted);border-bottom-width:2px}
-td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
-.filename{font-weight:600;overflow-wrap:anywhere}
-.hash{display:block;font:.78rem/1.4 ui-monospace,"DejaVu Sans Mono",monospace;
-color:var(--muted);word-break:break-all}
-code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
-pre{background:var(--soft);border:1px solid var(--line);border-radius:4px;padding:.6rem .75rem;
-overflow-x:auto;font-size:.85rem;line-height:1.45}
-.snippet code{white-space:pre-wrap;overflow-wrap:anywhere}
-.note{font-size:.9rem;color:var(--muted)}
-.empty{padding:1rem;background:var(--soft);border-radius:4px}
-.readme{overflow-wrap:anywhere;border:1px solid var(--line);border-radius:6px;padding:0 1rem .75rem}
-.readme img{max-width:100%;height:auto}
-.readme table{display:block;overflow-x:auto}
-.readme h1{font-size:1.4rem}.readme h2{font-size:1.2rem}
-.release{border-top:1px solid var(--line);padding-top:.25rem}
-.release h3{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}
-.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);
-white-space:nowrap}
-@media (min-width:62rem){
-.layout{display:grid;grid-template-columns:minmax(0,1fr) 24rem;grid-template-rows:auto auto 1fr;
-gap:0 2.5rem}
-.layout>.install{grid-column:2;grid-row:1}
-.layout>.publish{grid-column:2;grid-row:2}
-.layout>.content{grid-column:1;grid-row:1/span 3}
-}
-@media (max-width:40rem){
-h1{font-size:1.5rem}
-table.cards thead{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-table.cards,table.cards tbody,table.cards tr,table.cards td{display:block;width:100%}
-table.cards tr{border:1px solid var(--line);border-radius:6px;margin:0 0 .75rem;
-padding:.35rem .75rem}
-table.cards td{border:0;padding:.2rem 0;display:grid;grid-template-columns:8rem minmax(0,1fr);
-gap:.5rem}
-table.cards td::before{content:attr(data-label);font-weight:600;color:var(--muted)}
-}
-""".strip()
-# The Content-Security-Policy allows this stylesheet by its hash: no other
-# style, no script, no frame; README images may come from https URLs.
-_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-CONTENT_SECURITY_POLICY = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self' https: data:; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-)
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
 @dataclass(frozen=True)
 class PackageOverview:
     """One row of a list page: a package in a project."""
@@ -141,35 +48,6 @@ class PackageOverview:
     latest: str
     file_count: int
     last_upload: datetime
-
-
-@dataclass(frozen=True)
-class SiteUrls:
-    """Where things are on this registry.
-
-    *links* prefixes links between pages and to files: '' (host-relative
-    paths) or the configured base_url. *origin* is this registry's absolute
-    URL, for the snippets people copy into a shell or a config file.
-    """
-
-    links: str
-    origin: str
-
-    def project_packages(self, path: str) -> str:
-        return f"{self.links}/{quote(path)}/-/packages"
-
-    def package(self, path: str, name: str) -> str:
-        return f"{self.project_packages(path)}/{quote(name)}"
-
-    def group_packages(self, path: str) -> str:
-        return f"{self.links}/groups/{quote(path)}/-/packages"
-
-    def project_api(self, project_id: int, *, absolute: bool = False) -> str:
-        root = self.origin if absolute else self.links
-        return f"{root}/api/v4/projects/{project_id}/packages/pypi"
-
-    def group_api(self, group_id: int) -> str:
-        return f"{self.origin}/api/v4/groups/{group_id}/-/packages/pypi"
 
 
 def newest_first(versions: Sequence[str]) -> list[str]:
@@ -212,12 +90,6 @@ def human_size(size: int) -> str:
         value /= 1024
         units.pop(0)
     return f"{value:.1f} {units[0]}"
-
-
-def _time(moment: datetime) -> str:
-    utc = moment.astimezone(UTC)
-    return (f'<time datetime="{utc.strftime("%Y-%m-%dT%H:%M:%SZ")}">'
-            f'{utc.strftime("%Y-%m-%d %H:%M")} UTC</time>')
 
 
 def _renderer(mime: str) -> Callable[..., str | None]:
@@ -286,29 +158,6 @@ def plain_description(text: str, limit: int | None = None) -> str:
     return (f'<p class="note">This description is {human_size(len(encoded))}, too long to'
             f" render: its first {human_size(limit)} are shown as plain text.</p>"
             f"<pre>{_e(shown)}</pre>")
-
-
-def _page(title: str, crumbs: Sequence[tuple[str, str | None]], body: str) -> bytes:
-    items = "".join(
-        f'<li><a href="{_e(href)}">{_e(label)}</a></li>' if href is not None
-        else f'<li aria-current="page">{_e(label)}</li>'
-        for label, href in crumbs
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="referrer" content="same-origin">\n'
-        f"<title>{_e(title)} · pypireg</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        '<a class="skip" href="#pypireg-main">Skip to content</a>\n'
-        '<header class="top"><span class="brand">pypireg</span>'
-        '<span class="role">Package registry</span></header>\n'
-        f'<nav class="crumbs" aria-label="Breadcrumb"><ol>{items}</ol></nav>\n'
-        f'<main id="pypireg-main">\n{body}\n</main>\n</body>\n</html>\n'
-    ).encode()
-
-
-def _visibility(public: bool) -> str:
-    return '<span class="badge">Public</span>' if public else '<span class="badge">Private</span>'
 
 
 def _filter_form(action: str, query: str) -> str:
@@ -407,22 +256,27 @@ def _publish_section(urls: SiteUrls, project: Project) -> str:
 
 
 def project_list_page(urls: SiteUrls, project: Project, packages: Sequence[PackageOverview],
-                      query: str) -> bytes:
-    """A project's packages, filtered by *query* (already applied to *packages*)."""
+                      query: str, proxied: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A project's packages, filtered by *query* (already applied to *packages*).
+
+    *proxied* are the (name, upstream) pairs it serves from upstreams.
+    """
     here = urls.project_packages(project.path)
     index = _index_url(urls.project_api(project.id, absolute=True), project.public)
     body = (
         f"<h1>Packages</h1>"
         f'<p class="sub">Project <strong>{_e(project.path)}</strong> '
-        f"{_visibility(project.public)}</p>"
+        f"{visibility_badge(project.public)}</p>"
         f"{_listing(urls, packages, query, here, f'Packages of {project.path}', False)}"
+        f"{proxied_section(urls, project, proxied)}"
         '<section aria-labelledby="pypireg-use"><h2 id="pypireg-use">Install</h2>'
         f"{_token_note(project.public, 'read or write')}"
         f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} PACKAGE')}"
         "</section>"
         f"{_publish_section(urls, project)}"
     )
-    return _page(f"Packages · {project.path}", [(project.path, here), ("Packages", None)], body)
+    return page(urls, f"Packages · {project.path}", [(project.path, here), ("Packages", None)],
+                body)
 
 
 def group_list_page(urls: SiteUrls, group: Group, packages: Sequence[PackageOverview],
@@ -432,7 +286,7 @@ def group_list_page(urls: SiteUrls, group: Group, packages: Sequence[PackageOver
     index = _index_url(urls.group_api(group.id), group.public)
     body = (
         f"<h1>Packages</h1>"
-        f'<p class="sub">Group <strong>{_e(group.path)}</strong> {_visibility(group.public)}'
+        f'<p class="sub">Group <strong>{_e(group.path)}</strong> {visibility_badge(group.public)}'
         "</p>"
         f"{_listing(urls, packages, query, here, f'Packages in {group.path}', True)}"
         '<section aria-labelledby="pypireg-use"><h2 id="pypireg-use">Install</h2>'
@@ -442,7 +296,8 @@ def group_list_page(urls: SiteUrls, group: Group, packages: Sequence[PackageOver
         f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} PACKAGE')}"
         "</section>"
     )
-    return _page(f"Packages · {group.path}", [(group.path, here), ("Packages", None)], body)
+    return page(urls, f"Packages · {group.path}", [(group.path, here), ("Packages", None)],
+                body)
 
 
 def _quoted(url: str) -> str:
@@ -464,11 +319,16 @@ def _first(values: Sequence[str | None]) -> str | None:
     return next((v for v in values if v), None)
 
 
+def version_anchor(version: str) -> str:
+    """The id of a version's section on the package page (redirects link to it)."""
+    return f"pypireg-v-{version}"
+
+
 def _release_section(urls: SiteUrls, project: Project, version: str,
                      files: Sequence[FileDetail], latest: str) -> str:
     newest = sorted(files, key=lambda f: f.id, reverse=True)
     yanked = all(f.yanked for f in files)
-    anchor = f"pypireg-v-{version}"
+    anchor = version_anchor(version)
     badges = ""
     if version == latest:
         badges += ' <span class="badge latest">latest</span>'
@@ -531,7 +391,7 @@ def package_page(urls: SiteUrls, project: Project, name: str, files: Sequence[Fi
     requirement = f"{name}=={latest}"
 
     facts = [f'<li>Project <a href="{_e(urls.project_packages(project.path))}">'
-             f"<strong>{_e(project.path)}</strong></a> {_visibility(project.public)}</li>"]
+             f"<strong>{_e(project.path)}</strong></a> {visibility_badge(project.public)}</li>"]
     if requires:
         facts.append(f"<li>Requires Python <strong>{_e(requires)}</strong></li>")
     facts.append(f"<li>Last upload {_time(last_upload)}</li>")
@@ -574,5 +434,83 @@ def package_page(urls: SiteUrls, project: Project, name: str, files: Sequence[Fi
     listing = urls.project_packages(project.path)
     crumbs = [(project.path, listing), ("Packages", listing),
               (display_name, None)]
-    return _page(f"{display_name} {latest} · {project.path}", crumbs,
-                 f'{header}<div class="layout">{install}{content}{publish}</div>')
+    return page(urls, f"{display_name} {latest} · {project.path}", crumbs,
+                f'{header}<div class="layout">{install}{content}{publish}</div>')
+
+
+@dataclass(frozen=True)
+class ProxiedPackage:
+    """A name the project serves from an upstream (its origin lock), as the cache knows it."""
+
+    name: str
+    upstream: str
+    since: datetime
+    # Newest first; empty when the page is not cached (yet, or any more).
+    versions: Sequence[str]
+    # Release keys an admin blocked, and whether the whole name is.
+    blocked: frozenset[str]
+    name_blocked: bool
+    state: str | None
+    checked_at: datetime | None
+    error: str | None
+
+
+def proxied_package_page(urls: SiteUrls, project: Project, package: ProxiedPackage
+                         ) -> bytes:
+    """A name served from an upstream: where it comes from, what is cached, what is hidden."""
+    name = package.name
+    index = _index_url(urls.project_api(project.id, absolute=True), project.public)
+    facts = [f'<li>Project <a href="{_e(urls.project_packages(project.path))}">'
+             f"<strong>{_e(project.path)}</strong></a> {visibility_badge(project.public)}</li>",
+             f"<li>From upstream <strong>{_e(package.upstream)}</strong>, first served"
+             f" {_time(package.since)}</li>"]
+    if package.checked_at is not None and package.checked_at.year > 1:
+        facts.append(f"<li>Last checked {_time(package.checked_at)}</li>")
+    if package.state == "missing":
+        facts.append("<li>The upstream no longer has it; cached files stay for pinned"
+                     " installs</li>")
+    if package.error:
+        facts.append(f"<li>Last upstream error: {_e(package.error)}</li>")
+    if package.name_blocked:
+        facts.append("<li><strong>Blocked</strong>: no version is served</li>")
+    items = []
+    for version in package.versions:
+        blocked = release_key(version) in package.blocked
+        mark = ' <span class="badge">Blocked</span>' if blocked else ""
+        items.append(f"<li>{_e(version)}{mark}</li>")
+    versions = (f'<ul class="facts">{"".join(items)}</ul>' if items
+                else '<p class="empty">No page of it is cached.</p>')
+    api = urls.project_api(project.id)
+    body = (
+        f'<h1>{_e(name)} <span class="badge">Upstream</span></h1>'
+        '<p class="summary">A public dependency, served through this project\'s index.'
+        " Uploads of this name are refused while it comes from the upstream"
+        " (an admin can claim it: <code>pypireg name claim</code>).</p>"
+        f'<ul class="facts">{"".join(facts)}</ul>'
+        '<section aria-labelledby="pypireg-install"><h2 id="pypireg-install">Install</h2>'
+        f"{_token_note(project.public, 'read or write')}"
+        f"{_snippet('pip command', f'pip install --index-url {_quoted(index)} {name}')}"
+        "</section>"
+        '<section aria-labelledby="pypireg-versions"><h2 id="pypireg-versions">Versions</h2>'
+        f"{versions}</section>"
+        f'<p><a href="{_e(api)}/simple/{_e(quote(name))}/">Simple index page</a></p>'
+    )
+    listing = urls.project_packages(project.path)
+    return page(urls, f"{name} · {project.path}",
+                [(project.path, listing), ("Packages", listing), (name, None)], body)
+
+
+def proxied_section(urls: SiteUrls, project: Project, names: Sequence[tuple[str, str]]
+                    ) -> str:
+    """The project's names that come from upstreams, (name, upstream), for its list page."""
+    if not names:
+        return ""
+    rows = "".join(
+        f'<tr><td data-label="Package"><a href="{_e(urls.package(project.path, n))}">'
+        f'{_e(n)}</a></td><td data-label="Upstream">{_e(u)}</td></tr>' for n, u in names)
+    return ('<section aria-labelledby="pypireg-proxied"><h2 id="pypireg-proxied">From'
+            " upstreams</h2>"
+            '<table class="cards packages"><caption class="visually-hidden">Names served'
+            ' from upstreams</caption><thead><tr><th scope="col">Package</th>'
+            f'<th scope="col">Upstream</th></tr></thead><tbody>{rows}</tbody></table>'
+            "</section>")

@@ -51,6 +51,7 @@ from twisted.python.failure import Failure
 
 import pypireg
 from pypireg.http.web.pages import plain_description
+from pypireg.single_flight import SingleFlight
 from pypireg.storage import descriptions as description_store
 from pypireg.storage.database import Database
 from pypireg.storage.descriptions import How, RenderedDescription
@@ -202,7 +203,7 @@ class ReadmeRenderer:
         self._workers = DeferredSemaphore(limits.concurrent)
         # Renders under way (running or waiting for a worker) by key, with
         # the views waiting for each: a new view of the same README joins.
-        self._in_flight: dict[str, list[Deferred[str]]] = {}
+        self._in_flight: SingleFlight[str, str] = SingleFlight()
 
     async def html(self, description: Description, name: str, version: str) -> str:
         """The HTML of *description* for the page (*name* and *version* are for the log)."""
@@ -211,49 +212,30 @@ class ReadmeRenderer:
             cached = await description_store.get_rendered(self._db, key)
             if cached is not None:
                 return cached.html
-        waiters = self._in_flight.get(key)
-        start = waiters is None
-        if waiters is None:
-            if len(self._in_flight) >= self._limits.concurrent + self._limits.waiting:
-                _log.warn("README renderer busy: the description of {name} {version} is"
-                          " shown as plain text for now", name=name, version=version)
-                return plain_description(description.text, self._limits.max_source)
-            waiters = self._in_flight[key] = []
-        # Each view waits on its own Deferred: Klein cancels it when the
-        # client goes away, and that must not cancel the render the other
-        # views (and the cache) are waiting for.
-        waiter: Deferred[str] = Deferred()
-        waiters.append(waiter)
-        if start:
-            Deferred.fromCoroutine(self._render_once(key, description, name, version))
-        return await waiter
+        if key not in self._in_flight and (
+                len(self._in_flight) >= self._limits.concurrent + self._limits.waiting):
+            _log.warn("README renderer busy: the description of {name} {version} is"
+                      " shown as plain text for now", name=name, version=version)
+            return plain_description(description.text, self._limits.max_source)
+        return await self._in_flight.run(
+            key, lambda: self._render_once(key, description, name, version))
 
     async def _render_once(self, key: str, description: Description, name: str,
-                           version: str) -> None:
-        result: str | Failure
+                           version: str) -> str:
         try:
             rendered = await self._render(description, name, version)
-            try:
-                await description_store.put_rendered(self._db, key, rendered)
-            except Exception:
-                # The page can still show it; the next view renders it again.
-                _log.failure("could not keep the rendered description of {name} {version}",
-                             name=name, version=version)
-            result = rendered.html
         except Exception:
-            result = Failure()
             _log.failure("rendering the description of {name} {version} went wrong",
-                         result, name=name, version=version)
-        finally:
-            # Only once it is stored: a view arriving now finds it there.
-            waiters = self._in_flight.pop(key)
-        for waiter in waiters:
-            if waiter.called:  # cancelled: that client went away
-                continue
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
+                         name=name, version=version)
+            raise
+        try:
+            # Before the views get it: a view arriving now finds it stored.
+            await description_store.put_rendered(self._db, key, rendered)
+        except Exception:
+            # The page can still show it; the next view renders it again.
+            _log.failure("could not keep the rendered description of {name} {version}",
+                         name=name, version=version)
+        return rendered.html
 
     async def _render(self, description: Description, name: str, version: str
                       ) -> RenderedDescription:

@@ -39,12 +39,28 @@ def limit_resources(memory: int, cpu: int) -> None:
     os.nice(10)
 
 
+# Written as is when memory runs out: under the cap, even printing the
+# traceback can fail half-way (Python then reports that instead), and the
+# daemon logs the worker's last line of stderr as the reason.
+_OUT_OF_MEMORY = b"MemoryError: rendering needed more memory than the worker's cap\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="readme_worker")
     parser.add_argument("--memory", type=int, required=True, help="address space cap, bytes")
     parser.add_argument("--cpu", type=int, required=True, help="CPU time cap, seconds")
     args = parser.parse_args(argv)
     limit_resources(args.memory, args.cpu)
+    try:
+        return _render()
+    except MemoryError:
+        os.write(2, _OUT_OF_MEMORY)
+        # At once: unwinding further, or exiting normally, may need memory too.
+        os._exit(1)
+
+
+def _render() -> int:
+    """Read the request from stdin, write the answer to stdout."""
     request = json.loads(sys.stdin.buffer.read())
     text, content_type = request["text"], request["content_type"]
     if not isinstance(text, str) or not isinstance(content_type, str | None):
@@ -56,5 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Written without allocating: past the cap, even formatting a traceback can
+# fail, and the daemon would log "Exception ignored in sys.unraisablehook".
+_OUT_OF_MEMORY = b"MemoryError: the README needs more memory than the renderer may use\n"
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except MemoryError:
+        os.write(2, _OUT_OF_MEMORY)
+        os._exit(1)
+    sys.exit(status)

@@ -487,7 +487,8 @@ def timed_install(ctx: cmp.Context, tool: str, target: cmp.Target, upstream: Ups
     cmd, env = install_command(ctx, tool, venv, target.simple_url, upstream.top)
     try:
         cpu = server_cpu(target)
-        with cmp.NoiseMeter(str(ctx.work)) as noise:
+        with cmp.profiled(ctx, target, f"install-{label}"), \
+                cmp.NoiseMeter(str(ctx.work)) as noise:
             start = time.perf_counter()
             cmp.run_checked(ctx.pin.client(cmd), timeout=600, env=env)
             seconds = time.perf_counter() - start
@@ -836,6 +837,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=HERE / "results")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temp folder, "
                         "removed at the end)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample pypireg's twistd with py-spy during each install through "
+                             "it, as compare.py --profile does: DIR/install-<tool>-<phase>-"
+                             "….txt and .summary.txt (slows it down; do not compare the "
+                             "figures of such a run)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     args = parser.parse_args(argv)
@@ -847,7 +853,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for s in args.servers:
         if s not in SERVERS:
             parser.error(f"unknown setup {s!r}")
-    args.profile = None  # compare.py's helpers look for it
     return args
 
 
@@ -960,6 +965,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        cmp.ensure_venv(args.cache / "tools", args.pypireg_venv / "bin" / "python", ["py-spy"],
+                        refresh=False)
     work = args.work or Path(tempfile.mkdtemp(prefix="pypireg-proxy-"))
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)  # the embedded PostgreSQL's user and nginx walk down into it

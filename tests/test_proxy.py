@@ -24,6 +24,7 @@ from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.database import Database
 from tests.distributions import wheel_bytes, wheel_filename
 from tests.support.http import Registry, basic, project_with_tokens, start_registry, upload
+from tests.support.waiting import eventually
 
 JSON = {b"Accept": [b"application/vnd.pypi.simple.v1+json"]}
 
@@ -109,8 +110,9 @@ async def test_a_dependency_only_upstream_installs_through_the_one_index(setup: 
 
     code, body = await setup.download(_absolute(setup, "six", entry["url"]))
     assert code == 200 and body == content
-    cached = await cache_store.get_file(setup.proxy.db, sha256)
-    assert cached is not None and cached.upstream == "public" and cached.size == len(content)
+    # Kept once the client has its answer (the blob's fsync, then the row).
+    cached = await eventually(lambda: cache_store.get_file(setup.proxy.db, sha256))
+    assert cached.upstream == "public" and cached.size == len(content)
 
     # PEP 658: the core metadata file too, checked against its advertised hash.
     code, metadata = await setup.download(_absolute(setup, "six", entry["url"]) + ".metadata")
@@ -235,6 +237,8 @@ async def test_an_upstream_404_removes_the_name_and_keeps_its_cached_files(
     code, page, _ = await setup.page("six")
     url = _absolute(setup, "six", page["files"][0]["url"])
     assert (await setup.download(url))[0] == 200
+    await eventually(lambda: cache_store.get_file(setup.proxy.db,
+                                                  hashlib.sha256(content).hexdigest()))
     # The upstream loses the name.
     pub = await project_store.get_project(setup.proxy.db, "pub")
     assert pub is not None
@@ -275,6 +279,7 @@ async def test_eviction_never_removes_the_blob_of_a_local_upload(setup: Setup) -
     _, page, _ = await setup.page("six")
     assert (await setup.download(_absolute(setup, "six", page["files"][0]["url"])))[0] == 200
     sha256 = hashlib.sha256(content).hexdigest()
+    await eventually(lambda: cache_store.get_file(setup.proxy.db, sha256))
     blob = setup.proxy.proxy.files.blobs.path_for(sha256)
     old = time.time() - 3600
     os.utime(blob, (old, old))

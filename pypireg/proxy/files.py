@@ -4,8 +4,9 @@ Proxy layer. The first download of an upstream file opens it upstream and
 sends each chunk on to the client while a temp blob takes the same bytes
 (constant memory: nothing is buffered beyond the chunk in hand). The last
 chunk is held back until the whole file's sha256 matches what the upstream
-page advertised: only then is the blob committed, its row recorded and the
-download completed. A mismatch is logged as an integrity event, is not
+page advertised: only then is the download completed, and then the blob
+committed and its row recorded (a cache entry need not keep the client
+waiting for its fsync). A mismatch is logged as an integrity event, is not
 kept, and the client's connection is aborted short of the Content-Length,
 so no client can take it for a good download.
 
@@ -402,6 +403,14 @@ class Transfer:
             self._files.integrity_failure(upstream, f.filename, f.sha256, digests.sha256)
             sink.abort()
             return
+        # The bytes are good: the client has them now. Keeping them (fsync,
+        # rename, then the row) follows, off its clock: the row still comes
+        # only once the blob is durable, and a crash before that loses a
+        # cache entry the next download fetches again, never a file.
+        if self._held is not None:
+            sink.write(self._held)
+            self._held = None
+        sink.finish()
         try:
             await self._files.blobs.in_thread(self._files.blobs.commit_sync, temp)
             await cache_store.record_file(self._files.db, digests.sha256,
@@ -409,14 +418,9 @@ class Transfer:
                                           filename=f.filename, size=digests.size)
             self._files.observe("fetched", upstream.name)
         except Exception:
-            # The bytes are good, so the client gets them; only caching failed.
             _log.failure("could not keep {filename} from upstream {upstream}",
                          filename=f.filename, upstream=upstream.name)
             await temp.discard()
-        if self._held is not None:
-            sink.write(self._held)
-            self._held = None
-        sink.finish()
 
     def _chunk(self, data: bytes) -> None:
         assert self._temp is not None and self._sink is not None

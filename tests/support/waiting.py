@@ -8,7 +8,7 @@ takes longer but a test never passes or fails because of a sleep's length.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -37,3 +37,14 @@ async def until(predicate: Callable[[], Any], turns: int = MAX_TURNS,
             return
         await next_turn()
     assert predicate(), what() if what is not None else f"not true after {turns} turns"
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], turns: int = MAX_TURNS // 1000
+                     ) -> Any:
+    """*check()*'s first truthy answer, asked once a reactor turn (a database row, say)."""
+    for _ in range(turns):
+        answer = await check()
+        if answer:
+            return answer
+        await next_turn()
+    raise AssertionError(f"not true after {turns} tries")

@@ -511,6 +511,21 @@ def wait_idle(pid: int, name: str, timeout: float = 300.0) -> None:
         log(f"  {name} is still busy after {timeout:.0f} s; going on")
 
 
+def descendants(procs: dict[int, tuple[int, str]], roots: set[int]) -> set[int]:
+    """*roots* and every process below them in *procs* (from processes())."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
 def processes() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, command line) for every process we can see."""
     out: dict[int, tuple[int, str]] = {}
@@ -547,16 +562,7 @@ class NoiseMeter:
     def _foreign(self) -> dict[int, tuple[float, str]]:
         procs = processes()
         roots = {os.getpid()} | {pid for pid, (_, cmd) in procs.items() if self.marker in cmd}
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _) in procs.items():
-            children.setdefault(ppid, []).append(pid)
-        ours: set[int] = set()
-        todo = list(roots)
-        while todo:
-            pid = todo.pop()
-            if pid not in ours:
-                ours.add(pid)
-                todo.extend(children.get(pid, []))
+        ours = descendants(procs, roots)
         return {pid: (cpu_seconds(pid), cmd) for pid, (_, cmd) in procs.items()
                 if pid not in ours}
 

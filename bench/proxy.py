@@ -447,17 +447,7 @@ def server_cpu(target: cmp.Target) -> float:
     marker = str(target.extra.get("storage", "")) or None
     roots = {target.watch_pid} | {pid for pid, (_, cmd) in procs.items()
                                   if marker is not None and marker in cmd}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    seen: set[int] = set()
-    todo = list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(children.get(pid, []))
-    return sum(cmp.cpu_seconds(pid) for pid in seen)
+    return sum(cmp.cpu_seconds(pid) for pid in cmp.descendants(procs, roots))
 
 
 def wait_quiet(ctx: cmp.Context, limit: float) -> None:

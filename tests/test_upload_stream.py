@@ -177,8 +177,8 @@ async def test_chunked_body_over_limit_cut_off(db: Any, tmp_path: Path) -> None:
     assert files_in(tmp_path, "blobs") == []
 
 
-@pytest_twisted.ensureDeferred
-async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> None:
+async def _half_sent_upload(db: Any, tmp_path: Path) -> tuple[Client, bytes]:
+    """A client that sent half of a 300 KiB upload, its temp file begun; the rest."""
     site, project, token = await upload_site(db, tmp_path)
     wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(300 * 1024))
     ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
@@ -187,6 +187,12 @@ async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> 
     await client.wait_for(lambda: client.transport.producerState == "producing")
     client.send(body[: len(body) // 2])
     await client.wait_for(lambda: files_in(tmp_path, "tmp") != [])
+    return client, body[len(body) // 2:]
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_mid_upload_leaves_nothing(db: Any, tmp_path: Path) -> None:
+    client, _ = await _half_sent_upload(db, tmp_path)
     from twisted.internet.error import ConnectionLost
     from twisted.python.failure import Failure
 
@@ -201,20 +207,13 @@ async def test_a_bug_in_the_form_reader_is_500_and_drops_the_temp_file_at_once(
         db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pypireg.http.multipart import FormReader
 
-    site, project, token = await upload_site(db, tmp_path)
-    wheel = wheel_bytes("demo-pkg", "1.0", payload=os.urandom(300 * 1024))
-    ctype, body = upload_form("demo-pkg", "1.0", wheel_filename("demo-pkg", "1.0"), wheel)
-    client = Client(site)
-    client.send(head(project, token, ctype, len(body)))
-    await client.wait_for(lambda: client.transport.producerState == "producing")
-    client.send(body[: len(body) // 2])
-    await client.wait_for(lambda: files_in(tmp_path, "tmp") != [])
+    client, rest = await _half_sent_upload(db, tmp_path)
 
     def broken(self: FormReader, data: bytes) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(FormReader, "feed", broken)
-    client.send(body[len(body) // 2:])
+    client.send(rest)
     assert client.response.startswith(b"HTTP/1.1 500 "), client.response
     # Not only once the connection closes, which a StringTransport never does.
     await client.wait_for(lambda: files_in(tmp_path, "tmp") == [])

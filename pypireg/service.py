@@ -2,7 +2,8 @@
 
 Composition only: every part gets its dependencies through its
 constructor. Stopping runs in reverse: listeners first (in-flight requests
-finish), then the token-use flush, the pool and the embedded PostgreSQL.
+finish), then the token-use and download-count flushes, the pool and the
+embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from twisted.logger import Logger, globalLogPublisher, jsonFileLogObserver
 from twisted.python.failure import Failure
 
 from pypireg.access import Authorizer
+from pypireg.batching import PendingCounts
 from pypireg.config import Config
 from pypireg.http.app import RegistryResource, RouteGroups
 from pypireg.http.errors import ErrorFunnel
@@ -49,6 +51,7 @@ from pypireg.startup import StartupError, data_folder_error, open_database, os_r
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
+from pypireg.storage.downloads import record_downloads
 from pypireg.storage.duplicates import remove_surplus_duplicates
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
@@ -60,7 +63,8 @@ GC_INTERVAL_SECONDS = 3600.0
 # Projects' duplicate cleanup policies are applied to stored files this
 # often (each upload applies its own); see storage/duplicates.py.
 DUPLICATES_INTERVAL_SECONDS = 3600.0
-# Downloads of cached upstream files are recorded (for eviction) this often.
+# Downloads counted in memory (of stored files, and of cached upstream
+# files, for their counts and for eviction) are written this often.
 DOWNLOADS_FLUSH_SECONDS = 60.0
 # Cached upstream files past proxy.max_cache_size are evicted this often.
 EVICTION_INTERVAL_SECONDS = 300.0
@@ -96,16 +100,43 @@ def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
     return ProxyParts(clients, ProxiedIndex(db, pages, files), files)
 
 
+def file_downloads(db: Database) -> PendingCounts[int]:
+    """The downloads of stored files a site counts (per file row), until flushed to *db*."""
+    return PendingCounts(lambda counted: record_downloads(db, counted), "download counts")
+
+
+class DownloadCounts:
+    """Every download count a daemon keeps in memory, flushed together.
+
+    Stored files' counts (per file row), and the proxy's (per cached
+    upstream file, which also records their last download for eviction).
+    """
+
+    def __init__(self, files: PendingCounts[int], proxy: ProxyParts | None) -> None:
+        self.files = files
+        self._proxy = proxy
+
+    async def flush(self) -> None:
+        """Write them all (each in one statement); a failed flush keeps its counts."""
+        await self.files.flush()
+        if self._proxy is not None:
+            await self._proxy.files.flush_downloads()
+
+
 async def build_site(reactor: Any, config: Config, db: Database,
                      changes: ChangeListener | None = None, *,
                      metrics: Metrics | None = None, blobs: BlobStore | None = None,
-                     proxy: ProxyParts | None = None) -> tuple[RegistrySite, Authorizer]:
+                     proxy: ProxyParts | None = None,
+                     downloads: PendingCounts[int] | None = None
+                     ) -> tuple[RegistrySite, Authorizer]:
     """The HTTP site over *db*, with its storage ready; the caller starts the authorizer.
 
     With a started ChangeListener the site caches token checks, index pages
     and file lookups (dropped on every committed change); without, it does
     not cache. The upstream proxy is the caller's (*proxy*, built with the
-    same *metrics* and *blobs*): it has connections to close.
+    same *metrics* and *blobs*): it has connections to close. So are the
+    *downloads* it counts (file_downloads): the caller flushes them;
+    without, stored files' downloads are not counted.
     """
     if blobs is None:
         blobs = BlobStore(reactor, config.storage.path)
@@ -122,7 +153,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         uploads=UploadRoutes(db, blobs, metrics, caches, config.server.base_url),
         simple=SimpleRoutes(db, access, caches, metrics, proxied),
         files=FileRoutes(db, access, blobs, caches, proxied,
-                         proxy.files if proxy is not None else None),
+                         proxy.files if proxy is not None else None, downloads),
         yank=YankRoutes(db, access, caches),
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
@@ -210,6 +241,7 @@ class RegistryService(MultiService):
         self._changes: ChangeListener | None = None
         self._json_observer: Any = None
         self._proxy: ProxyParts | None = None
+        self._downloads: DownloadCounts | None = None
 
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
@@ -228,21 +260,22 @@ class RegistryService(MultiService):
         metrics = Metrics()
         self._proxy = build_proxy(self._reactor, config, self.db, blobs, metrics,
                                   self._changes)
+        downloads = self._downloads = DownloadCounts(file_downloads(self.db), self._proxy)
         try:
             self.site, self._authorizer = await build_site(
                 self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
-                proxy=self._proxy)
+                proxy=self._proxy, downloads=downloads.files)
         except OSError as e:
             # Only the blob store touches the disk here: its folders, its temp files.
             raise data_folder_error(config, e) from e
         self._authorizer.start()
         for job in housekeeping(self._reactor, self.db, blobs, self._changes):
             job.setServiceParent(self)
+        periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, downloads.flush,
+                 "recording downloads").setServiceParent(self)
         if self._proxy is not None:
             fetched = self._proxy.files
             max_cache = config.proxy.max_cache_size
-            periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
-                     "recording downloads").setServiceParent(self)
             periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
                      lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
         for description in config.server.listen:
@@ -321,8 +354,10 @@ class RegistryService(MultiService):
         await super().stopService()  # type: ignore[no-untyped-call]
         if self._authorizer is not None:
             await self._authorizer.stop()
+        if self._downloads is not None:
+            # The listeners are closed: what is counted now is all there is.
+            await self._downloads.flush()
         if self._proxy is not None:
-            await self._proxy.files.flush_downloads()
             await self._proxy.close()
         if self._changes is not None:
             self._changes.stop()

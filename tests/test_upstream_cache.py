@@ -67,7 +67,7 @@ async def test_cached_files_are_kept_by_gc_and_purged_by_name(db: Any) -> None:
     assert {"a" * 64, "b" * 64} <= await referenced_blobs(db)
     stored = await cache.get_file(db, "a" * 64)
     assert stored is not None and stored.size == 11
-    await cache.touch_files(db, ["a" * 64])
+    await cache.touch_files(db, [("a" * 64, 0)])
     assert [f.filename for f in await cache.cached_files(db, "six")] == [
         "six-1.16.0-py2.py3-none-any.whl"]
     assert await cache.purge(db, "six") == 1

@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pypireg.batching import PendingCounts
 from pypireg.config import UpstreamConfig
 from pypireg.domain.errors import BadGateway, GatewayTimeout, NotFound
 from pypireg.domain.simple_pages import UpstreamFile
@@ -92,7 +93,10 @@ class UpstreamFiles:
         self._max_file_size = max_file_size
         self._observe: Observer = observe or (lambda event, upstream: None)
         self._observe_bytes: BytesObserver = observe_bytes or (lambda upstream, n: None)
-        self._touched: set[str] = set()
+        # sha256 → downloads counted since the last flush; 0: touched only
+        # (a HEAD, a metadata fetch), which still marks it recently used.
+        self._touched: PendingCounts[str] = PendingCounts(
+            lambda touched: cache_store.touch_files(db, touched), "downloads of upstream files")
         # Files without an advertised sha256 being hashed, by URL, with
         # the requests waiting for the same answer.
         self._hashing: SingleFlight[str, str | None] = SingleFlight()
@@ -111,8 +115,12 @@ class UpstreamFiles:
             # Evicted (by this daemon or another) since it was remembered.
             self._known.pop(sha256, None)
             return False
-        self._touched.add(sha256)
+        self._touched.add(sha256, 0)
         return True
+
+    def downloaded(self, sha256: str) -> None:
+        """A cached file was sent to a client (a counted download; see FileRoutes)."""
+        self._touched.add(sha256)
 
     def _remember(self, sha256: str) -> None:
         self._known[sha256] = None
@@ -120,9 +128,11 @@ class UpstreamFiles:
             del self._known[next(iter(self._known))]
 
     async def flush_downloads(self) -> None:
-        """Record the downloads since the last flush (least recently downloaded go first)."""
-        touched, self._touched = self._touched, set()
-        await cache_store.touch_files(self._db, sorted(touched))
+        """Record the downloads since the last flush (counts, and the last download time).
+
+        A failed flush is logged and kept for the next one (batching.py).
+        """
+        await self._touched.flush()
 
     async def evict(self, max_bytes: int) -> int:
         """Keep at most *max_bytes* of upstream files, the least recently downloaded go.
@@ -413,9 +423,11 @@ class Transfer:
         sink.finish()
         try:
             await self._files.blobs.in_thread(self._files.blobs.commit_sync, temp)
+            # Its first download counts with its row: there is none to count on before.
             await cache_store.record_file(self._files.db, digests.sha256,
                                           upstream=upstream.name, name=self._name,
-                                          filename=f.filename, size=digests.size)
+                                          filename=f.filename, size=digests.size,
+                                          downloaded=True)
             self._files.observe("fetched", upstream.name)
         except Exception:
             _log.failure("could not keep {filename} from upstream {upstream}",

@@ -30,8 +30,17 @@ T = TypeVar("T")
 RELEASE_ORDERS = ("created_at", "name", "version", "type")
 FILE_ORDERS = ("id", "file_name", "created_at")
 
-_RELEASE_COLUMNS = "v.id, v.package_id, p.name, p.display_name, v.version, v.created_at"
-_FILE_COLUMNS = "f.id, v.id, f.filename, f.size, f.md5, f.sha256, f.uploaded_at"
+# A release's downloads: the sum over its file rows (duplicates included),
+# and the last one (schema/0017).
+_RELEASE_DOWNLOADS = (
+    "SELECT {what} FROM package_files f JOIN file_downloads d ON d.file_id = f.id"
+    " WHERE f.package_id = v.package_id AND f.version = v.version")
+_RELEASE_COLUMNS = (
+    "v.id, v.package_id, p.name, p.display_name, v.version, v.created_at,"
+    f" ({_RELEASE_DOWNLOADS.format(what='coalesce(sum(d.download_count), 0)')}),"
+    f" ({_RELEASE_DOWNLOADS.format(what='max(d.last_downloaded_at)')})")
+_FILE_COLUMNS = ("f.id, v.id, f.filename, f.size, f.md5, f.sha256, f.uploaded_at,"
+                 " coalesce(d.download_count, 0), d.last_downloaded_at")
 # Only releases that have a file are listed (every row has one unless a
 # writer outside this module left it empty).
 _HAS_FILES = ("EXISTS (SELECT 1 FROM package_files f"
@@ -60,6 +69,8 @@ class Release:
     display_name: str
     version: str
     created_at: datetime
+    download_count: int
+    last_downloaded_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class ReleaseFile:
     md5: str
     sha256: str
     uploaded_at: datetime
+    download_count: int
+    last_downloaded_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,7 @@ async def list_release_files(db: Database, project_id: int, release_id: int, *,
     order = _order_by(_FILE_ORDER_SQL[order_by], descending)
     matching = ("FROM package_versions v JOIN packages p ON p.id = v.package_id"
                 " JOIN package_files f ON f.package_id = v.package_id AND f.version = v.version"
+                " LEFT JOIN file_downloads d ON d.file_id = f.id"
                 " WHERE v.id = %s AND p.project_id = %s")
 
     async def body(cur: Cursor) -> Page[ReleaseFile] | None:
@@ -304,6 +318,9 @@ class FileDetail:
     # project token's description ('' if it has none); None if it is gone.
     uploader: str | None
     uploader_kind: str | None
+    # Downloads of this file name in the package: every row of it, so the
+    # downloads of a copy a re-upload replaced still count (schema/0017).
+    downloads: int
 
 
 @dataclass(frozen=True)
@@ -343,7 +360,10 @@ async def package_files(db: Database, project_id: int, name: str) -> list[FileDe
         " v.requires_python, v.summary, v.uploaded_at, v.yanked, v.yanked_reason,"
         " v.uploaded_by_token_id,"
         " CASE t.kind WHEN 'personal' THEN u.username WHEN 'deploy' THEN t.username"
-        "  ELSE t.description END, t.kind"
+        "  ELSE t.description END, t.kind,"
+        " (SELECT coalesce(sum(d.download_count), 0) FROM package_files f"
+        "  JOIN file_downloads d ON d.file_id = f.id"
+        "  WHERE f.package_id = v.package_id AND f.filename = v.filename)"
         " FROM visible v JOIN packages p ON p.id = v.package_id"
         " LEFT JOIN tokens t ON t.id = v.uploaded_by_token_id"
         " LEFT JOIN users u ON u.id = t.user_id"

@@ -19,7 +19,8 @@ from pypireg.storage.database import Database
 PageState = Literal["found", "missing", "pending"]
 _PAGE_COLUMNS = ("upstream, name, state, page, etag, last_modified, last_serial, fetched_at,"
                  " checked_at, error, error_at, fetching_until")
-_FILE_COLUMNS = "sha256, upstream, name, filename, size, metadata_sha256, stored_at"
+_FILE_COLUMNS = ("sha256, upstream, name, filename, size, metadata_sha256, stored_at,"
+                 " download_count")
 _BLOCK_COLUMNS = "id, project_id, name, version, reason, created_at"
 
 
@@ -48,6 +49,8 @@ class CachedFile:
     size: int
     metadata_sha256: str | None
     stored_at: datetime
+    # Downloads of it through every index (schema/0017), as last flushed.
+    download_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,21 +180,36 @@ async def get_file(db: Database, sha256: str) -> CachedFile | None:
 
 
 async def record_file(db: Database, sha256: str, *, upstream: str, name: str, filename: str,
-                      size: int, metadata_sha256: str | None = None) -> None:
-    """A fetched file is in the blob store, verified: keep it."""
+                      size: int, metadata_sha256: str | None = None,
+                      downloaded: bool = False) -> None:
+    """A fetched file is in the blob store, verified: keep it.
+
+    *downloaded*: it was fetched for a download, which counts (the first
+    download of an upstream file is counted here, as its row does not exist
+    before; later ones through `touch_files`).
+    """
     await db.execute(
-        "INSERT INTO upstream_files (sha256, upstream, name, filename, size, metadata_sha256)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO UPDATE"
-        " SET metadata_sha256 = coalesce(EXCLUDED.metadata_sha256,"
-        " upstream_files.metadata_sha256), last_download_at = now()",
-        (sha256, upstream, name, filename, size, metadata_sha256))
+        "INSERT INTO upstream_files AS u (sha256, upstream, name, filename, size,"
+        " metadata_sha256, download_count) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (sha256) DO UPDATE"
+        " SET metadata_sha256 = coalesce(EXCLUDED.metadata_sha256, u.metadata_sha256),"
+        " last_download_at = now(), download_count = u.download_count + EXCLUDED.download_count",
+        (sha256, upstream, name, filename, size, metadata_sha256, int(downloaded)))
 
 
-async def touch_files(db: Database, sha256s: Sequence[str]) -> None:
-    """Downloads since the last flush (batched, for least-recently-downloaded eviction)."""
-    if sha256s:
-        await db.execute("UPDATE upstream_files SET last_download_at = now()"
-                         " WHERE sha256 = ANY(%s)", (list(sha256s),))
+async def touch_files(db: Database, touched: Sequence[tuple[str, int]]) -> None:
+    """Downloads since the last flush: (sha256, downloads counted) pairs, one statement.
+
+    Every file touched is marked just downloaded (for least-recently-downloaded
+    eviction; a HEAD or a metadata fetch touches too, with a count of 0), and
+    its count grows by what this daemon counted (additive: daemons add up).
+    """
+    if touched:
+        await db.execute(
+            "UPDATE upstream_files u SET last_download_at = now(),"
+            " download_count = u.download_count + t.n"
+            " FROM unnest(%s::text[], %s::bigint[]) AS t(sha256, n) WHERE u.sha256 = t.sha256",
+            ([k for k, _ in touched], [n for _, n in touched]))
 
 
 async def cached_files(db: Database, name: str | None = None) -> list[CachedFile]:

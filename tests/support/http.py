@@ -93,8 +93,11 @@ class Registry:
     """An in-process registry over the test database; *port* is None if it does not listen."""
 
     def __init__(self, db: Database, config: Any, site: Any, authorizer: Any,
-                 port: Any = None, proxy: Any = None) -> None:
+                 port: Any = None, proxy: Any = None, downloads: Any = None) -> None:
         self.db = db
+        # The download counts it keeps in memory (service.DownloadCounts):
+        # `await registry.downloads.flush()` writes them, as the daemon's timer does.
+        self.downloads = downloads
         self.config = config
         self.site = site
         self.port = port
@@ -153,7 +156,7 @@ async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 10
     """
     from pypireg.config import parse_config
     from pypireg.http.metrics import Metrics
-    from pypireg.service import build_proxy, build_site
+    from pypireg.service import DownloadCounts, build_proxy, build_site, file_downloads
     from pypireg.storage.blobs import BlobStore
 
     config = parse_config(
@@ -163,10 +166,11 @@ async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 10
     metrics = Metrics()
     blobs = BlobStore(reactor, config.storage.path)
     proxy = build_proxy(reactor, config, db, blobs, metrics, changes)
+    downloads = DownloadCounts(file_downloads(db), proxy)
     site, authorizer = await build_site(reactor, config, db, changes, metrics=metrics,
-                                        blobs=blobs, proxy=proxy)
+                                        blobs=blobs, proxy=proxy, downloads=downloads.files)
     port = reactor.listenTCP(0, site, interface="127.0.0.1") if listen else None
-    return Registry(db, config, site, authorizer, port, proxy)
+    return Registry(db, config, site, authorizer, port, proxy, downloads)
 
 
 async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False

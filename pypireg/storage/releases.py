@@ -37,7 +37,7 @@ _RELEASE_DOWNLOADS = (
     " WHERE f.package_id = v.package_id AND f.version = v.version")
 _RELEASE_COLUMNS = (
     "v.id, v.package_id, p.name, p.display_name, v.version, v.created_at,"
-    f" ({_RELEASE_DOWNLOADS.format(what='coalesce(sum(d.download_count), 0)')}),"
+    f" ({_RELEASE_DOWNLOADS.format(what='coalesce(sum(d.download_count), 0)::bigint')}),"
     f" ({_RELEASE_DOWNLOADS.format(what='max(d.last_downloaded_at)')})")
 _FILE_COLUMNS = ("f.id, v.id, f.filename, f.size, f.md5, f.sha256, f.uploaded_at,"
                  " coalesce(d.download_count, 0), d.last_downloaded_at")
@@ -295,6 +295,8 @@ class ReleaseSummary:
     yanked: bool  # every file of the release is yanked
     file_count: int
     last_upload: datetime
+    # Every file row of the release, replaced copies included (schema/0017).
+    downloads: int
 
 
 @dataclass(frozen=True)
@@ -340,11 +342,17 @@ async def release_summaries(db: Database, projects: Sequence[int], name_contains
     """
     condition = "AND strpos(p.name, %(part)s) > 0" if name_contains else ""
     rows = await db.fetch_all(
-        f"WITH visible AS ({_VISIBLE_FILES.format(condition=condition)})"
+        f"WITH visible AS ({_VISIBLE_FILES.format(condition=condition)}),"
+        " counted AS (SELECT f.package_id, f.filename, sum(d.download_count) AS n"
+        "  FROM file_downloads d JOIN package_files f ON f.id = d.file_id"
+        "  JOIN packages p ON p.id = f.package_id"
+        f"  WHERE p.project_id = ANY(%(projects)s) {condition}"
+        "  GROUP BY f.package_id, f.filename)"
         " SELECT pr.id, pr.path, p.name, min(p.display_name), v.version, bool_and(v.yanked),"
-        " count(*), max(v.uploaded_at)"
+        " count(*), max(v.uploaded_at), coalesce(sum(c.n), 0)::bigint"
         " FROM visible v JOIN packages p ON p.id = v.package_id"
         " JOIN projects pr ON pr.id = p.project_id"
+        " LEFT JOIN counted c ON c.package_id = v.package_id AND c.filename = v.filename"
         " GROUP BY pr.id, pr.path, p.name, v.version"
         ' ORDER BY pr.path COLLATE "C", p.name COLLATE "C", v.version',
         {"projects": list(projects), "part": name_contains},
@@ -361,7 +369,7 @@ async def package_files(db: Database, project_id: int, name: str) -> list[FileDe
         " v.uploaded_by_token_id,"
         " CASE t.kind WHEN 'personal' THEN u.username WHEN 'deploy' THEN t.username"
         "  ELSE t.description END, t.kind,"
-        " (SELECT coalesce(sum(d.download_count), 0) FROM package_files f"
+        " (SELECT coalesce(sum(d.download_count), 0)::bigint FROM package_files f"
         "  JOIN file_downloads d ON d.file_id = f.id"
         "  WHERE f.package_id = v.package_id AND f.filename = v.filename)"
         " FROM visible v JOIN packages p ON p.id = v.package_id"

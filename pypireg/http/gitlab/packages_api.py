@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -222,6 +223,9 @@ def _package(project: str, release: Release) -> dict[str, Any]:
         "package_type": "pypi",
         "status": "default",
         "created_at": gitlab_time(release.created_at),
+        "last_downloaded_at": _time_or_none(release.last_downloaded_at),
+        # Not GitLab's: the downloads of the release's files (duplicates included).
+        "download_count": release.download_count,
         "_links": {"web_path": web_path},
         "pipelines": [],
         "tags": [],
@@ -238,4 +242,11 @@ def _package_file(f: ReleaseFile) -> dict[str, Any]:
         "file_md5": f.md5,
         "file_sha1": None,
         "file_sha256": f.sha256,
+        # Not GitLab's: this file row's downloads, and the last one.
+        "download_count": f.download_count,
+        "last_downloaded_at": _time_or_none(f.last_downloaded_at),
     }
+
+
+def _time_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else gitlab_time(moment)

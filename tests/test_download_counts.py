@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from pypireg.storage import groups as group_store
 from pypireg.storage import packages as package_store
 from pypireg.storage import upstream_cache as cache_store
 from pypireg.storage.database import Database
-from tests.distributions import wheel_bytes, wheel_filename
+from tests.distributions import wheel_bytes, wheel_filename, write
+from tests.support.daemon import running_daemon, twine
 from tests.support.http import Registry, basic, project_with_tokens, start_registry, upload
 from tests.support.upstreams import start_upstream
 from tests.support.waiting import eventually
@@ -358,3 +362,34 @@ async def test_the_packages_api_shows_counts_and_the_last_download(registry: Reg
     [f] = json.loads(body)
     assert f["id"] == s.file_id and f["download_count"] == 2
     assert f["last_downloaded_at"] == package["last_downloaded_at"]
+
+
+@pytest.mark.e2e
+def test_pip_downloads_are_counted_and_the_daemon_writes_them_when_it_stops(
+        tmp_path: Path) -> None:
+    """The real daemon and pip: a stop (SIGTERM) writes the counts the timer has not yet."""
+    with running_daemon("pypireg-e2e-downloads-") as daemon:
+        project_id = daemon.cli("project", "create", "acme").stdout.strip()
+        write_token, read = (
+            daemon.cli("token", "create", "--project", "acme", "--scope", scope
+                       ).stdout.splitlines()[-1] for scope in ("write", "read"))
+        wheel = write(tmp_path, wheel_filename("counted-pkg", "1.0"),
+                      wheel_bytes("counted-pkg", "1.0"))
+        result = twine(daemon, project_id, write_token, wheel)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for attempt in range(2):
+            # pip fetches the PEP 658 metadata file first: that does not count.
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-cache-dir", "--no-deps",
+                 "--disable-pip-version-check", "--index-url",
+                 daemon.index(project_id, read), "-d", str(tmp_path / f"pip-{attempt}"),
+                 "counted-pkg==1.0"], check=True, capture_output=True, timeout=120)
+        daemon.stop()  # within the flush interval: only the stop writes them
+        daemon.start()
+        request = urllib.request.Request(
+            f"{daemon.url}/api/v4/projects/{project_id}/packages",
+            headers={"PRIVATE-TOKEN": read})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            [package] = json.load(resp)
+        assert package["download_count"] == 2, package
+        assert package["last_downloaded_at"] is not None

@@ -48,7 +48,6 @@ class PackageOverview:
     latest: str
     file_count: int
     last_upload: datetime
-    downloads: int = 0
 
 
 def newest_first(versions: Sequence[str]) -> list[str]:
@@ -77,7 +76,6 @@ def summarise(releases: Sequence[ReleaseSummary]) -> list[PackageOverview]:
             latest=latest_version({r.version: r.yanked for r in rows}),
             file_count=sum(r.file_count for r in rows),
             last_upload=max(r.last_upload for r in rows),
-            downloads=sum(r.downloads for r in rows),
         ))
     return overviews
 
@@ -179,7 +177,7 @@ def _package_table(urls: SiteUrls, packages: Sequence[PackageOverview], caption:
     if with_project:
         head.append('<th scope="col">Project</th>')
     head += ['<th scope="col">Latest version</th>', '<th scope="col">Files</th>',
-             '<th scope="col">Downloads</th>', '<th scope="col">Last upload</th>']
+             '<th scope="col">Last upload</th>']
     rows = []
     for p in packages:
         cells = [f'<td data-label="Package"><a href="{_e(urls.package(p.project_path, p.name))}">'
@@ -190,7 +188,6 @@ def _package_table(urls: SiteUrls, packages: Sequence[PackageOverview], caption:
                          "</a></td>")
         cells += [f'<td data-label="Latest version">{_e(p.latest)}</td>',
                   f'<td data-label="Files" class="num">{p.file_count}</td>',
-                  f'<td data-label="Downloads" class="num">{p.downloads}</td>',
                   f'<td data-label="Last upload">{_time(p.last_upload)}</td>']
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<table class="cards packages"><caption class="visually-hidden">{_e(caption)}'

@@ -223,22 +223,24 @@ async def cached_files(db: Database, name: str | None = None) -> list[CachedFile
 
 @dataclass(frozen=True)
 class FileTotals:
-    """How many cached files, of how many bytes (metadata files not counted)."""
+    """How many cached files, of how many bytes (metadata files not counted); their downloads."""
 
     files: int
     bytes: int
+    downloads: int = 0
 
 
 async def file_totals(db: Database, names: Sequence[str] | None = None
                       ) -> dict[tuple[str, str], FileTotals]:
     """The cached files of each (upstream, name), of *names* or of all."""
-    query = "SELECT upstream, name, count(*), coalesce(sum(size), 0) FROM upstream_files"
+    query = ("SELECT upstream, name, count(*), coalesce(sum(size), 0),"
+             " coalesce(sum(download_count), 0) FROM upstream_files")
     params: tuple[Any, ...] = ()
     if names is not None:
         query += " WHERE name = ANY(%s)"
         params = (list(names),)
     rows = await db.fetch_all(query + " GROUP BY upstream, name", params)
-    return {(r[0], r[1]): FileTotals(int(r[2]), int(r[3])) for r in rows}
+    return {(r[0], r[1]): FileTotals(int(r[2]), int(r[3]), int(r[4])) for r in rows}
 
 
 async def cache_totals(db: Database) -> FileTotals:

@@ -322,6 +322,7 @@ class RegistryService(MultiService):
         if self._authorizer is not None:
             await self._authorizer.stop()
         if self._proxy is not None:
+            await self._proxy.files.settled()
             await self._proxy.files.flush_downloads()
             await self._proxy.close()
         if self._changes is not None:

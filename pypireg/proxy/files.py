@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IPushProducer
@@ -75,6 +76,14 @@ class FileSink(Protocol):
         """The download is not good: drop the connection short of its length."""
 
 
+@dataclass(frozen=True)
+class MetadataFile:
+    """A core metadata file to serve: from the blob store, or from memory while it is kept."""
+
+    sha256: str
+    data: bytes | None = None
+
+
 # Counted by the caller's metrics: (event, upstream) and bytes fetched.
 Observer = Callable[[str, str], None]
 BytesObserver = Callable[[str, int], None]
@@ -99,6 +108,11 @@ class UpstreamFiles:
         # Files known to be cached (insertion-ordered, bounded): a warm
         # download checks only that the blob is still there.
         self._known: dict[str, None] = {}
+        # Core metadata files fetched and served, on their way to the blob
+        # store, by sha256; and the fetches in progress.
+        self._keeping_metadata: dict[str, bytes] = {}
+        self._fetching_metadata: SingleFlight[str, bytes] = SingleFlight()
+        self._background: set[Deferred[None]] = set()
 
     async def stored(self, sha256: str) -> bool:
         """Whether the blob of *sha256* is cached (and so served like a local file)."""
@@ -215,8 +229,9 @@ class UpstreamFiles:
         source = self._sources[upstream.name]
         return FetchThrough(self, source, name, f)
 
-    async def metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str:
-        """The sha256 of *f*'s core metadata file, stored here (fetched first if need be).
+    async def metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
+                       ) -> MetadataFile:
+        """*f*'s core metadata file: stored here, or fetched (and kept, after it is served).
 
         Raises:
             NotFound: the page advertises no metadata hash for *f*.
@@ -225,8 +240,17 @@ class UpstreamFiles:
         expected = _metadata_sha256(f)
         if expected is None:
             raise NotFound("No such file.")
-        if await self.stored(expected):
-            return expected
+        if expected not in self._keeping_metadata and await self.stored(expected):
+            return MetadataFile(expected)
+        keeping = self._keeping_metadata.get(expected)
+        if keeping is not None:
+            return MetadataFile(expected, keeping)
+        data = await self._fetching_metadata.run(
+            expected, lambda: self._fetch_metadata(upstream, name, f, expected))
+        return MetadataFile(expected, data)
+
+    async def _fetch_metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile,
+                              expected: str) -> bytes:
         source = self._sources[upstream.name]
         url = f.url + ".metadata"
         try:
@@ -244,11 +268,36 @@ class UpstreamFiles:
             raise BadGateway(f"The upstream index {upstream.name!r} sent a core metadata file"
                              f" for {f.filename!r} that does not match the hash its page"
                              " gives; it was not served. Tell the upstream's operators.")
-        await self._blobs.store_bytes(data)
-        await cache_store.record_file(self._db, expected, upstream=upstream.name, name=name,
-                                      filename=f"{f.filename}.metadata", size=len(data))
-        self._observe("fetched", upstream.name)
-        return expected
+        # Served now, made durable and recorded after (a resolver need not
+        # wait for an fsync); requests meanwhile get these bytes.
+        self._keeping_metadata[expected] = data
+        self._keep(self._keep_metadata(upstream, name, f, expected, data))
+        return data
+
+    async def _keep_metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile,
+                             sha256: str, data: bytes) -> None:
+        try:
+            await self._blobs.store_bytes(data)
+            await cache_store.record_file(self._db, sha256, upstream=upstream.name, name=name,
+                                          filename=f"{f.filename}.metadata", size=len(data))
+            self._remember(sha256)
+            self._observe("fetched", upstream.name)
+        except Exception:
+            _log.failure("could not keep {filename}.metadata from upstream {upstream}",
+                         filename=f.filename, upstream=upstream.name)
+        finally:
+            self._keeping_metadata.pop(sha256, None)
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run *work* in the background; settled() waits for it."""
+        d = Deferred.fromCoroutine(work)
+        self._background.add(d)
+        d.addBoth(lambda _: self._background.discard(d))
+
+    async def settled(self) -> None:
+        """Wait for background work (files being kept) to end: for shutdown and tests."""
+        while self._background:
+            await gatherResults(list(self._background), consumeErrors=True)
 
     def integrity_failure(self, upstream: UpstreamConfig, filename: str, expected: str,
                           actual: str) -> None:

@@ -74,9 +74,23 @@ class NameRules:
     name_blocked: bool
     # Release keys (pypireg_release_key) hidden in a project of the index.
     blocked_versions: frozenset[str]
+    # The index's own upstream list, when asked for; None: every configured one.
+    index_upstreams: tuple[str, ...] | None = None
 
 
-async def name_rules(db: Database, project_ids: Sequence[int], name: str) -> NameRules:
+async def name_rules(db: Database, project_ids: Sequence[int], name: str, *,
+                     project_id: int | None = None, group_id: int | None = None) -> NameRules:
+    """The rules for *name* in the index of *project_ids*.
+
+    With *project_id* or *group_id*, the same query also reads that
+    index's own upstream list (NameRules.index_upstreams).
+    """
+    if project_id is not None or group_id is not None:
+        assert (project_id is None) != (group_id is None)
+        table = "projects" if project_id is not None else "groups"
+        chosen = f"(SELECT upstreams FROM {table} WHERE id = %(i)s)"
+    else:
+        chosen = "NULL::text[]"
     row = await db.fetch_one(
         "SELECT EXISTS (SELECT 1 FROM name_origins WHERE project_id = ANY(%(p)s)"
         "               AND name = %(n)s AND origin = 'local'),"
@@ -85,12 +99,15 @@ async def name_rules(db: Database, project_ids: Sequence[int], name: str) -> Nam
         " EXISTS (SELECT 1 FROM namespaces WHERE %(n)s = prefix"
         "         OR starts_with(%(n)s, prefix || '-')),"
         " ARRAY(SELECT coalesce(pypireg_release_key(version), '') FROM upstream_blocks"
-        "       WHERE project_id = ANY(%(p)s) AND name = %(n)s)",
-        {"p": list(project_ids), "n": name})
+        "       WHERE project_id = ANY(%(p)s) AND name = %(n)s),"
+        f" {chosen}",
+        {"p": list(project_ids), "n": name,
+         "i": project_id if project_id is not None else group_id})
     assert row is not None
     keys = frozenset(row[3])
     return NameRules(local=row[0], upstream=row[1], namespaced=row[2],
-                     name_blocked="" in keys, blocked_versions=keys - {""})
+                     name_blocked="" in keys, blocked_versions=keys - {""},
+                     index_upstreams=None if row[4] is None else tuple(row[4]))
 
 
 async def get_page(db: Database, upstream: str, name: str) -> CachedPage | None:

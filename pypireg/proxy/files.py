@@ -116,19 +116,21 @@ class UpstreamFiles:
 
     async def stored(self, sha256: str) -> bool:
         """Whether the blob of *sha256* is cached (and so served like a local file)."""
+        # A stat, in the reactor thread as the file body's own open and fstat
+        # are; no blob, no need to ask the database (a first fetch).
+        if not os.path.isfile(self._blobs.path_for(sha256)):
+            # Never fetched, or evicted (by this daemon or another).
+            self._known.pop(sha256, None)
+            return False
         if sha256 not in self._known:
             if await cache_store.get_file(self._db, sha256) is None:
                 return False
-            self._remember(sha256)
-        # A stat, in the reactor thread as the file body's own open and fstat are.
-        if not os.path.isfile(self._blobs.path_for(sha256)):
-            # Evicted (by this daemon or another) since it was remembered.
-            self._known.pop(sha256, None)
-            return False
+            self.remember(sha256)
         self._touched.add(sha256)
         return True
 
-    def _remember(self, sha256: str) -> None:
+    def remember(self, sha256: str) -> None:
+        """*sha256* is cached (its row recorded): a download need not ask the database."""
         self._known[sha256] = None
         if len(self._known) > KNOWN_FILES:
             del self._known[next(iter(self._known))]
@@ -280,7 +282,7 @@ class UpstreamFiles:
             await self._blobs.store_bytes(data)
             await cache_store.record_file(self._db, sha256, upstream=upstream.name, name=name,
                                           filename=f"{f.filename}.metadata", size=len(data))
-            self._remember(sha256)
+            self.remember(sha256)
             self._observe("fetched", upstream.name)
         except Exception:
             _log.failure("could not keep {filename}.metadata from upstream {upstream}",
@@ -465,6 +467,7 @@ class Transfer:
             await cache_store.record_file(self._files.db, digests.sha256,
                                           upstream=upstream.name, name=self._name,
                                           filename=f.filename, size=digests.size)
+            self._files.remember(digests.sha256)
             self._files.observe("fetched", upstream.name)
         except Exception:
             _log.failure("could not keep {filename} from upstream {upstream}",

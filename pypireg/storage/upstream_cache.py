@@ -22,6 +22,13 @@ _PAGE_COLUMNS = ("upstream, name, state, page, etag, last_modified, last_serial,
 _FILE_COLUMNS = "sha256, upstream, name, filename, size, metadata_sha256, stored_at"
 _BLOCK_COLUMNS = "id, project_id, name, version, reason, created_at"
 
+# The upstream cache holds copies: a crash that loses its last writes costs
+# a refetch, never a file (a row still follows its blob's fsync, and a blob
+# whose row was lost is collected as garbage). So its writes commit without
+# waiting for the WAL flush, which a cold install would otherwise wait for
+# on nearly every request. Never for what only the registry holds.
+_COPY = "SET LOCAL synchronous_commit TO OFF; "
+
 
 @dataclass(frozen=True)
 class CachedPage:
@@ -123,7 +130,8 @@ async def take_fetch_lease(db: Database, upstream: str, name: str, seconds: floa
     The lease ends by itself after *seconds* (a daemon that died mid-fetch).
     """
     row = await db.fetch_one(
-        "INSERT INTO upstream_pages AS u (upstream, name, state, checked_at, fetching_until)"
+        _COPY + "INSERT INTO upstream_pages AS u"
+        " (upstream, name, state, checked_at, fetching_until)"
         " VALUES (%s, %s, 'pending', '-infinity', now() + %s * interval '1 second')"
         " ON CONFLICT (upstream, name) DO UPDATE"
         " SET fetching_until = now() + %s * interval '1 second'"
@@ -136,29 +144,29 @@ async def store_fetched(db: Database, upstream: str, name: str, page: dict[str, 
                         etag: str | None, last_modified: str | None, last_serial: int | None
                         ) -> None:
     await db.execute(
-        "UPDATE upstream_pages SET state = 'found', page = %s, etag = %s, last_modified = %s,"
-        " last_serial = %s, fetched_at = now(), checked_at = now(), error = NULL,"
-        " error_at = NULL, fetching_until = NULL WHERE upstream = %s AND name = %s",
+        _COPY + "UPDATE upstream_pages SET state = 'found', page = %s, etag = %s,"
+        " last_modified = %s, last_serial = %s, fetched_at = now(), checked_at = now(),"
+        " error = NULL, error_at = NULL, fetching_until = NULL WHERE upstream = %s AND name = %s",
         (Json(page), etag, last_modified, last_serial, upstream, name))
 
 
 async def store_not_modified(db: Database, upstream: str, name: str) -> None:
     await db.execute(
-        "UPDATE upstream_pages SET checked_at = now(), error = NULL, error_at = NULL,"
+        _COPY + "UPDATE upstream_pages SET checked_at = now(), error = NULL, error_at = NULL,"
         " fetching_until = NULL WHERE upstream = %s AND name = %s", (upstream, name))
 
 
 async def store_missing(db: Database, upstream: str, name: str) -> None:
     """The upstream answered 404: the name is left off (its cached files stay)."""
     await db.execute(
-        "UPDATE upstream_pages SET state = 'missing', page = NULL, etag = NULL,"
+        _COPY + "UPDATE upstream_pages SET state = 'missing', page = NULL, etag = NULL,"
         " last_modified = NULL, checked_at = now(), error = NULL, error_at = NULL,"
         " fetching_until = NULL WHERE upstream = %s AND name = %s", (upstream, name))
 
 
 async def store_error(db: Database, upstream: str, name: str, error: str) -> None:
     await db.execute(
-        "UPDATE upstream_pages SET error = %s, error_at = now(), fetching_until = NULL"
+        _COPY + "UPDATE upstream_pages SET error = %s, error_at = now(), fetching_until = NULL"
         " WHERE upstream = %s AND name = %s", (error[:500], upstream, name))
 
 
@@ -197,7 +205,8 @@ async def record_file(db: Database, sha256: str, *, upstream: str, name: str, fi
                       size: int, metadata_sha256: str | None = None) -> None:
     """A fetched file is in the blob store, verified: keep it."""
     await db.execute(
-        "INSERT INTO upstream_files (sha256, upstream, name, filename, size, metadata_sha256)"
+        _COPY + "INSERT INTO upstream_files"
+        " (sha256, upstream, name, filename, size, metadata_sha256)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO UPDATE"
         " SET metadata_sha256 = coalesce(EXCLUDED.metadata_sha256,"
         " upstream_files.metadata_sha256), last_download_at = now()",
@@ -269,7 +278,7 @@ async def known_hashes(db: Database, upstream: str, urls: Sequence[str]) -> dict
 
 
 async def record_hash(db: Database, upstream: str, url: str, sha256: str, size: int) -> None:
-    await db.execute("INSERT INTO upstream_hashes (upstream, url, sha256, size)"
+    await db.execute(_COPY + "INSERT INTO upstream_hashes (upstream, url, sha256, size)"
                      " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                      (upstream, url, sha256, size))
 

@@ -89,7 +89,7 @@ def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
         # A page fetched, refreshed or purged by any daemon or the CLI.
         changes.subscribe(lambda table: pages.forget_all()
                           if table in ("upstream_pages", "*") else None)
-    files = UpstreamFiles(db, blobs, {c.name: c for c in clients},
+    files = UpstreamFiles(db, blobs, {c.name: c for c in clients}, clock=reactor,
                           max_file_size=config.proxy.max_cache_size,
                           observe=metrics.upstream_event,
                           observe_bytes=metrics.upstream_fetched)

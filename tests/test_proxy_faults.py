@@ -523,6 +523,9 @@ async def test_files_listed_without_a_sha256_are_hashed_before_they_are_listed(
     code, page, _ = await proxy.page("nohash")
     assert [f["hashes"]["sha256"] for f in page["files"]] == [sha256]
     assert proxy.upstream.hits(f"/files/{old}") == 1
+    # The file that failed its md5 is not fetched again on every page request.
+    assert proxy.upstream.hits(f"/files/{new}") == 1
+    assert _events(proxy.registry, "integrity") == 1
 
 
 @pytest_twisted.ensureDeferred

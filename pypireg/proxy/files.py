@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -49,6 +49,13 @@ HASHED_PER_REQUEST = 10
 KNOWN_FILES = 100_000
 # A core metadata file is a few KiB; anything far larger is not one.
 MAX_METADATA_BYTES = 8 * 1024 * 1024
+# A file without a sha256 that could not be hashed is not fetched again for
+# this long: after its bytes failed the md5 its page gives (they will again,
+# and each page request would fetch it), or after the upstream failed.
+REFUSED_SECONDS = 3600.0
+FAILED_SECONDS = 10.0
+# How many such files a daemon remembers.
+REFUSED_FILES = 10_000
 
 
 class FileSource(Protocol):
@@ -93,9 +100,10 @@ class UpstreamFiles:
     """Upstream files in the blob store: which are there, and fetching the others."""
 
     def __init__(self, db: Database, blobs: BlobStore, sources: Mapping[str, FileSource],
-                 *, max_file_size: int, observe: Observer | None = None,
+                 *, clock: IReactorTime, max_file_size: int, observe: Observer | None = None,
                  observe_bytes: BytesObserver | None = None) -> None:
         self._db = db
+        self._clock = clock
         self._blobs = blobs
         self._sources = sources
         self._max_file_size = max_file_size
@@ -105,6 +113,8 @@ class UpstreamFiles:
         # Files without an advertised sha256 being hashed, by URL, with
         # the requests waiting for the same answer.
         self._hashing: SingleFlight[str, str | None] = SingleFlight()
+        # Those not to fetch again before a time (clock seconds), by URL.
+        self._refused: dict[str, float] = {}
         # Files known to be cached (insertion-ordered, bounded): a warm
         # download checks only that the blob is still there.
         self._known: dict[str, None] = {}
@@ -165,7 +175,9 @@ class UpstreamFiles:
         fetched per call; the rest are left off until a later request.
         """
         known = await cache_store.known_hashes(self._db, upstream.name, [f.url for f in files])
-        missing = sorted((f for f in files if f.url not in known),
+        now = self._clock.seconds()
+        missing = sorted((f for f in files
+                          if f.url not in known and self._refused.get(f.url, 0.0) <= now),
                          key=lambda f: version_key(f.version), reverse=True)
         fetches = [Deferred.fromCoroutine(self._hash_once(upstream, name, f))
                    for f in missing[:HASHED_PER_REQUEST]]
@@ -181,11 +193,22 @@ class UpstreamFiles:
     async def _hash_logged(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
                            ) -> str | None:
         try:
-            return await self._hash(upstream, name, f)
+            sha256 = await self._hash(upstream, name, f)
         except Exception:
             _log.failure("hashing {url} from upstream {upstream} failed", url=f.url,
                          upstream=upstream.name)
-            return None
+            sha256 = None
+        if sha256 is None:
+            self._refuse(f.url, FAILED_SECONDS)
+        return sha256
+
+    def _refuse(self, url: str, seconds: float) -> None:
+        now = self._clock.seconds()
+        if len(self._refused) >= REFUSED_FILES:
+            self._refused = {u: t for u, t in self._refused.items() if t > now}
+            if len(self._refused) >= REFUSED_FILES:
+                del self._refused[next(iter(self._refused))]
+        self._refused[url] = max(self._refused.get(url, 0.0), now + seconds)
 
     async def _hash(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str | None:
         source = self._sources[upstream.name]
@@ -218,6 +241,7 @@ class UpstreamFiles:
             await temp.discard()
             self.integrity_failure(upstream, f.filename, f"md5 {advertised}",
                                    f"md5 {digests.md5}")
+            self._refuse(f.url, REFUSED_SECONDS)
             return None
         await self._blobs.in_thread(self._blobs.commit_sync, temp)
         await cache_store.record_file(self._db, digests.sha256, upstream=upstream.name,

@@ -93,7 +93,7 @@ def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
         # A page fetched, refreshed or purged by any daemon or the CLI.
         changes.subscribe(lambda table: pages.forget_all()
                           if table in ("upstream_pages", "*") else None)
-    files = UpstreamFiles(db, blobs, {c.name: c for c in clients},
+    files = UpstreamFiles(db, blobs, {c.name: c for c in clients}, clock=reactor,
                           max_file_size=config.proxy.max_cache_size,
                           observe=metrics.upstream_event,
                           observe_bytes=metrics.upstream_fetched)
@@ -354,6 +354,9 @@ class RegistryService(MultiService):
         await super().stopService()  # type: ignore[no-untyped-call]
         if self._authorizer is not None:
             await self._authorizer.stop()
+        if self._proxy is not None:
+            # Files fetched through, still being kept: their rows first.
+            await self._proxy.files.settled()
         if self._downloads is not None:
             # The listeners are closed: what is counted now is all there is.
             await self._downloads.flush()

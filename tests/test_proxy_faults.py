@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -522,6 +523,9 @@ async def test_files_listed_without_a_sha256_are_hashed_before_they_are_listed(
     code, page, _ = await proxy.page("nohash")
     assert [f["hashes"]["sha256"] for f in page["files"]] == [sha256]
     assert proxy.upstream.hits(f"/files/{old}") == 1
+    # The file that failed its md5 is not fetched again on every page request.
+    assert proxy.upstream.hits(f"/files/{new}") == 1
+    assert _events(proxy.registry, "integrity") == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -542,3 +546,44 @@ async def test_a_client_going_away_does_not_fail_the_others_waiting_for_the_same
     assert resp.code == 200
     assert len(json.loads(await resp.content())["files"]) == 1
     assert proxy.upstream.hits("/simple/six/") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_metadata_file_is_served_before_it_is_stored(proxy: Proxy) -> None:
+    content = wheel_bytes("meta", "1.0")
+    filename = wheel_filename("meta", "1.0")
+    metadata = b"Metadata-Version: 2.1\nName: meta\nVersion: 1.0\n"
+    proxy.upstream.serve(f"/files/{filename}.metadata", Page(metadata, "text/plain"))
+    body = json.loads(json_page("meta", [Link(filename, f"../../files/{filename}",
+                                              hashlib.sha256(content).hexdigest())]))
+    metadata_sha256 = hashlib.sha256(metadata).hexdigest()
+    body["files"][0]["core-metadata"] = {"sha256": metadata_sha256}
+    proxy.upstream.serve("/simple/meta/", Page(json.dumps(body).encode()))
+    code, page, _ = await proxy.page("meta")
+    assert code == 200
+    url = proxy.file_url("meta", page["files"][0]) + ".metadata"
+    # The blob store is slow: its fsync has not returned yet.
+    fetched = proxy.registry.proxy.files
+    disk_done: Deferred[None] = Deferred()
+    real_store = fetched.blobs.store_bytes
+
+    async def slow_store(data: bytes) -> str:
+        await disk_done
+        return await real_store(data)
+
+    fetched.blobs.store_bytes = slow_store
+    try:
+        for _ in range(2):  # the second from memory, the upstream asked once
+            resp = await treq.get(url, headers=basic(proxy.read))
+            assert resp.code == 200 and await resp.content() == metadata
+            assert resp.headers.getRawHeaders(b"ETag") == [f'"{metadata_sha256}"'.encode()]
+        assert [s.path for s in proxy.upstream.seen].count(f"/files/{filename}.metadata") == 1
+        assert await cache_store.get_file(proxy.registry.db, metadata_sha256) is None
+        disk_done.callback(None)
+        await fetched.settled()
+    finally:
+        fetched.blobs.store_bytes = real_store
+    assert await cache_store.get_file(proxy.registry.db, metadata_sha256) is not None
+    resp = await treq.get(url, headers=basic(proxy.read))
+    assert resp.code == 200 and await resp.content() == metadata
+    assert [s.path for s in proxy.upstream.seen].count(f"/files/{filename}.metadata") == 1

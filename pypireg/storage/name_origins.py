@@ -104,13 +104,17 @@ async def claim_name(db: Database, project_id: int, name: str) -> NameOrigin:
 async def record_upstream_origin(db: Database, project_id: int, name: str, upstream: str
                                  ) -> NameOrigin:
     """The first time *name* is served from *upstream*: fix that origin (unless one exists)."""
-    await db.execute(
-        "INSERT INTO name_origins (project_id, name, origin, upstream, reason)"
-        " VALUES (%s, %s, 'upstream', %s, 'proxied') ON CONFLICT DO NOTHING",
-        (project_id, name, upstream))
-    found = await get_origin(db, project_id, name)
-    assert found is not None
-    return found
+    # One round trip: the outer SELECT sees the table as it was before the
+    # INSERT, so it is the row just made, else the one that was there.
+    row = await db.fetch_one(
+        "WITH made AS (INSERT INTO name_origins (project_id, name, origin, upstream, reason)"
+        "  VALUES (%(p)s, %(n)s, 'upstream', %(u)s, 'proxied') ON CONFLICT DO NOTHING"
+        f"  RETURNING {_ORIGIN_COLUMNS})"
+        f" SELECT {_ORIGIN_COLUMNS} FROM made UNION ALL"
+        f" SELECT {_ORIGIN_COLUMNS} FROM name_origins WHERE project_id = %(p)s AND name = %(n)s",
+        {"p": project_id, "n": name, "u": upstream})
+    assert row is not None
+    return _origin(row)
 
 
 async def foreign_namespace(db: Database, project_id: int, name: str) -> str | None:

@@ -23,6 +23,13 @@ _FILE_COLUMNS = ("sha256, upstream, name, filename, size, metadata_sha256, store
                  " download_count")
 _BLOCK_COLUMNS = "id, project_id, name, version, reason, created_at"
 
+# The upstream cache holds copies: a crash that loses its last writes costs
+# a refetch, never a file (a row still follows its blob's fsync, and a blob
+# whose row was lost is collected as garbage). So its writes commit without
+# waiting for the WAL flush, which a cold install would otherwise wait for
+# on nearly every request. Never for what only the registry holds.
+_COPY = "SET LOCAL synchronous_commit TO OFF; "
+
 
 @dataclass(frozen=True)
 class CachedPage:
@@ -77,9 +84,23 @@ class NameRules:
     name_blocked: bool
     # Release keys (pypireg_release_key) hidden in a project of the index.
     blocked_versions: frozenset[str]
+    # The index's own upstream list, when asked for; None: every configured one.
+    index_upstreams: tuple[str, ...] | None = None
 
 
-async def name_rules(db: Database, project_ids: Sequence[int], name: str) -> NameRules:
+async def name_rules(db: Database, project_ids: Sequence[int], name: str, *,
+                     project_id: int | None = None, group_id: int | None = None) -> NameRules:
+    """The rules for *name* in the index of *project_ids*.
+
+    With *project_id* or *group_id*, the same query also reads that
+    index's own upstream list (NameRules.index_upstreams).
+    """
+    if project_id is not None or group_id is not None:
+        assert (project_id is None) != (group_id is None)
+        table = "projects" if project_id is not None else "groups"
+        chosen = f"(SELECT upstreams FROM {table} WHERE id = %(i)s)"
+    else:
+        chosen = "NULL::text[]"
     row = await db.fetch_one(
         "SELECT EXISTS (SELECT 1 FROM name_origins WHERE project_id = ANY(%(p)s)"
         "               AND name = %(n)s AND origin = 'local'),"
@@ -88,12 +109,15 @@ async def name_rules(db: Database, project_ids: Sequence[int], name: str) -> Nam
         " EXISTS (SELECT 1 FROM namespaces WHERE %(n)s = prefix"
         "         OR starts_with(%(n)s, prefix || '-')),"
         " ARRAY(SELECT coalesce(pypireg_release_key(version), '') FROM upstream_blocks"
-        "       WHERE project_id = ANY(%(p)s) AND name = %(n)s)",
-        {"p": list(project_ids), "n": name})
+        "       WHERE project_id = ANY(%(p)s) AND name = %(n)s),"
+        f" {chosen}",
+        {"p": list(project_ids), "n": name,
+         "i": project_id if project_id is not None else group_id})
     assert row is not None
     keys = frozenset(row[3])
     return NameRules(local=row[0], upstream=row[1], namespaced=row[2],
-                     name_blocked="" in keys, blocked_versions=keys - {""})
+                     name_blocked="" in keys, blocked_versions=keys - {""},
+                     index_upstreams=None if row[4] is None else tuple(row[4]))
 
 
 async def get_page(db: Database, upstream: str, name: str) -> CachedPage | None:
@@ -109,7 +133,8 @@ async def take_fetch_lease(db: Database, upstream: str, name: str, seconds: floa
     The lease ends by itself after *seconds* (a daemon that died mid-fetch).
     """
     row = await db.fetch_one(
-        "INSERT INTO upstream_pages AS u (upstream, name, state, checked_at, fetching_until)"
+        _COPY + "INSERT INTO upstream_pages AS u"
+        " (upstream, name, state, checked_at, fetching_until)"
         " VALUES (%s, %s, 'pending', '-infinity', now() + %s * interval '1 second')"
         " ON CONFLICT (upstream, name) DO UPDATE"
         " SET fetching_until = now() + %s * interval '1 second'"
@@ -122,29 +147,29 @@ async def store_fetched(db: Database, upstream: str, name: str, page: dict[str, 
                         etag: str | None, last_modified: str | None, last_serial: int | None
                         ) -> None:
     await db.execute(
-        "UPDATE upstream_pages SET state = 'found', page = %s, etag = %s, last_modified = %s,"
-        " last_serial = %s, fetched_at = now(), checked_at = now(), error = NULL,"
-        " error_at = NULL, fetching_until = NULL WHERE upstream = %s AND name = %s",
+        _COPY + "UPDATE upstream_pages SET state = 'found', page = %s, etag = %s,"
+        " last_modified = %s, last_serial = %s, fetched_at = now(), checked_at = now(),"
+        " error = NULL, error_at = NULL, fetching_until = NULL WHERE upstream = %s AND name = %s",
         (Json(page), etag, last_modified, last_serial, upstream, name))
 
 
 async def store_not_modified(db: Database, upstream: str, name: str) -> None:
     await db.execute(
-        "UPDATE upstream_pages SET checked_at = now(), error = NULL, error_at = NULL,"
+        _COPY + "UPDATE upstream_pages SET checked_at = now(), error = NULL, error_at = NULL,"
         " fetching_until = NULL WHERE upstream = %s AND name = %s", (upstream, name))
 
 
 async def store_missing(db: Database, upstream: str, name: str) -> None:
     """The upstream answered 404: the name is left off (its cached files stay)."""
     await db.execute(
-        "UPDATE upstream_pages SET state = 'missing', page = NULL, etag = NULL,"
+        _COPY + "UPDATE upstream_pages SET state = 'missing', page = NULL, etag = NULL,"
         " last_modified = NULL, checked_at = now(), error = NULL, error_at = NULL,"
         " fetching_until = NULL WHERE upstream = %s AND name = %s", (upstream, name))
 
 
 async def store_error(db: Database, upstream: str, name: str, error: str) -> None:
     await db.execute(
-        "UPDATE upstream_pages SET error = %s, error_at = now(), fetching_until = NULL"
+        _COPY + "UPDATE upstream_pages SET error = %s, error_at = now(), fetching_until = NULL"
         " WHERE upstream = %s AND name = %s", (error[:500], upstream, name))
 
 
@@ -189,7 +214,7 @@ async def record_file(db: Database, sha256: str, *, upstream: str, name: str, fi
     before; later ones through `touch_files`).
     """
     await db.execute(
-        "INSERT INTO upstream_files AS u (sha256, upstream, name, filename, size,"
+        _COPY + "INSERT INTO upstream_files AS u (sha256, upstream, name, filename, size,"
         " metadata_sha256, download_count) VALUES (%s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (sha256) DO UPDATE"
         " SET metadata_sha256 = coalesce(EXCLUDED.metadata_sha256, u.metadata_sha256),"
@@ -272,7 +297,7 @@ async def known_hashes(db: Database, upstream: str, urls: Sequence[str]) -> dict
 
 
 async def record_hash(db: Database, upstream: str, url: str, sha256: str, size: int) -> None:
-    await db.execute("INSERT INTO upstream_hashes (upstream, url, sha256, size)"
+    await db.execute(_COPY + "INSERT INTO upstream_hashes (upstream, url, sha256, size)"
                      " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                      (upstream, url, sha256, size))
 

@@ -137,8 +137,15 @@ class FileRoutes:
         upstream, listed, name = found
         visibility = b"public" if scope.public else b"private"
         if want_metadata:
-            metadata_sha256 = await self._fetched.metadata(upstream, name, listed)
-            return self._immutable(request, visibility, metadata_sha256, _METADATA_TYPE)
+            metadata = await self._fetched.metadata(upstream, name, listed)
+            if metadata.data is None:
+                return self._immutable(request, visibility, metadata.sha256, _METADATA_TYPE)
+            # Fetched just now and still being stored: served from memory.
+            request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
+            if not_modified(request, f'"{metadata.sha256}"'.encode()):
+                return b""
+            request.setHeader(b"Content-Type", _METADATA_TYPE)
+            return metadata.data
         if await self._fetched.stored(sha256):
             return self._download(request, scope, sha256, filename)
         if request.method == b"HEAD":

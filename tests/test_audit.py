@@ -636,3 +636,39 @@ def test_since_reads_durations_dates_and_times() -> None:
     assert parse_since("2026-12-01T08:00:00Z", now) == datetime(2026, 12, 1, 8, tzinfo=UTC)
     with pytest.raises(ValueError):
         parse_since("last week", now)
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.e2e
+def test_the_real_daemon_twine_and_command_and_api(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.support.daemon import running_daemon, twine
+
+    wheel = tmp_path / WHEEL
+    wheel.write_bytes(wheel_bytes("demo-pkg", "1.0"))
+    with running_daemon("pypireg-audit-") as daemon:
+        daemon.cli("project", "create", "acme/tools")
+        created = daemon.cli("token", "create", "--project", "acme/tools", "--scope", "write")
+        token_id, secret = int(created.stdout.split()[3]), created.stdout.splitlines()[-1]
+        result = twine(daemon, "acme%2Ftools", secret, wheel)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+        listed = json.loads(daemon.cli("audit", "--project", "acme/tools", "--json").stdout)
+        assert [e["action"] for e in listed] == ["package_file.upload", "token.create",
+                                                 "project.create"]
+        uploaded = listed[0]
+        assert uploaded["actor"]["token_id"] == token_id
+        assert uploaded["client_address"] == "127.0.0.1"
+        assert uploaded["details"]["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+        request = urllib.request.Request(
+            f"{daemon.url}/api/v4/projects/acme%2Ftools/audit_events",
+            headers={"PRIVATE-TOKEN": secret})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            body = resp.read().decode()
+            assert resp.headers["X-Total"] == "3"
+        assert [e["id"] for e in json.loads(body)] == [e["id"] for e in listed]
+        assert secret not in body and secret not in json.dumps(listed)

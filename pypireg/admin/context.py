@@ -82,7 +82,7 @@ def admin_actor() -> Actor:
         user = getpass.getuser()
     except (OSError, KeyError):  # no login name and no passwd entry (some containers)
         user = None
-    return Actor("admin", name=user)
+    return Actor.admin(user)
 
 
 Handler: TypeAlias = Callable[[CommandContext, argparse.Namespace], Awaitable[str]]

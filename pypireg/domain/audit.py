@@ -92,7 +92,8 @@ class Actor:
     client: str | None = None
 
     @staticmethod
-    def admin(os_user: str) -> Actor:
+    def admin(os_user: str | None) -> Actor:
+        """The admin command, run by *os_user* (None if the OS cannot say)."""
         return Actor("admin", name=os_user)
 
     @property

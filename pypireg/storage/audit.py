@@ -99,12 +99,6 @@ async def audited(db: Database, actor: Actor | None, change: Callable[[Cursor], 
     return await db.run_interaction(body)
 
 
-async def record(db: Database, actor: Actor | None, events: Event | Sequence[Event]) -> None:
-    """Write events on their own: for a change that is not a transaction of ours."""
-    if actor is not None:
-        await db.run_interaction(lambda cur: insert_events(cur, actor, _as_list(events)))
-
-
 async def fetch_one(cur: Cursor, query: str, params: Sequence[Any] | dict[str, Any] = ()
                     ) -> tuple[Any, ...] | None:
     """One row of *query* in a transaction (the cursor's fetch_one)."""

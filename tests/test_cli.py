@@ -143,3 +143,16 @@ def test_the_command_does_not_import_the_daemons_http_code() -> None:
     heavy = ("pypireg.http", "pypireg.proxy", "pypireg.ingest", "pypireg.upstream",
              "pypireg.service", "klein", "werkzeug", "treq", "pkginfo", "tqdm")
     assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy)] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_audit_takes_its_options_anywhere_and_checks_them(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    before = json.loads(await cli(db, "--json", "audit", "--project", "acme"))
+    after = json.loads(await cli(db, "audit", "--project", "acme", "--json"))
+    assert before == after and [e["action"] for e in after] == ["project.create"]
+    for bad in (["audit", "--limit", "0"], ["audit", "--limit", "many"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(bad)
+    with pytest.raises(CommandError, match="no group 'nope'"):
+        await cli(db, "audit", "--group", "nope")

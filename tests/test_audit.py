@@ -266,7 +266,8 @@ async def test_admin_commands_record_one_event_each_naming_the_admin(db: Databas
     await cli(db, "user", "create", "mia")
     await one_new(db, seen, "user.create")
     await cli(db, "user", "token", "create", "mia", "--scope", "api")
-    assert (await one_new(db, seen, "token.create"))["details"]["kind"] == "personal"
+    event = await one_new(db, seen, "token.create")
+    assert (event["details"]["kind"], event["details"]["username"]) == ("personal", "mia")
     await cli(db, "deploy-token", "create", "--project", "acme/tools", "--scope",
               "read_package_registry")
     assert (await one_new(db, seen, "token.create"))["details"]["kind"] == "deploy"
@@ -332,6 +333,13 @@ async def test_cli_yank_cleanup_and_import_are_recorded(registry: Any, tmp_path:
     await cli(registry.db, "import", str(folder), "--project", "acme", "--json", blobs=blobs)
     event = await one_new(registry.db, seen, "package_file.upload")
     assert event["actor_kind"] == "admin"
+
+    # fsck --repair removes the row of a lost blob: one event for the project.
+    sha256 = hashlib.sha256(wheel_bytes("other-pkg", "1.0")).hexdigest()
+    blobs.path_for(sha256).unlink()
+    await cli(registry.db, "fsck", "--repair", blobs=blobs)
+    event = await one_new(registry.db, seen, "package_file.repair")
+    assert event["details"]["files"] == [wheel_filename("other-pkg", "1.0")]
 
 
 @inline

@@ -77,22 +77,37 @@ async def create_token(
     params = (project_id, scope, hash_token(secret), secret[:12], description,
               expires_at, expires_in_days, expires_in_days, kind, user_id, kind, username)
 
-    async def change(cur: Cursor) -> TokenRecord:
-        row = await fetch_one(cur, query, params)
-        assert row is not None
-        return _token(row)
+    async def change(cur: Cursor) -> tuple[TokenRecord, str | None]:
+        created = await _with_owner(cur, await fetch_one(cur, query, params))
+        assert created is not None
+        return created
 
-    record = await audited(db, actor, change, lambda t: token_event("token.create", t))
+    record, _ = await audited(db, actor, change,
+                              lambda created: token_event("token.create", *created))
     return record, secret
 
 
-def token_event(action: str, token: TokenRecord) -> Event:
-    """The audit event of creating or revoking *token*: what `token list` shows of it."""
+async def _with_owner(cur: Cursor, row: tuple[Any, ...] | None
+                      ) -> tuple[TokenRecord, str | None] | None:
+    """The token of *row* and, for a personal token, its user's name (for the event)."""
+    if row is None:
+        return None
+    token = _token(row)
+    owner = await fetch_one(cur, "SELECT username FROM users WHERE id = %s", (token.user_id,)
+                            ) if token.user_id is not None else None
+    return token, owner[0] if owner else None
+
+
+def token_event(action: str, token: TokenRecord, owner: str | None) -> Event:
+    """The audit event of creating or revoking *token*: what `token list` shows of it.
+
+    *owner* is a personal token's user name; a deploy token's is its own.
+    """
     return Event(action, "token", token.id, f"{token.kind} token {token.id}",
                  project_id=token.project_id, details={
                      "kind": token.kind, "scope": token.scope_name,
                      "description": token.description, "user_id": token.user_id,
-                     "username": token.username, "expires_at": token.expires_at})
+                     "username": owner or token.username, "expires_at": token.expires_at})
 
 
 async def find_live_token(db: Database, secret: str) -> TokenRecord | None:
@@ -124,14 +139,13 @@ async def list_user_tokens(db: Database, user_id: int) -> list[TokenRecord]:
 async def revoke_token(db: Database, token_id: int, *, actor: Actor | None = None) -> bool:
     """Revoke a live token; False if there is none with that id (nothing is recorded)."""
 
-    async def change(cur: Cursor) -> TokenRecord | None:
-        row = await fetch_one(
+    async def change(cur: Cursor) -> tuple[TokenRecord, str | None] | None:
+        return await _with_owner(cur, await fetch_one(
             cur, "UPDATE tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL"
-            f" RETURNING {_COLUMNS}", (token_id,))
-        return _token(row) if row else None
+            f" RETURNING {_COLUMNS}", (token_id,)))
 
     revoked = await audited(db, actor, change,
-                            lambda t: token_event("token.revoke", t) if t else None)
+                            lambda found: token_event("token.revoke", *found) if found else None)
     return revoked is not None
 
 

@@ -26,8 +26,10 @@ from twisted.python.failure import Failure
 from pypireg.access import Authorizer
 from pypireg.batching import PendingCounts
 from pypireg.config import Config
+from pypireg.domain.audit import SYSTEM
 from pypireg.http.app import RegistryResource, RouteGroups
 from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.audit_events import AuditEventsRoutes
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
@@ -159,6 +161,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
         packages_api=PackagesApiRoutes(db, access, caches),
         projects_api=ProjectsApiRoutes(db, access),
         deploy_tokens=DeployTokensRoutes(db, access),
+        audit_events=AuditEventsRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
         # With metrics listeners of their own, /-/metrics is not on this site.
         ops=OpsRoutes(db, blobs, None if config.server.metrics_listen else MetricsPage(
@@ -203,7 +206,7 @@ def housekeeping(clock: Any, db: Database, blobs: BlobStore,
     """
 
     async def clean_up_duplicates() -> None:
-        if await remove_surplus_duplicates(db) and changes is not None:
+        if await remove_surplus_duplicates(db, actor=SYSTEM) and changes is not None:
             changes.notify_local("package_files")
 
     return [

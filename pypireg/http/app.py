@@ -31,6 +31,7 @@ from werkzeug.routing import PathConverter
 
 from pypireg.domain.errors import RegistryError
 from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.audit_events import AuditEventsRoutes
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
@@ -52,6 +53,7 @@ _ID = "int(max=9223372036854775807)"
 PACKAGES = "/api/v4/projects/<path:project>/packages"
 PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
 DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
+AUDIT_EVENTS = "/api/v4/projects/<path:project>/audit_events"
 # The project itself; ProjectPathConverter says why its path is narrower.
 PROJECT = "/api/v4/projects/<project_path:project>"
 PROJECT_PAGES = "/<path:project>/-/packages"
@@ -76,7 +78,7 @@ class ProjectPathConverter(PathConverter):
     may the path end in a slash or hold an empty segment.
     """
 
-    regex = r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|-)(?:/|$))[^/]+(?:/[^/]+)*"
+    regex = r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|audit_events|-)(?:/|$))[^/]+(?:/[^/]+)*"
 
 
 class TopLevelPath(PathConverter):
@@ -100,6 +102,7 @@ class RouteGroups:
     packages_api: PackagesApiRoutes
     projects_api: ProjectsApiRoutes
     deploy_tokens: DeployTokensRoutes
+    audit_events: AuditEventsRoutes
     pages: PageRoutes
     ops: OpsRoutes
 
@@ -149,6 +152,8 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(["GET"], DEPLOY_TOKENS + f"/<{_ID}:token_id>", g.deploy_tokens.get_deploy_token)
     route(["DELETE"], DEPLOY_TOKENS + f"/<{_ID}:token_id>",
           g.deploy_tokens.revoke_deploy_token)
+    route(["GET"], AUDIT_EVENTS, g.audit_events.list_audit_events)
+    route(["GET"], AUDIT_EVENTS + f"/<{_ID}:event_id>", g.audit_events.get_audit_event)
     # Operations.
     route(_READ, "/-/health", g.ops.health)
     route(_READ, "/-/ready", g.ops.ready)

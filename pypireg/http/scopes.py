@@ -16,9 +16,11 @@ from twisted.web.iweb import IRequest
 
 from pypireg.access import Authorizer, Grant
 from pypireg.domain.access_policy import Access
+from pypireg.domain.audit import Actor
 from pypireg.http.credentials import client_address, request_credentials
 from pypireg.proxy.index import IndexRef
 from pypireg.storage.projects import Project
+from pypireg.storage.tokens import TokenRecord
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,20 @@ class ProjectListing:
 
     signed_in: bool
     projects: list[Project]
+
+
+def request_actor(request: IRequest, token: TokenRecord | None) -> Actor:
+    """Who a request's audit events name: its token (and user), from its client's address.
+
+    The address is the client's after trusted proxies (site.py's
+    getClientAddress), as the access checks see it. A personal token's
+    user name is filled in by storage from the user row.
+    """
+    client = client_address(request)
+    if token is None:
+        return Actor("anonymous", client=client)
+    return Actor("token", token.id, token.kind, token.user_id,
+                 token.username if token.kind == "deploy" else None, client)
 
 
 class RequestAccess:

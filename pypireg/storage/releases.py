@@ -18,14 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from packaging.version import Version
 
+from pypireg.domain.audit import Actor, Event
 from pypireg.domain.versions import version_key
+from pypireg.storage.audit import insert_events
 from pypireg.storage.database import Cursor, Database
-
-T = TypeVar("T")
+from pypireg.storage.database import Page as Page  # where the packages API finds it
 
 RELEASE_ORDERS = ("created_at", "name", "version", "type")
 FILE_ORDERS = ("id", "file_name", "created_at")
@@ -78,14 +79,6 @@ class ReleaseFile:
     uploaded_at: datetime
     download_count: int
     last_downloaded_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a listing, and how many items the whole listing has."""
-
-    items: list[T]
-    total: int
 
 
 def _release(row: tuple[Any, ...]) -> Release:
@@ -202,18 +195,6 @@ async def list_release_files(db: Database, project_id: int, release_id: int, *,
     return await db.run_interaction(body)
 
 
-async def _lock_release(cur: Cursor, project_id: int, release_id: int
-                        ) -> tuple[int, str] | None:
-    """Lock the release's package row; return (package_id, version), None if no release."""
-    await cur.execute(
-        "SELECT v.package_id, v.version FROM package_versions v JOIN packages p"
-        " ON p.id = v.package_id WHERE v.id = %s AND p.project_id = %s FOR UPDATE OF p",
-        (release_id, project_id),
-    )
-    row = cur.fetchone()
-    return (row[0], row[1]) if row else None
-
-
 async def _drop_if_empty(cur: Cursor, package_id: int) -> bool:
     """Delete the package row if none of its files remain; True if it was deleted."""
     await cur.execute(
@@ -233,17 +214,36 @@ class Deleted:
     package_removed: bool
 
 
-async def delete_release(db: Database, project_id: int, release_id: int) -> Deleted | None:
+async def _lock_release(cur: Cursor, project_id: int, release_id: int
+                        ) -> tuple[int, str, str] | None:
+    """Lock the release's package row; return (package_id, name, version), None if no release."""
+    await cur.execute(
+        "SELECT v.package_id, p.name, v.version FROM package_versions v JOIN packages p"
+        " ON p.id = v.package_id WHERE v.id = %s AND p.project_id = %s FOR UPDATE OF p",
+        (release_id, project_id),
+    )
+    row = cur.fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def _delete_details(name: str, version: str, deleted: Deleted) -> dict[str, Any]:
+    return {"name": name, "version": version, "files": deleted.files,
+            "package_removed": deleted.package_removed}
+
+
+async def delete_release(db: Database, project_id: int, release_id: int, *,
+                         actor: Actor | None = None) -> Deleted | None:
     """Delete a release's file rows and its row (and the package's if it is left empty).
 
-    Returns None if the project has no such release.
+    Returns None if the project has no such release. *actor*'s event is
+    written in the delete's transaction.
     """
 
     async def body(cur: Cursor) -> Deleted | None:
         locked = await _lock_release(cur, project_id, release_id)
         if locked is None:
             return None
-        package_id, version = locked
+        package_id, name, version = locked
         # Another delete may have removed it while we waited for the lock.
         await cur.execute("DELETE FROM package_versions WHERE id = %s RETURNING id",
                           (release_id,))
@@ -255,26 +255,32 @@ async def delete_release(db: Database, project_id: int, release_id: int) -> Dele
             (package_id, version),
         )
         files = sorted(r[0] for r in cur.fetchall())
-        return Deleted(files, await _drop_if_empty(cur, package_id))
+        deleted = Deleted(files, await _drop_if_empty(cur, package_id))
+        if actor is not None:
+            await insert_events(cur, actor, [Event(
+                "release.delete", "release", release_id, f"{name} {version}",
+                project_id=project_id, details=_delete_details(name, version, deleted))])
+        return deleted
 
     return await db.run_interaction(body)
 
 
-async def delete_release_file(db: Database, project_id: int, release_id: int, file_id: int
-                              ) -> Deleted | None:
+async def delete_release_file(db: Database, project_id: int, release_id: int, file_id: int,
+                              *, actor: Actor | None = None) -> Deleted | None:
     """Delete one file row of a release; the release's row goes with its last file.
 
-    Returns None if the project has no such file in that release.
+    Returns None if the project has no such file in that release. *actor*'s
+    event is written in the delete's transaction.
     """
 
     async def body(cur: Cursor) -> Deleted | None:
         locked = await _lock_release(cur, project_id, release_id)
         if locked is None:
             return None
-        package_id, version = locked
+        package_id, name, version = locked
         await cur.execute(
             "DELETE FROM package_files WHERE id = %s AND package_id = %s AND version = %s"
-            " RETURNING filename",
+            " RETURNING filename, sha256",
             (file_id, package_id, version),
         )
         row = cur.fetchone()
@@ -284,7 +290,13 @@ async def delete_release_file(db: Database, project_id: int, release_id: int, fi
             "DELETE FROM package_versions v WHERE v.id = %s AND NOT " + _HAS_FILES,
             (release_id,),
         )
-        return Deleted([row[0]], await _drop_if_empty(cur, package_id))
+        deleted = Deleted([row[0]], await _drop_if_empty(cur, package_id))
+        if actor is not None:
+            await insert_events(cur, actor, [Event(
+                "package_file.delete", "package_file", file_id, row[0], project_id=project_id,
+                details={**_delete_details(name, version, deleted), "sha256": row[1],
+                         "release_id": release_id})])
+        return deleted
 
     return await db.run_interaction(body)
 

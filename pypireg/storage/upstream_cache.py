@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from psycopg2.extras import Json
 
-from pypireg.storage.database import Database
+from pypireg.domain.audit import Actor, Event
+from pypireg.storage.audit import audited, fetch_all, fetch_one
+from pypireg.storage.database import Cursor, Database
 
 PageState = Literal["found", "missing", "pending"]
 _PAGE_COLUMNS = ("upstream, name, state, page, etag, last_modified, last_serial, fetched_at,"
@@ -302,12 +304,17 @@ async def record_hash(db: Database, upstream: str, url: str, sha256: str, size: 
                      (upstream, url, sha256, size))
 
 
-async def purge(db: Database, name: str) -> int:
+async def purge(db: Database, name: str, *, actor: Actor | None = None) -> int:
     """`pypireg upstream purge`: forget a name's pages and files (blobs go with gc)."""
-    await db.execute("DELETE FROM upstream_pages WHERE name = %s", (name,))
-    rows = await db.fetch_all("DELETE FROM upstream_files WHERE name = %s RETURNING sha256",
-                              (name,))
-    return len(rows)
+
+    async def change(cur: Cursor) -> int:
+        await cur.execute("DELETE FROM upstream_pages WHERE name = %s", (name,))
+        return len(await fetch_all(
+            cur, "DELETE FROM upstream_files WHERE name = %s RETURNING sha256", (name,)))
+
+    # The cache is shared by every project: the event belongs to none.
+    return await audited(db, actor, change, lambda files: Event(
+        "upstream.purge", "upstream_cache", None, name, details={"files": files}))
 
 
 async def blocks(db: Database, project_id: int, name: str) -> list[Block]:
@@ -325,21 +332,34 @@ async def list_blocks(db: Database, project_id: int) -> list[Block]:
     return [Block(*r) for r in rows]
 
 
+def _block_event(action: str, project_id: int, name: str, version: str | None,
+                 block_ids: list[tuple[Any, ...]], reason: str | None = None) -> Event | None:
+    if not block_ids:
+        return None  # nothing changed
+    details = {"name": name, "version": version} | ({"reason": reason} if reason else {})
+    return Event(action, "upstream_block", block_ids[0][0],
+                 f"{name} {version}" if version else name, project_id=project_id,
+                 details=details)
+
+
 async def add_block(db: Database, project_id: int, name: str, version: str | None,
-                    reason: str) -> bool:
+                    reason: str, *, actor: Actor | None = None) -> bool:
     """Hide an upstream release (or the whole name); False if it was hidden already."""
-    rows = await db.fetch_all(
-        "INSERT INTO upstream_blocks (project_id, name, version, reason)"
+    rows = await audited(db, actor, lambda cur: fetch_all(
+        cur, "INSERT INTO upstream_blocks (project_id, name, version, reason)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-        (project_id, name, version, reason))
+        (project_id, name, version, reason)), lambda ids: _block_event(
+            "upstream.block", project_id, name, version, ids, reason))
     return bool(rows)
 
 
-async def remove_block(db: Database, project_id: int, name: str, version: str | None) -> bool:
-    rows = await db.fetch_all(
-        "DELETE FROM upstream_blocks WHERE project_id = %s AND name = %s"
+async def remove_block(db: Database, project_id: int, name: str, version: str | None, *,
+                       actor: Actor | None = None) -> bool:
+    rows = await audited(db, actor, lambda cur: fetch_all(
+        cur, "DELETE FROM upstream_blocks WHERE project_id = %s AND name = %s"
         " AND coalesce(pypireg_release_key(version), '') ="
-        " coalesce(pypireg_release_key(%s), '') RETURNING id", (project_id, name, version))
+        " coalesce(pypireg_release_key(%s), '') RETURNING id", (project_id, name, version)),
+        lambda ids: _block_event("upstream.unblock", project_id, name, version, ids))
     return bool(rows)
 
 
@@ -353,12 +373,30 @@ async def index_upstreams(db: Database, *, project_id: int | None = None,
 
 
 async def set_index_upstreams(db: Database, upstreams: Sequence[str] | None, *,
-                              project_id: int | None = None, group_id: int | None = None
-                              ) -> None:
+                              project_id: int | None = None, group_id: int | None = None,
+                              actor: Actor | None = None) -> None:
+    """Set the list (None: every configured upstream); the event records the names only."""
     assert (project_id is None) != (group_id is None)
     table, key = ("projects", project_id) if project_id is not None else ("groups", group_id)
     value = None if upstreams is None else list(upstreams)
-    await db.execute(f"UPDATE {table} SET upstreams = %s WHERE id = %s", (value, key))
+
+    async def change(cur: Cursor) -> tuple[Any, ...]:
+        row = await fetch_one(cur, f"SELECT path, upstreams FROM {table} WHERE id = %s"
+                              " FOR UPDATE", (key,))
+        assert row is not None
+        await cur.execute(f"UPDATE {table} SET upstreams = %s WHERE id = %s", (value, key))
+        return row
+
+    def event(row: tuple[Any, ...]) -> Event | None:
+        path, was = row
+        if was == value:
+            return None
+        kind = "project" if project_id is not None else "group"
+        return Event(f"{kind}.update", kind, key, path, project_id=project_id,
+                     group_id=group_id,
+                     details={"changes": {"upstreams": {"from": was, "to": value}}})
+
+    await audited(db, actor, change, event)
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,32 @@ from pypireg.storage.database import Cursor, Database, Page, path_prefix_pattern
 
 T = TypeVar("T")
 
-_INSERT = (
-    "INSERT INTO audit_events (project_id, project_path, group_id, group_path, action,"
-    " actor_kind, actor_token_id, actor_token_kind, actor_user_id, actor_name, client_address,"
-    " target_type, target_id, target_details, details)"
-    " VALUES (%(project_id)s, (SELECT path FROM projects WHERE id = %(project_id)s),"
-    " %(group_id)s, (SELECT path FROM groups WHERE id = %(group_id)s), %(action)s,"
-    " %(actor_kind)s, %(token_id)s, %(token_kind)s, %(user_id)s,"
-    " coalesce(%(name)s, (SELECT username FROM users WHERE id = %(user_id)s)), %(client)s,"
-    " %(target_type)s, %(target_id)s, %(target_details)s, %(details)s::jsonb)"
-)
+_EVENT_COLUMNS = ("project_id, project_path, group_id, group_path, action, actor_kind,"
+                  " actor_token_id, actor_token_kind, actor_user_id, actor_name, client_address,"
+                  " target_type, target_id, target_details, details")
+
+
+def _event_values(prefix: str = "", *, target_id: str | None = None, details: str | None = None
+                  ) -> str:
+    """An event's values from parameters named *prefix* + key (see _params).
+
+    *target_id* (an SQL expression) stands in for the parameter; *details*
+    (a jsonb expression) is added to the parameter's details.
+    """
+    def p(key: str) -> str:
+        return f"%({prefix}{key})s"
+
+    return (f"{p('project_id')}, (SELECT path FROM projects WHERE id = {p('project_id')}),"
+            f" {p('group_id')}, (SELECT path FROM groups WHERE id = {p('group_id')}),"
+            f" {p('action')}, {p('actor_kind')}, {p('token_id')}, {p('token_kind')},"
+            f" {p('user_id')},"
+            f" coalesce({p('name')}, (SELECT username FROM users WHERE id = {p('user_id')})),"
+            f" {p('client')}, {p('target_type')}, {target_id or p('target_id')},"
+            f" {p('target_details')}, {p('details')}::jsonb"
+            + (f" || {details}" if details else ""))
+
+
+_INSERT = f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ({_event_values()})"
 _COLUMNS = ("id, created_at, project_id, project_path, group_id, group_path, action,"
             " actor_kind, actor_token_id, actor_token_kind, actor_user_id, actor_name,"
             " client_address, target_type, target_id, target_details, details")
@@ -63,17 +79,39 @@ def _record(row: tuple[Any, ...]) -> AuditRecord:
                        target_id, target_details, details)
 
 
+def _params(actor: Actor, event: Event) -> dict[str, Any]:
+    return {
+        "project_id": event.project_id, "group_id": event.group_id,
+        "action": event.action, "actor_kind": actor.kind, "token_id": actor.token_id,
+        "token_kind": actor.token_kind, "user_id": actor.user_id, "name": actor.name,
+        "client": actor.client, "target_type": event.target_type,
+        "target_id": event.target_id, "target_details": event.target_details,
+        "details": json.dumps(dict(event.details), default=str),
+    }
+
+
 async def insert_events(cur: Cursor, actor: Actor, events: Sequence[Event]) -> None:
     """Write *events* by *actor* in the transaction *cur* is in."""
     for event in events:
-        await cur.execute(_INSERT, {
-            "project_id": event.project_id, "group_id": event.group_id,
-            "action": event.action, "actor_kind": actor.kind, "token_id": actor.token_id,
-            "token_kind": actor.token_kind, "user_id": actor.user_id, "name": actor.name,
-            "client": actor.client, "target_type": event.target_type,
-            "target_id": event.target_id, "target_details": event.target_details,
-            "details": json.dumps(dict(event.details), default=str),
-        })
+        await cur.execute(_INSERT, _params(actor, event))
+
+
+def with_event(change: str, params: dict[str, Any], actor: Actor | None, event: Event, *,
+               target_id: str, details: str) -> tuple[str, dict[str, Any]]:
+    """*change* (a query of one row) and *event*'s insert as one statement.
+
+    For the upload path: one round trip where a transaction takes four.
+    The change's row is `c` in the SQL expressions *target_id* (the event's
+    target id) and *details* (a jsonb added to the event's details), for
+    what only the change knows. The outer SELECT returns the change's row.
+    Parameter names starting with `audit_` are this function's.
+    """
+    if actor is None:
+        return change, params
+    values = {f"audit_{k}": v for k, v in _params(actor, event).items()}
+    insert = (f"INSERT INTO audit_events ({_EVENT_COLUMNS}) SELECT"
+              f" {_event_values('audit_', target_id=target_id, details=details)} FROM c")
+    return f"WITH c AS ({change}), e AS ({insert}) SELECT * FROM c", {**params, **values}
 
 
 def _as_list(events: Event | Sequence[Event] | None) -> Sequence[Event]:

@@ -18,7 +18,7 @@ import psycopg2
 
 from pypireg.domain.audit import Actor, Event
 from pypireg.domain.errors import Conflict, FileExists
-from pypireg.storage.audit import audited, fetch_all, fetch_one
+from pypireg.storage.audit import audited, fetch_all, with_event
 from pypireg.storage.database import Database
 
 # The SQLSTATE schema/0009 raises for a rejected duplicate file.
@@ -105,25 +105,25 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool,
     transaction. *actor*'s `package_file.upload` event is in that
     transaction too.
     """
-    params = (new.project_id, new.name, new.display_name, reject_duplicates, new.version,
+    values = (new.project_id, new.name, new.display_name, reject_duplicates, new.version,
               new.filename, new.packagetype, new.python_version, new.size, new.sha256,
               new.md5, new.blake2_256, new.requires_python, new.summary, new.metadata_version,
               new.uploaded_by_token_id, new.metadata_sha256, new.description,
               new.description_content_type)
-
-    def event(row: tuple[Any, ...] | None) -> Event:
-        assert row is not None
-        return Event("package_file.upload", "package_file", row[0], new.filename,
-                     project_id=new.project_id, details={
-                         "name": new.name, "version": row[4], "filename": new.filename,
-                         "packagetype": new.packagetype, "sha256": new.sha256,
-                         "size": new.size})
-
+    params = {f"p{i}": v for i, v in enumerate(values)}
+    call = ("SELECT * FROM pypireg_record_file("
+            + ", ".join(f"%(p{i})s" for i in range(len(values))) + ")")
+    # The release's spelling (a PEP 440 equal version joins an existing
+    # release) and the row's id are known only from the call's row.
+    event = Event("package_file.upload", "package_file", None, new.filename,
+                  project_id=new.project_id, details={
+                      "name": new.name, "filename": new.filename,
+                      "packagetype": new.packagetype, "sha256": new.sha256, "size": new.size})
+    query, params = with_event(call, params, actor, event, target_id="c.o_file_id",
+                               details="jsonb_build_object('version', c.o_version)")
     try:
-        row = await audited(db, actor, lambda cur: fetch_one(
-            cur, "SELECT * FROM pypireg_record_file("
-            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            params), event)
+        # One statement, so one transaction: the row and its event, or neither.
+        row = await db.fetch_one(query, params)
     except psycopg2.Error as e:
         # The functions raise the detail (an upstream's or namespace's name) as their message.
         detail = (e.diag.message_primary or "") if e.diag else ""

@@ -79,9 +79,10 @@ def _leaves(parser: argparse.ArgumentParser, path: str = "pypireg"
 def test_every_leaf_subcommand_names_its_handler() -> None:
     # argparse is the dispatcher: a leaf without a handler would fail at run time.
     leaves = dict(_leaves(build_parser()))
-    assert len(leaves) == 41
+    assert len(leaves) == 44
     assert {"pypireg init", "pypireg name claim", "pypireg namespace grant",
-            "pypireg upstream block", "pypireg upstream status", "pypireg cleanup"} <= set(leaves)
+            "pypireg upstream block", "pypireg upstream status", "pypireg cleanup",
+            "pypireg trusted-publisher add"} <= set(leaves)
     missing = [path for path, parser in leaves.items() if not callable(
         parser.get_default("handler"))]
     assert missing == []

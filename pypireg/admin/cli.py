@@ -35,6 +35,7 @@ from pypireg.admin import (
     releases,
     tokens,
     transfer,
+    trusted_publishers,
     upstreams,
     users,
 )
@@ -50,7 +51,7 @@ __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
 _MODULES = (initialise, projects, groups, tokens, users, releases, names, upstreams, backfill,
-            transfer, backup, fsck, maintenance)
+            transfer, backup, fsck, maintenance, trusted_publishers)
 
 
 def build_parser() -> CommandParser:

@@ -146,10 +146,12 @@ class Registry:
 
 async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024,
                          listen: bool = True, upstreams: Sequence[Mapping[str, Any]] = (),
-                         changes: Any = None) -> Registry:
+                         changes: Any = None,
+                         trusted_publishing: Mapping[str, Any] | None = None) -> Registry:
     """The whole HTTP site, on a real TCP port if *listen*; stop it with `stop()`.
 
     *upstreams* are `[[upstreams]]` tables; with them the site proxies.
+    *trusted_publishing* is the `[trusted_publishing]` table.
     """
     from pypireg.config import parse_config
     from pypireg.http.metrics import Metrics
@@ -158,7 +160,8 @@ async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 10
 
     config = parse_config(
         {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size},
-         "upstreams": [dict(u) for u in upstreams]}
+         "upstreams": [dict(u) for u in upstreams],
+         "trusted_publishing": dict(trusted_publishing or {})}
     )
     metrics = Metrics()
     blobs = BlobStore(reactor, config.storage.path)

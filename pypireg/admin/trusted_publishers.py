@@ -65,6 +65,7 @@ async def _add(ctx: CommandContext, args: argparse.Namespace) -> str:
     try:
         publisher = await register_publisher(
             ctx.db, ctx.config.trusted_publishing, project.id, args.issuer,
+            "github" if args.github else "gitlab" if args.gitlab else "generic",
             repository=args.github or args.gitlab,
             workflow=args.workflow or args.ci_config_path, environment=args.environment,
             owner_id=args.owner_id, claims=_claims(args.claim))

@@ -67,6 +67,7 @@ class TrustedPublishersRoutes:
         try:
             publisher = await register_publisher(
                 self._db, self._config, grant.project.id, text["issuer"] or "",
+                "github" if text["github"] else "gitlab" if text["gitlab"] else "generic",
                 repository=text["github"] or text["gitlab"],
                 workflow=text["workflow"] or text["ci_config_path"],
                 environment=text["environment"], owner_id=text["owner_id"], claims=claims)

@@ -89,14 +89,18 @@ class _Answer(Resource):
 
     def _ci_token(self, request: Any) -> bytes:
         issuer = self._issuer
-        if request.getHeader(b"authorization") != f"bearer {REQUEST_TOKEN}".encode() \
+        scheme, _, credential = (request.getHeader(b"authorization") or b"").partition(b" ")
+        if scheme.lower() != b"bearer" or credential != REQUEST_TOKEN.encode() \
                 or request.args.get(b"api-version") != [b"2.0"]:
             request.setResponseCode(401)
             return b'{"message": "bad request token"}'
         audience = request.args.get(b"audience", [b""])[0].decode()
         issuer.audiences.append(audience)
-        return json.dumps({"value": issuer.token({**issuer.job_claims, "aud": audience})}
-                          ).encode()
+        # A fresh token each time, as a CI job gets (its own jti and times).
+        now = int(time.time())
+        claims = {**issuer.job_claims, "aud": audience, "jti": uuid.uuid4().hex, "iat": now,
+                  "nbf": now, "exp": now + 300}
+        return json.dumps({"value": issuer.token(claims)}).encode()
 
 
 @dataclass

@@ -745,3 +745,17 @@ def test_the_example_file_issuer_blocks_parse_once_uncommented(tmp_path: Path) -
         ("https://token.actions.githubusercontent.com", "github"),
         ("https://gitlab.com", "gitlab")]
     assert load_config(example).trusted_publishing.issuers == ()
+
+
+def test_the_readme_trusted_publishing_block_parses(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Trusted publishing"):]
+    block = section[section.index("```toml\n") + len("```toml\n"):]
+    block = "\n".join(line.strip() for line in block[:block.index("```")].splitlines())
+    path = tmp_path / "pypireg.toml"
+    path.write_text(block + "\n")
+    config = load_config(path).trusted_publishing
+    assert config.audience == "pypireg"
+    assert [(i.url, i.kind) for i in config.issuers] == [
+        ("https://token.actions.githubusercontent.com", "github"),
+        ("https://gitlab.com", "gitlab")]

@@ -117,6 +117,21 @@ def _trusted_tokens(daemon: Daemon) -> list[dict[str, Any]]:
     return [t for t in listing if t["kind"] == "trusted"]
 
 
+def _github_env(tls: TlsFiles, github: LocalIssuer, **extra: str) -> dict[str, str]:
+    """A GitHub Actions job's environment, with `id-token: write`."""
+    return _env(tls, ACTIONS_ID_TOKEN_REQUEST_URL=github.ci_token_url,
+                ACTIONS_ID_TOKEN_REQUEST_TOKEN=REQUEST_TOKEN, **extra)
+
+
+async def _uv_publish(daemon: Daemon, folder: Path, name: str, env: dict[str, str]
+                      ) -> tuple[int, str]:
+    """Unmodified `uv publish --trusted-publishing always` of a new wheel *name* 1.0."""
+    wheel = write(folder, wheel_filename(name, "1.0"), wheel_bytes(name, "1.0"))
+    assert UV is not None
+    return await _run(UV, "publish", "--trusted-publishing", "always", "--publish-url",
+                      daemon.api("acme%2Ftools"), str(wheel), env=env)
+
+
 @pytest.mark.skipif(UV is None, reason="uv is installed with the test extras")
 @pytest_twisted.ensureDeferred
 async def test_uv_publishes_from_github_actions_with_no_secret(
@@ -124,21 +139,17 @@ async def test_uv_publishes_from_github_actions_with_no_secret(
         tmp_path: Path) -> None:
     github, _ = issuers
     github.job_claims = github_claims(github, environment="pypi")
-    wheel = write(tmp_path, wheel_filename("gh-demo", "1.0"), wheel_bytes("gh-demo", "1.0"))
-    assert UV is not None
-    code, output = await _run(
-        UV, "publish", "--trusted-publishing", "always", "--publish-url",
-        daemon.api("acme%2Ftools"), str(wheel),
-        env=_env(tls, GITHUB_ACTIONS="true", ACTIONS_ID_TOKEN_REQUEST_URL=github.ci_token_url,
-                 ACTIONS_ID_TOKEN_REQUEST_TOKEN=REQUEST_TOKEN))
+    before = {t["id"] for t in _trusted_tokens(daemon)}
+    code, output = await _uv_publish(daemon, tmp_path, "gh-demo",
+                                     _github_env(tls, github, GITHUB_ACTIONS="true"))
     assert code == 0, output
     # uv asked the registry's audience for its ID token.
-    assert github.audiences == ["pypireg"]
+    assert github.audiences[-1:] == ["pypireg"]
     pipeline = _package(daemon, tls, "gh-demo")["pipeline"]
     assert pipeline["published_by"] == "acme/tools@v1.0 via release.yml (run 987654)"
     assert pipeline["web_url"] == f"{github.url}/acme/tools/actions/runs/987654"
     # uv burned the minted token after the upload.
-    [token] = _trusted_tokens(daemon)
+    [token] = [t for t in _trusted_tokens(daemon) if t["id"] not in before]
     assert token["revoked_at"] is not None and token["expires_at"] is not None
 
 
@@ -148,14 +159,9 @@ async def test_uv_publishes_from_gitlab_ci_with_no_secret(
         daemon: Daemon, issuers: tuple[LocalIssuer, LocalIssuer], tls: TlsFiles,
         tmp_path: Path) -> None:
     _, gitlab = issuers
-    wheel = write(tmp_path, wheel_filename("gl-demo", "1.0"), wheel_bytes("gl-demo", "1.0"))
-    assert UV is not None
     # GitLab sets the `id_tokens:` variable itself, for the audience the job names.
-    code, output = await _run(
-        UV, "publish", "--trusted-publishing", "always", "--publish-url",
-        daemon.api("acme%2Ftools"), str(wheel),
-        env=_env(tls, GITLAB_CI="true",
-                 PYPIREG_ID_TOKEN=gitlab.token(gitlab_claims(gitlab))))
+    code, output = await _uv_publish(daemon, tmp_path, "gl-demo", _env(
+        tls, GITLAB_CI="true", PYPIREG_ID_TOKEN=gitlab.token(gitlab_claims(gitlab))))
     assert code == 0, output
     pipeline = _package(daemon, tls, "gl-demo")["pipeline"]
     assert pipeline["published_by"] == "acme/tools@v1.0 via .gitlab-ci.yml (pipeline 4711)"
@@ -168,13 +174,8 @@ async def test_uv_from_a_job_no_publisher_matches_is_told_why(
         tmp_path: Path) -> None:
     github, _ = issuers
     github.job_claims = github_claims(github, repository="evil/tools", environment="pypi")
-    wheel = write(tmp_path, wheel_filename("gh-evil", "1.0"), wheel_bytes("gh-evil", "1.0"))
-    assert UV is not None
-    code, output = await _run(
-        UV, "publish", "--trusted-publishing", "always", "--publish-url",
-        daemon.api("acme%2Ftools"), str(wheel),
-        env=_env(tls, GITHUB_ACTIONS="true", ACTIONS_ID_TOKEN_REQUEST_URL=github.ci_token_url,
-                 ACTIONS_ID_TOKEN_REQUEST_TOKEN=REQUEST_TOKEN))
+    code, output = await _uv_publish(daemon, tmp_path, "gh-evil",
+                                     _github_env(tls, github, GITHUB_ACTIONS="true"))
     assert code != 0
     assert "invalid-publisher" in output and "repository is 'evil/tools'" in output, output
 
@@ -186,9 +187,7 @@ async def test_twine_publishes_with_a_token_from_the_mint_script(
     github, _ = issuers
     github.job_claims = github_claims(github, environment="pypi", ref="refs/tags/v2.0")
     code, output = await _run(
-        str(BIN / "python"), str(MINT_SCRIPT), daemon.url,
-        env=_env(tls, ACTIONS_ID_TOKEN_REQUEST_URL=github.ci_token_url,
-                 ACTIONS_ID_TOKEN_REQUEST_TOKEN=REQUEST_TOKEN))
+        str(BIN / "python"), str(MINT_SCRIPT), daemon.url, env=_github_env(tls, github))
     assert code == 0, output
     token = output.strip().splitlines()[-1]
     assert token.startswith("pypireg_")

@@ -18,9 +18,8 @@ from pypireg.config import Config, parse_config
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
 from pypireg.storage import trusted_publishing as store
-from pypireg.storage import users as user_store
 from pypireg.storage.database import Database
-from tests.support.http import start_registry
+from tests.support.http import personal_token, start_registry
 
 GITHUB = "https://token.actions.githubusercontent.com"
 GITLAB = "https://gitlab.example.com"
@@ -94,15 +93,6 @@ async def test_a_publisher_that_does_not_fit_its_issuer_is_refused(
 
 # The HTTP API.
 
-async def _personal(db: Any, project_id: int, role: str | None, scope: str = "write") -> str:
-    user = await user_store.create_user(db, f"{role}-{scope}")
-    if role is not None:
-        await user_store.add_member(db, project_id, user.id, role)  # type: ignore[arg-type]
-    _, secret = await token_store.create_token(
-        db, None, scope, kind="personal", user_id=user.id)  # type: ignore[arg-type]
-    return secret
-
-
 @pytest_twisted.async_yield_fixture()
 async def api(db: Database, tmp_path: Path) -> Any:
     reg = await start_registry(db, tmp_path, listen=False,
@@ -131,7 +121,7 @@ async def _call(reg: Any, method: str, secret: str | None, body: Any = None,
 @pytest_twisted.ensureDeferred
 async def test_a_maintainer_manages_publishers_over_http(api: Any) -> None:
     project = await project_store.create_project(api.db, "acme/tools")
-    maintainer = await _personal(api.db, project.id, "maintainer")
+    maintainer = await personal_token(api.db, project.id, "maintainer")
     code, created = await _call(api, "POST", maintainer, {
         "issuer": GITHUB, "github": "acme/tools", "workflow": "release.yml",
         "environment": "pypi"})
@@ -156,7 +146,7 @@ async def test_a_maintainer_manages_publishers_over_http(api: Any) -> None:
 async def test_only_a_maintainers_personal_token_manages_publishers(api: Any) -> None:
     project = await project_store.create_project(api.db, "acme/tools")
     _, write = await token_store.create_token(api.db, project.id, "write")
-    developer = await _personal(api.db, project.id, "developer")
+    developer = await personal_token(api.db, project.id, "developer")
     for secret in (write, developer):
         code, text = await _call(api, "GET", secret)
         assert code == 403 and "Managing trusted publishers needs the personal access token" \
@@ -179,6 +169,6 @@ async def test_only_a_maintainers_personal_token_manages_publishers(api: Any) ->
 async def test_bad_publishers_over_http_are_400s_that_say_why(api: Any, body: Any,
                                                               message: str) -> None:
     project = await project_store.create_project(api.db, "acme/tools")
-    maintainer = await _personal(api.db, project.id, "maintainer")
+    maintainer = await personal_token(api.db, project.id, "maintainer")
     code, text = await _call(api, "POST", maintainer, body)
     assert code == 400 and message in text, text

@@ -23,8 +23,7 @@ from twisted.web.iweb import IRequest
 
 from pypireg.access import Grant
 from pypireg.config import TrustedPublishingConfig
-from pypireg.domain.access_policy import check_may_manage_tokens
-from pypireg.domain.errors import BadRequest, Forbidden, NotFound
+from pypireg.domain.errors import BadRequest, NotFound
 from pypireg.http.responses import api_json
 from pypireg.http.scopes import RequestAccess
 from pypireg.oidc.publishers import publisher_document, register_publisher
@@ -32,7 +31,6 @@ from pypireg.storage import trusted_publishing as store
 from pypireg.storage.database import Database
 
 _log = Logger()
-_WHAT = "trusted publishers"
 _FIELDS = {"issuer", "github", "gitlab", "workflow", "ci_config_path", "environment",
            "owner_id", "claims"}
 
@@ -92,13 +90,7 @@ class TrustedPublishersRoutes:
         return b""
 
     async def _manage_access(self, request: IRequest, project: str) -> Grant:
-        try:
-            grant = await self._access.maintain(request, project)
-        except Forbidden:
-            check_may_manage_tokens(None, _WHAT)
-            raise
-        check_may_manage_tokens(grant.token, _WHAT)
-        return grant
+        return await self._access.manage_tokens(request, project, "trusted publishers")
 
 
 def _json_body(request: IRequest) -> dict[str, Any]:

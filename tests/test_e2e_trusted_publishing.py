@@ -151,6 +151,8 @@ async def test_uv_publishes_from_github_actions_with_no_secret(
     # uv burned the minted token after the upload.
     [token] = [t for t in _trusted_tokens(daemon) if t["id"] not in before]
     assert token["revoked_at"] is not None and token["expires_at"] is not None
+    # The test issuers are plain http: allowed on loopback, with a warning at start-up.
+    assert f"the issuer {github.url} is plain http" in daemon.log.read_text()
 
 
 @pytest.mark.skipif(UV is None, reason="uv is installed with the test extras")

@@ -20,6 +20,7 @@ from typing import Any
 import jwt
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pypireg.access import Authorizer, FailureLimiter
@@ -479,3 +480,24 @@ def test_pyjwt_is_not_asked_to_verify_hmac_even_if_the_header_says_so() -> None:
     with pytest.raises(jwt.InvalidAlgorithmError):
         jwt.decode(jwt.encode({"a": 1}, "secret", algorithm="HS256"), key.public_pem(),
                    algorithms=["RS256"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_exchanges_share_one_fetch_of_the_keys(setup: Setup) -> None:
+    from twisted.internet.defer import DeferredList
+
+    results = await DeferredList([Deferred.fromCoroutine(setup.mint()) for _ in range(4)],
+                                 consumeErrors=True)
+    assert [ok for ok, _ in results] == [True] * 4, results
+    assert setup.issuer.discoveries() == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_exchanges_all_hear_that_the_issuer_is_down(setup: Setup) -> None:
+    from twisted.internet.defer import DeferredList
+
+    setup.issuer.down = True
+    results = await DeferredList([Deferred.fromCoroutine(setup.refused()) for _ in range(3)],
+                                 consumeErrors=True)
+    assert [(ok, r.code) for ok, r in results] == [(True, "issuer-unavailable")] * 3
+    assert setup.issuer.discoveries() == 1

@@ -78,7 +78,8 @@ class IssuerKeys:
         self._refetch_seconds = refetch_seconds
         self._jwks: dict[str, dict[str, Any]] = {}
         self._last_fetch: dict[str, float] = {}
-        self._fetching: dict[str, Deferred[dict[str, Any]]] = {}
+        self._fetching: dict[str, Deferred[None]] = {}
+        self._waiters: dict[str, list[Deferred[dict[str, Any]]]] = {}
 
     async def key_for(self, issuer: IssuerConfig, token: Unverified) -> Mapping[str, Any]:
         """The JWK that signed *token*; refuses an unknown kid once the keys are fresh."""
@@ -92,6 +93,11 @@ class IssuerKeys:
             key = find_key(stored, token)
             if key is not None:
                 return key
+        # A fetch for another lookup may have finished meanwhile.
+        fresh = self._jwks.get(issuer.url)
+        key = find_key(fresh, token) if fresh is not None else None
+        if key is not None:
+            return key
         if issuer.url not in self._fetching:
             since = self._clock.seconds() - self._last_fetch.get(issuer.url, -1e18)
             if since < self._refetch_seconds:
@@ -114,30 +120,23 @@ class IssuerKeys:
         return key
 
     async def _fetch_shared(self, issuer: IssuerConfig) -> dict[str, Any]:
-        fetching = self._fetching.get(issuer.url)
-        if fetching is None:
+        """Fetch the issuer's keys, or wait for the fetch already running."""
+        if issuer.url not in self._fetching:
             self._last_fetch[issuer.url] = self._clock.seconds()
-            fetching = Deferred.fromCoroutine(self._refresh(issuer))
-            self._fetching[issuer.url] = fetching
-
-            def done(result: Any) -> Any:
-                self._fetching.pop(issuer.url, None)
-                return result
-
-            fetching.addBoth(done)
-        # Each waiter gets its own Deferred: a result is consumed once.
+            self._fetching[issuer.url] = Deferred.fromCoroutine(
+                self._refresh(issuer)).addBoth(self._fetched, issuer.url)
+        # Each waiter has its own Deferred: a result is handed on once per chain.
         mine: Deferred[dict[str, Any]] = Deferred()
-
-        def share(result: Any) -> Any:
-            if isinstance(result, Failure):
-                mine.errback(result)
-            else:
-                mine.callback(result)
-            return result
-
-        fetching.addBoth(share)
-        fetching.addErrback(lambda _: None)  # reported to every waiter, not as unhandled
+        self._waiters.setdefault(issuer.url, []).append(mine)
         return await mine
+
+    def _fetched(self, result: dict[str, Any] | Failure, url: str) -> None:
+        self._fetching.pop(url, None)
+        for waiter in self._waiters.pop(url, []):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     async def _refresh(self, issuer: IssuerConfig) -> dict[str, Any]:
         try:

@@ -107,6 +107,9 @@ class UpstreamConfig:
     token: str | None = field(default=None, repr=False)
     # PEM file of the CA certificates to trust instead of the system's.
     ca_file: Path | None = None
+    # Hosts besides the index's own that its files may be fetched from at
+    # any address; others only at public ones (upstream/addresses.py).
+    file_hosts: frozenset[str] = frozenset()
 
     @property
     def authorization(self) -> str | None:
@@ -316,7 +319,7 @@ _VISIBLE_ASCII_RE = re.compile(r"^[\x21-\x7e]+\Z")
 
 
 _UPSTREAM_KEYS = {"name", "url", "ttl", "timeout", "offline", "min_age", "headers", "username",
-                  "password", "password_env", "token", "token_env", "ca_file"}
+                  "password", "password_env", "token", "token_env", "ca_file", "file_hosts"}
 _UPSTREAM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")
 # RFC 9110 5.1 (field names are tokens) and 5.5 (values: visible ASCII,
 # spaces and tabs inside). Anything else could split a request in two.
@@ -374,9 +377,30 @@ def _upstream(table: Mapping[str, Any], key: str, base: Path,
         ca_file = ca_path if ca_path.is_absolute() else base / ca_path
         if not ca_file.is_file():
             raise ConfigError(f"{key}.ca_file: {ca_file} is not a file")
+    file_hosts = _strings(table.get("file_hosts", []),
+                          f"{key}.file_hosts must be a list of host names or addresses, e.g."
+                          ' ["files.upstream.example"]', allow_empty=True)
     return UpstreamConfig(name=name, url=url, ttl=ttl, timeout=timeout, offline=offline,
                           min_age=min_age, headers=headers, username=username,
-                          password=password, token=token, ca_file=ca_file)
+                          password=password, token=token, ca_file=ca_file,
+                          file_hosts=frozenset(_file_host(h, f"{key}.file_hosts")
+                                               for h in file_hosts))
+
+
+_HOST_NAME_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?\Z")
+
+
+def _file_host(host: str, key: str) -> str:
+    """A host name (lower case) or an address (normalised), as URLs' hosts are compared."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ip_address(bare))
+    except ValueError:
+        pass
+    if not _HOST_NAME_RE.match(bare.lower()):
+        raise ConfigError(f"{key}: {host!r} is not a host name or an address (no scheme, port"
+                          " or path), e.g. \"files.upstream.example\"")
+    return bare.lower().rstrip(".")
 
 
 def _upstream_url(value: Any, key: str) -> str:

@@ -462,6 +462,14 @@ def test_upstream_defaults() -> None:
     assert u.authorization is None
 
 
+def test_file_hosts_are_normalised_and_checked() -> None:
+    assert upstream().file_hosts == frozenset()
+    assert upstream(file_hosts=["Files.Example.", "[::1]", "10.0.0.1"]).file_hosts == {
+        "files.example", "::1", "10.0.0.1"}
+    for bad in (["https://files.example/"], ["files.example:8080"], [""], "files.example"):
+        assert "upstreams[0].file_hosts" in upstream_error(file_hosts=bad)
+
+
 def test_upstreams_keep_their_order() -> None:
     config = parse_config({"upstreams": [
         {"name": "devpi", "url": "http://127.0.0.1:3141/root/pypi/+simple"},

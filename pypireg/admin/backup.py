@@ -37,16 +37,24 @@ def add_parsers(sub: Subparsers) -> None:
                 ).add_argument("folder", type=Path)
 
 
+def _folder_store(ctx: CommandContext) -> BlobStore:
+    if not isinstance(ctx.blobs, BlobStore):
+        raise CommandError("backup and restore copy a blob folder; with [storage] backend ="
+                           " \"s3\", back the bucket up with the object store's own tools"
+                           " (versioning, replication) and the database with pg_dump.")
+    return ctx.blobs
+
+
 async def _backup(ctx: CommandContext, args: argparse.Namespace) -> str:
     try:
-        return await backup(ctx.blobs.reactor, ctx.db.dsn, ctx.blobs, args.folder)
+        return await backup(ctx.blobs.reactor, ctx.db.dsn, _folder_store(ctx), args.folder)
     except BackupError as e:
         raise CommandError(str(e)) from None
 
 
 async def _restore(ctx: CommandContext, args: argparse.Namespace) -> str:
     try:
-        return await restore(ctx.blobs.reactor, ctx.db.dsn, ctx.blobs, args.folder)
+        return await restore(ctx.blobs.reactor, ctx.db.dsn, _folder_store(ctx), args.folder)
     except BackupError as e:
         raise CommandError(str(e)) from None
 

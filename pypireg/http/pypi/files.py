@@ -32,7 +32,7 @@ from pypireg.http.scopes import ReadScope, RequestAccess
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.storage import packages as package_store
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 
 _log = Logger()
@@ -40,15 +40,8 @@ _METADATA_TYPE = b"text/plain; charset=utf-8"
 _DIST_TYPE = b"application/octet-stream"
 
 
-@functools.lru_cache(maxsize=4096)
-def _blob_path(blobs: BlobStore, sha256: str) -> str:
-    # Blobs are content-addressed, so a hash's path never changes; building
-    # it with pathlib was a third of the route's own time per download.
-    return str(blobs.path_for(sha256))
-
-
 class FileRoutes:
-    def __init__(self, db: Database, access: RequestAccess, blobs: BlobStore,
+    def __init__(self, db: Database, access: RequestAccess, blobs: BlobBackend,
                  caches: PackageCaches, proxy: ProxiedIndex | None = None,
                  fetched: UpstreamFiles | None = None,
                  downloads: PendingCounts[int] | None = None) -> None:
@@ -106,10 +99,17 @@ class FileRoutes:
                 b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
             )
         if want_metadata:
-            return BlobBody(_blob_path(self._blobs, blob_sha256), _METADATA_TYPE)
+            return self._body(blob_sha256, _METADATA_TYPE)
         counted = (None if self._downloads is None
                    else functools.partial(self._downloads.add, row.id, 1))
-        return BlobBody(_blob_path(self._blobs, blob_sha256), _DIST_TYPE, counted)
+        return self._body(blob_sha256, _DIST_TYPE, counted)
+
+    def _body(self, sha256: str, content_type: bytes,
+              counted: Callable[[], None] | None = None) -> Any:
+        """The response body of a stored blob."""
+        path = self._blobs.local_path(sha256)
+        assert path is not None
+        return BlobBody(path, content_type, counted)
 
     async def _serve_upstream(self, request: IRequest, scope: ReadScope, sha256: str,
                               filename: str, want_metadata: bool) -> Any:
@@ -174,4 +174,4 @@ class FileRoutes:
         request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
         if not_modified(request, f'"{blob_sha256}"'.encode()):
             return b""
-        return BlobBody(_blob_path(self._blobs, blob_sha256), content_type, counted)
+        return self._body(blob_sha256, content_type, counted)

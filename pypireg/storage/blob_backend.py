@@ -70,6 +70,8 @@ class GcResult:
     removed_bytes: int
     kept_young: int
     referenced: int
+    # Multipart uploads aborted and temp objects removed (object storage only).
+    aborted_uploads: int = 0
 
 
 class BlobBackend(Protocol):
@@ -165,4 +167,8 @@ class BlobBackend(Protocol):
 
     async def writable(self) -> bool:
         """Whether a new blob could be stored now (the readiness check)."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections (object storage); the store is not used after."""
         ...

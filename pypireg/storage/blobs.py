@@ -306,6 +306,9 @@ class BlobStore:
     async def writable(self) -> bool:
         return await self.in_thread(_writable, self.tmp_dir)  # type: ignore[no-any-return]
 
+    async def close(self) -> None:
+        pass
+
 
 def _writable(folder: Path) -> bool:
     probe = folder / f"ready-probe-{secrets.token_hex(8)}"

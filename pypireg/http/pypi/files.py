@@ -26,6 +26,7 @@ from pypireg.domain.filenames import is_safe_basename, is_sha256, parse_filename
 from pypireg.domain.names import normalize_name
 from pypireg.http.fetched_body import FetchedBody
 from pypireg.http.file_body import BlobBody
+from pypireg.http.object_body import ObjectBody
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import not_modified
 from pypireg.http.scopes import ReadScope, RequestAccess
@@ -34,6 +35,7 @@ from pypireg.proxy.index import ProxiedIndex
 from pypireg.storage import packages as package_store
 from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
+from pypireg.storage.s3_blobs import S3BlobStore
 
 _log = Logger()
 _METADATA_TYPE = b"text/plain; charset=utf-8"
@@ -108,8 +110,10 @@ class FileRoutes:
               counted: Callable[[], None] | None = None) -> Any:
         """The response body of a stored blob."""
         path = self._blobs.local_path(sha256)
-        assert path is not None
-        return BlobBody(path, content_type, counted)
+        if path is not None:
+            return BlobBody(path, content_type, counted)
+        assert isinstance(self._blobs, S3BlobStore)
+        return ObjectBody(self._blobs, sha256, content_type, counted)
 
     async def _serve_upstream(self, request: IRequest, scope: ReadScope, sha256: str,
                               filename: str, want_metadata: bool) -> Any:

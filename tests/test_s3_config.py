@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pypireg.config import MIB, ConfigError, S3Config, parse_config
+from pypireg.config import MIB, ConfigError, S3Config, load_config, parse_config
 
 
 def s3(**keys: Any) -> dict[str, Any]:
@@ -88,3 +89,21 @@ def test_credentials_are_refused_in_the_file_and_not_echoed(key: str) -> None:
     message = error(s3(**{key: "AKIASECRETVALUE"}))
     assert f"storage.s3.{key}" in message
     assert "AKIASECRETVALUE" not in message
+
+
+def test_the_example_file_s3_block_parses_once_uncommented(tmp_path: Path) -> None:
+    """etc/pypireg.toml's commented-out S3 settings are valid as written."""
+    example = Path(__file__).resolve().parent.parent / "etc" / "pypireg.toml"
+    text = example.read_text()
+    block = text[text.index("# backend = \"s3\""):text.index("\n[database]")]
+    uncommented = "\n".join(line[2:] if (line.startswith("# ") and " = " in line)
+                            or line.startswith("# [") else line
+                            for line in block.splitlines())
+    path = tmp_path / "pypireg.toml"
+    path.write_text("[storage]\n" + uncommented + "\n")
+    storage = load_config(path).storage
+    assert storage.backend == "s3"
+    assert storage.s3 == S3Config(bucket="pypireg-blobs",
+                                  endpoint_url="https://minio.example:9000")
+    # And the file as shipped keeps the folder.
+    assert load_config(example).storage.backend == "filesystem"

@@ -24,15 +24,8 @@ pytestmark = pytest.mark.e2e
 
 
 def _on_s3(storage: dict[str, Any], downloads: str) -> Any:
-    s3 = storage["s3"]
-
     def setup(d: Daemon) -> None:
-        text = d.config.read_text().replace(
-            '[storage]\npath = "data"\n',
-            '[storage]\npath = "data"\nbackend = "s3"\n', 1)
-        text += (f'[storage.s3]\nbucket = "{s3["bucket"]}"\nendpoint_url = "{s3["endpoint_url"]}"\n'
-                 f'prefix = "{s3["prefix"]}"\ndownloads = "{downloads}"\n')
-        d.config.write_text(text)
+        d.use_storage({**storage, "s3": {**storage["s3"], "downloads": downloads}})
 
     return setup
 

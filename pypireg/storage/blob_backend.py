@@ -80,11 +80,6 @@ class BlobBackend(Protocol):
     @property
     def reactor(self) -> Any: ...
 
-    @property
-    def description(self) -> str:
-        """Where blobs live, for logs and `pypireg` output (no secrets)."""
-        ...
-
     def in_thread(self, fn: Any, *args: Any) -> Deferred[Any]:
         """Run blocking work in the reactor's (bounded) thread pool."""
         ...

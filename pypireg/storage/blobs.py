@@ -74,10 +74,6 @@ class BlobStore:
         return self._reactor
 
     @property
-    def description(self) -> str:
-        return str(self.root)
-
-    @property
     def _pool(self) -> ThreadPool:
         return self._reactor.getThreadPool()  # type: ignore[no-any-return]
 
@@ -164,7 +160,7 @@ class BlobStore:
         digests = temp.digests
         assert digests is not None
         if (md5 and digests.md5 is None) or (blake2 and digests.blake2_256 is None):
-            extra_md5, extra_blake2 = await self.in_thread(_hash_file, temp.path)
+            extra_md5, extra_blake2 = await self.in_thread(hash_file, temp.path)
             digests = Digests(digests.size, digests.sha256, digests.md5 or extra_md5,
                               digests.blake2_256 or extra_blake2)
             temp.digests = digests
@@ -266,7 +262,7 @@ class BlobStore:
         path = self.path_for(sha256)
         if not verify_hash:
             return "ok" if await self.in_thread(path.is_file) else "missing"
-        result = await self.in_thread(_sha256_file, path)
+        result = await self.in_thread(sha256_file, path)
         if result is None:
             return "missing"
         digest, actual_size = result
@@ -321,7 +317,8 @@ def _writable(folder: Path) -> bool:
     return True
 
 
-def _sha256_file(path: Path) -> tuple[str, int] | None:
+def sha256_file(path: Openable) -> tuple[str, int] | None:
+    """The sha256 and size of a stored file; None if there is none (blocking: a worker)."""
     try:
         with path.open("rb") as f:
             digest = hashlib.sha256()
@@ -419,7 +416,33 @@ def _open_exclusive(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "wb", buffering=0)
 
 
-def _hash_file(path: Path) -> tuple[str, str]:
+class Hashes:
+    """The digests of bytes as they stream: sha256 always, md5 and blake2 only if asked.
+
+    Hashing is most of an upload's CPU: only what will be checked. Fed in a
+    worker thread (hashlib releases the GIL on buffers over 2 KiB).
+    """
+
+    def __init__(self, *, md5: bool, blake2: bool) -> None:
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
+        self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
+
+    def update(self, data: bytes) -> None:
+        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._blake2 is not None:
+            self._blake2.update(data)
+
+    def digests(self, size: int) -> Digests:
+        return Digests(size, self._sha256.hexdigest(),
+                       self._md5.hexdigest() if self._md5 is not None else None,
+                       self._blake2.hexdigest() if self._blake2 is not None else None)
+
+
+def hash_file(path: Openable) -> tuple[str, str]:
+    """The md5 and blake2b-256 of a stored file (blocking: a worker)."""
     md5 = hashlib.md5()  # noqa: S324 - a checksum clients send, not security
     blake2 = hashlib.blake2b(digest_size=32)
     with path.open("rb") as f:
@@ -517,10 +540,7 @@ class TempBlob:
         self._paused = False
         self._error: Failure | None = None
         self._idle: list[Deferred[None]] = []
-        self._sha256 = hashlib.sha256()
-        # Hashing is most of an upload's CPU: only what will be checked.
-        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
-        self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
+        self._hashes = Hashes(md5=md5, blake2=blake2)
         self.size = 0
         self.digests: Digests | None = None
         self.committed = False
@@ -562,11 +582,7 @@ class TempBlob:
         # hashlib releases the GIL on buffers over 2 KiB, so hashing here
         # keeps the reactor thread free.
         for data in chunks:
-            self._sha256.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            if self._blake2 is not None:
-                self._blake2.update(data)
+            self._hashes.update(data)
 
     def _written(self, _: object) -> None:
         self._busy = False
@@ -669,9 +685,7 @@ class TempBlob:
             self.committed = True
 
     def _digests(self) -> Digests:
-        return Digests(self.size, self._sha256.hexdigest(),
-                       self._md5.hexdigest() if self._md5 is not None else None,
-                       self._blake2.hexdigest() if self._blake2 is not None else None)
+        return self._hashes.digests(self.size)
 
     async def discard(self) -> None:
         """Remove the temp file unless it was committed. Safe to call twice."""

@@ -118,10 +118,6 @@ class S3Client:
         else:
             self._base = f"https://s3.{config.region}.amazonaws.com"
 
-    @property
-    def description(self) -> str:
-        return f"s3://{self.config.bucket}/{self.config.prefix} at {self._base}"
-
     def url_for(self, key: str, query: str = "") -> str:
         """The object's URL, in the configured addressing style."""
         path = quote(key, safe="/-_.~")

@@ -67,7 +67,16 @@ from pypireg.domain.digests import Digests
 from pypireg.domain.errors import UploadAbandoned
 from pypireg.domain.filenames import is_sha256
 from pypireg.storage.blob_backend import GcResult, Openable, PendingBlob
-from pypireg.storage.blobs import HIGH_WATER, LOW_WATER, BlobStore, _open_exclusive, _writev_all
+from pypireg.storage.blobs import (
+    HIGH_WATER,
+    LOW_WATER,
+    BlobStore,
+    Hashes,
+    _open_exclusive,
+    _writev_all,
+    hash_file,
+    sha256_file,
+)
 from pypireg.storage.s3 import S3Client, S3Error
 
 _log = Logger()
@@ -76,7 +85,6 @@ R = TypeVar("R")
 # are (the file was just written: page cache).
 _SEND_READ = 256 * 1024
 _REMOTE_BUFFER = 2 * 1024 * 1024
-_VERIFY_READ = 8 * 1024 * 1024
 # What start-up and fsck count as left by a crash (gc uses its own grace).
 STALE_SECONDS = 24 * 3600.0
 
@@ -96,10 +104,6 @@ class S3BlobStore:
     @property
     def reactor(self) -> Any:
         return self._reactor
-
-    @property
-    def description(self) -> str:
-        return self.client.description
 
     @property
     def downloads(self) -> str:
@@ -142,7 +146,7 @@ class S3BlobStore:
         assert isinstance(temp, S3Upload) and temp.digests is not None
         digests = temp.digests
         if (md5 and digests.md5 is None) or (blake2 and digests.blake2_256 is None):
-            extra_md5, extra_blake2 = await self.in_thread(_md5_blake2, temp.source())
+            extra_md5, extra_blake2 = await self.in_thread(hash_file, temp.source())
             digests = Digests(digests.size, digests.sha256, digests.md5 or extra_md5,
                               digests.blake2_256 or extra_blake2)
             temp.digests = digests
@@ -198,9 +202,9 @@ class S3BlobStore:
         if size is not None and size != actual:
             return "corrupt"
         if verify_hash:
-            digest = await self.in_thread(_sha256_of, RemoteObject(self._reactor, self.client,
+            found = await self.in_thread(sha256_file, RemoteObject(self._reactor, self.client,
                                                                    key, actual))
-            if digest != sha256:
+            if found is None or found[0] != sha256:
                 return "corrupt"
         return "ok"
 
@@ -348,9 +352,7 @@ class S3Upload:
         self._error: Failure | None = None
         self._paused = False
         self._idle: list[Deferred[None]] = []
-        self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
-        self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
+        self._hashes = Hashes(md5=md5, blake2=blake2)
         self.size = 0
         self.digests: Digests | None = None
         self.committed = False
@@ -411,11 +413,7 @@ class S3Upload:
         _writev_all(part.file.fileno(), chunks)
         for data in chunks:
             part.size += len(data)
-            self._sha256.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            if self._blake2 is not None:
-                self._blake2.update(data)
+            self._hashes.update(data)
 
     def _written(self, _: object) -> None:
         self._busy = False
@@ -547,9 +545,7 @@ class S3Upload:
             self._completed = True
         elif self._part is not None:
             self._part.close()
-        self.digests = Digests(self.size, self._sha256.hexdigest(),
-                               self._md5.hexdigest() if self._md5 is not None else None,
-                               self._blake2.hexdigest() if self._blake2 is not None else None)
+        self.digests = self._hashes.digests(self.size)
         return self.digests
 
     async def fill_from(self, source: Path) -> None:
@@ -697,24 +693,6 @@ class _RangedReader(io.RawIOBase):
         view[:count] = data
         self._pos += count
         return count
-
-
-def _md5_blake2(source: Openable) -> tuple[str, str]:
-    md5 = hashlib.md5()  # noqa: S324 - a checksum clients send, not security
-    blake2 = hashlib.blake2b(digest_size=32)
-    with source.open("rb") as f:
-        while chunk := f.read(_VERIFY_READ):
-            md5.update(chunk)
-            blake2.update(chunk)
-    return md5.hexdigest(), blake2.hexdigest()
-
-
-def _sha256_of(source: Openable) -> str:
-    digest = hashlib.sha256()
-    with source.open("rb") as f:
-        while chunk := f.read(_VERIFY_READ):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _started(name: str, fallback: datetime.datetime) -> float:

@@ -308,9 +308,8 @@ def _storage(table: Mapping[str, Any], base: Path) -> StorageConfig:
     if backend == "s3" and s3_table is None:
         raise ConfigError('storage.backend = "s3" needs a [storage.s3] table with at least'
                           ' bucket = "..."')
-    if backend == "filesystem" and s3_table is not None:
-        raise ConfigError('storage.s3 is set but storage.backend is not "s3"; add'
-                          ' backend = "s3" to [storage], or remove [storage.s3]')
+    # [storage.s3] with the folder backend: the target of `pypireg storage copy
+    # --to s3`, before backend = "s3" switches the daemon over.
     s3 = _s3(s3_table) if s3_table is not None else None
     path = Path(_string(table.get("path", DEFAULT_STORAGE),
                         "storage.path must be a non-empty string"))

@@ -50,6 +50,13 @@ def test_every_s3_key_is_used() -> None:
     assert not config.path_style
 
 
+def test_a_bucket_may_be_configured_while_blobs_stay_in_the_folder() -> None:
+    # The target of `pypireg storage copy --to s3`, before the switch.
+    storage = parse_config({"storage": {"s3": {"bucket": "b-b-b"}}}).storage
+    assert storage.backend == "filesystem"
+    assert storage.s3 == S3Config(bucket="b-b-b")
+
+
 def test_a_custom_endpoint_uses_path_style_unless_told() -> None:
     config = parse_config(s3(endpoint_url="http://minio.example:9000")).storage.s3
     assert config is not None and config.path_style
@@ -58,7 +65,6 @@ def test_a_custom_endpoint_uses_path_style_unless_told() -> None:
 @pytest.mark.parametrize(("raw", "key"), [
     ({"storage": {"backend": "ftp"}}, "storage.backend"),
     ({"storage": {"backend": "s3"}}, "[storage.s3]"),
-    ({"storage": {"s3": {"bucket": "b-b-b"}}}, "storage.s3 is set"),
     ({"storage": {"backend": "s3", "s3": "bucket"}}, "storage.s3 must be a table"),
     ({"storage": {"backend": "s3", "s3": {}}}, "storage.s3.bucket is missing"),
     (s3(bucket="Not_A_Bucket"), "storage.s3.bucket"),

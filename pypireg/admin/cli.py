@@ -34,6 +34,7 @@ from pypireg.admin import (
     names,
     projects,
     releases,
+    storage_copy,
     tokens,
     transfer,
     upstreams,
@@ -52,7 +53,7 @@ __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
 _MODULES = (initialise, projects, groups, tokens, users, releases, names, upstreams, backfill,
-            transfer, backup, fsck, maintenance, audit)
+            transfer, backup, storage_copy, fsck, maintenance, audit)
 
 
 def build_parser() -> CommandParser:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -110,8 +109,8 @@ class BlobBackend(Protocol):
         """*temp*'s digests, computing any asked for that were not computed on the way."""
         ...
 
-    async def copy_in(self, source: Path) -> PendingBlob:
-        """A finished blob with a copy of the local file *source*, hashed on the way."""
+    async def copy_in(self, source: Openable) -> PendingBlob:
+        """A finished blob with a copy of *source* (a local file, another store's blob)."""
         ...
 
     async def commit(self, temp: PendingBlob) -> None:
@@ -134,6 +133,10 @@ class BlobBackend(Protocol):
         ...
 
     async def exists(self, sha256: str) -> bool: ...
+
+    async def source(self, sha256: str) -> Openable | None:
+        """A stored blob's bytes to open in a worker thread; None if there is no such blob."""
+        ...
 
     async def read_with(self, sha256: str, read: Callable[[Openable], R]) -> R:
         """Run *read* (blocking, in a thread) over a stored blob's bytes."""

@@ -166,7 +166,7 @@ class BlobStore:
             temp.digests = digests
         return digests
 
-    async def copy_in(self, source: Path) -> TempBlob:
+    async def copy_in(self, source: Openable) -> TempBlob:
         """A finished temp blob with a copy of *source* (for imports), hashed on the way."""
         temp = self.open_temp(None)
         try:
@@ -254,6 +254,10 @@ class BlobStore:
 
     async def exists(self, sha256: str) -> bool:
         return await self.in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
+
+    async def source(self, sha256: str) -> Path | None:
+        path = self.path_for(sha256)
+        return path if await self.in_thread(path.is_file) else None
 
     async def read_with(self, sha256: str, read: Callable[[Openable], R]) -> R:
         return await self.in_thread(read, self.path_for(sha256))  # type: ignore[no-any-return]
@@ -652,7 +656,7 @@ class TempBlob:
         self.digests = self._digests()
         return self.digests
 
-    def fill_from_sync(self, source: Path) -> None:
+    def fill_from_sync(self, source: Openable) -> None:
         """Copy *source* in and hash it (blocking: run in a thread)."""
         with source.open("rb") as f:
             while chunk := f.read(1024 * 1024):

@@ -152,7 +152,7 @@ class S3BlobStore:
             temp.digests = digests
         return digests
 
-    async def copy_in(self, source: Path) -> S3Upload:
+    async def copy_in(self, source: Openable) -> S3Upload:
         temp = self.open_temp(None)
         try:
             await temp.fill_from(source)
@@ -185,13 +185,16 @@ class S3BlobStore:
     async def size_of(self, sha256: str) -> int | None:
         return await self.client.head(self.key_for(sha256))
 
-    async def read_with(self, sha256: str, read: Callable[[Openable], R]) -> R:
+    async def source(self, sha256: str) -> RemoteObject | None:
         key = self.key_for(sha256)
         size = await self.client.head(key)
-        if size is None:
+        return None if size is None else RemoteObject(self._reactor, self.client, key, size)
+
+    async def read_with(self, sha256: str, read: Callable[[Openable], R]) -> R:
+        source = await self.source(sha256)
+        if source is None:
             raise FileNotFoundError(f"no blob {sha256} in the bucket")
-        result: R = await self.in_thread(read, RemoteObject(self._reactor, self.client, key,
-                                                            size))
+        result: R = await self.in_thread(read, source)
         return result
 
     async def check(self, sha256: str, size: int | None, *, verify_hash: bool) -> str:
@@ -548,8 +551,8 @@ class S3Upload:
         self.digests = self._hashes.digests(self.size)
         return self.digests
 
-    async def fill_from(self, source: Path) -> None:
-        """Copy a local file in (imports): read in the worker, fed with backpressure."""
+    async def fill_from(self, source: Openable) -> None:
+        """Copy *source* in (imports, storage copy): read in the worker, fed with backpressure."""
         with source.open("rb") as f:
             while chunk := await self._store.in_thread(f.read, self._part_size):
                 self.write(chunk)

@@ -430,3 +430,44 @@ async def test_no_credentials_is_a_clear_error_and_nothing_is_logged(
         await store.exists("0" * 64)
     assert not isinstance(info.value, RegistryError) or info.value.code == 503
     await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_files_are_cached_in_the_same_backend(
+        db: Any, tmp_path: Path, storage_backend: dict[str, Any]) -> None:
+    from pypireg.storage import projects as project_store
+    from pypireg.storage import tokens as token_store
+    from pypireg.storage import upstream_cache as cache_store
+    from tests.support.http import basic
+    from tests.support.waiting import eventually
+
+    upstream = await start_registry(db, tmp_path / "up")
+    pub = await project_store.create_project(db, "pub", public=True)
+    _, upstream_token = await token_store.create_token(db, pub.id, "write")
+    proxy = await start_registry(db, tmp_path / "proxy", storage=storage_backend, upstreams=[
+        {"name": "public", "url": f"{upstream.api('pub')}/simple/", "timeout": "2s"}])
+    try:
+        _, _, read = await project_with_tokens(proxy, "acme")
+        content = wheel_bytes("six", "1.16.0")
+        code, text, _ = await upload(upstream, "pub", upstream_token,
+                                     wheel_filename("six", "1.16.0"), content, name="six",
+                                     version="1.16.0")
+        assert code == 201, text
+        sha256 = hashlib.sha256(content).hexdigest()
+        url = f"{proxy.api('acme')}/files/{sha256}/{wheel_filename('six', '1.16.0')}"
+        page = await treq.get(f"{proxy.api('acme')}/simple/six/", headers=basic(read))
+        assert page.code == 200 and sha256 in (await page.content()).decode()
+
+        first = await treq.get(url, headers=basic(read))
+        assert first.code == 200 and await first.content() == content
+        await eventually(lambda: cache_store.get_file(db, sha256))
+        assert sha256 in await _blob_names(proxy)
+
+        # Cached: served from the backend once the upstream is gone.
+        await upstream.stop()
+        await proxy.proxy.close()
+        again = await treq.get(url, headers=basic(read))
+        assert again.code == 200 and await again.content() == content
+    finally:
+        await proxy.stop()
+        await upstream.stop()

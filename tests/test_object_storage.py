@@ -391,6 +391,13 @@ async def test_redirect_mode_answers_302_to_a_presigned_url_that_works(
         assert await direct.content() == data
         assert direct.headers.getRawHeaders(b"content-disposition") == [
             f'attachment; filename="{filename}"'.encode()]
+        # A Range goes along to the presigned URL.
+        ranged = await treq.get(url, headers={b"Range": [b"bytes=3-9"]}, allow_redirects=False)
+        assert ranged.code == 302
+        target = ranged.headers.getRawHeaders(b"location")[0]
+        await ranged.content()
+        part = await treq.get(target.decode(), headers={b"Range": [b"bytes=3-9"]})
+        assert part.code == 206 and await part.content() == data[3:10]
         head = await treq.head(url, allow_redirects=False)
         assert head.code == 200
         assert head.headers.getRawHeaders(b"content-length") == [str(len(data)).encode()]

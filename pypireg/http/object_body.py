@@ -10,7 +10,9 @@ several is answered with the whole file (RFC 9110 §14.2 allows it; S3
 serves one range per request). Last-Modified and If-Modified-Since as for
 a local file.
 
-With `downloads = "redirect"` a GET is answered 302 to a presigned GET URL
+With `downloads = "redirect"` a GET (a ranged one too: the client sends
+its Range to the presigned URL, whose signature covers only Host) is
+answered 302 to a presigned GET URL
 that lives `presign_ttl` seconds and sets the same Content-Type and
 Content-Disposition; the 302 itself is `no-store` (the URL expires).
 HEAD is still answered here, from the object's size.
@@ -62,6 +64,9 @@ class ObjectBody(resource.Resource):
         key = self._store.key_for(self._sha256)
         client = self._store.client
         ranges = request.getHeader(b"range")
+        if request.method != b"HEAD" and self._store.downloads == "redirect":
+            # Range too: the client sends it to the presigned URL (only Host is signed).
+            return await self._redirect(request)
         if request.method == b"HEAD" or ranges is not None:
             info = await client.stat(key)
             if info is None:
@@ -85,8 +90,6 @@ class ObjectBody(resource.Resource):
                 request.setHeader(b"Content-Length", b"0")
                 request.finish()
                 return None
-        if self._store.downloads == "redirect":
-            return await self._redirect(request)
         return await self._relay(request, key, None)
 
     async def _redirect(self, request: http.Request) -> None:
@@ -210,6 +213,11 @@ class _Relay(Protocol):
         request = self._request
         assert request is not None and self.transport is not None
         producer = cast(IPushProducer, self.transport)
+        if request._disconnected:
+            # The client left while S3 answered: nobody to relay to.
+            self._request = None
+            producer.stopProducing()
+            return
         request.registerProducer(producer, True)
         request.notifyFinish().addErrback(self._client_gone)
 

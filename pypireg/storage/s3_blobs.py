@@ -467,8 +467,8 @@ class S3Upload:
         self._creating = False
         self._upload_id = upload_id
         if self.discarded:
-            # Discarded while it was being created: abort it now.
-            Deferred.fromCoroutine(self._abort())
+            # Discarded while it was being created: discard() aborts it.
+            self._wake_if_idle()
             return
         self._pump()
         self._wake_if_idle()

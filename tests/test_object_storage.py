@@ -401,6 +401,8 @@ async def test_redirect_mode_answers_302_to_a_presigned_url_that_works(
         head = await treq.head(url, allow_redirects=False)
         assert head.code == 200
         assert head.headers.getRawHeaders(b"content-length") == [str(len(data)).encode()]
+        # The redirect counted as a download; the later range did not.
+        assert list(reg.downloads.files.pending().values()) == [1]
     finally:
         await reg.stop()
 
@@ -478,3 +480,17 @@ async def test_upstream_files_are_cached_in_the_same_backend(
     finally:
         await proxy.stop()
         await upstream.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_downloads_count_as_on_a_local_file(stored: Any) -> None:
+    project, _, _, data, filename = await _uploaded(stored)
+    url = _file_url(stored, project, data, filename)
+    for headers in ({}, {b"Range": [b"bytes=0-99"]}):
+        response = await treq.get(url, headers=headers)
+        await response.content()
+    for headers in ({b"Range": [b"bytes=10-99"]}, {}):
+        response = await (treq.get(url, headers=headers) if headers else treq.head(url))
+        await response.content()
+    # The whole file, and a range from byte 0; not a later range, not a HEAD.
+    assert list(stored.downloads.files.pending().values()) == [2]

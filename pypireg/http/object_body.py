@@ -12,13 +12,13 @@ a local file.
 
 With `downloads = "redirect"` a GET (a ranged one too: the client sends
 its Range to the presigned URL, whose signature covers only Host) is
-answered 302 to a presigned GET URL
-that lives `presign_ttl` seconds and sets the same Content-Type and
-Content-Disposition; the 302 itself is `no-store` (the URL expires).
-HEAD is still answered here, from the object's size.
+answered 302 to a presigned GET URL that lives `presign_ttl` seconds and
+sets the same Content-Type and Content-Disposition; the 302 itself is
+`no-store` (the URL expires). HEAD is still answered here, from the
+object's size.
 
 Counting (file_body.BlobBody's rule): a GET answered from its first byte,
-or redirected, counts once.
+or redirected without a Range or with one from byte 0, counts once.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from twisted.web import http, resource, server
 from twisted.web.client import ResponseDone
 from twisted.web.iweb import IRequest, IResponse
 
-from pypireg.http.ranges import tame_range
+from pypireg.http.ranges import starts_at_first_byte, tame_range
 from pypireg.storage.s3 import S3Error
 from pypireg.storage.s3_blobs import S3BlobStore
 
@@ -104,7 +104,9 @@ class ObjectBody(resource.Resource):
         request.setHeader(b"Cache-Control", b"no-store")
         request.responseHeaders.removeHeader(b"content-disposition")
         request.setHeader(b"Content-Length", b"0")
-        if self._counted is not None:
+        ranges = request.getHeader(b"range")
+        if self._counted is not None and (ranges is None or starts_at_first_byte(
+                ranges.replace(b" ", b""))):
             self._counted()
         request.finish()
 

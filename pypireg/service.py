@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any
 
+from treq.client import HTTPClient
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -33,11 +34,13 @@ from pypireg.http.gitlab.audit_events import AuditEventsRoutes
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
+from pypireg.http.gitlab.trusted_publishers import TrustedPublishersRoutes
 from pypireg.http.metrics import Metrics
 from pypireg.http.ops import MetricsPage, OpsRoutes, metrics_site
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
+from pypireg.http.pypi.oidc import OidcRoutes
 from pypireg.http.pypi.simple import SimpleRoutes
 from pypireg.http.pypi.upload import UploadRoutes
 from pypireg.http.pypi.yank import YankRoutes
@@ -46,6 +49,8 @@ from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
 from pypireg.http.web.readme import ReadmeLimits, ReadmeRenderer
 from pypireg.http.web.routes import PageRoutes
+from pypireg.oidc.exchange import TokenExchange
+from pypireg.oidc.keys import IssuerKeys, default_client
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.proxy.pages import UpstreamPages
@@ -130,7 +135,8 @@ async def build_site(reactor: Any, config: Config, db: Database,
                      changes: ChangeListener | None = None, *,
                      metrics: Metrics | None = None, blobs: BlobBackend | None = None,
                      proxy: ProxyParts | None = None,
-                     downloads: PendingCounts[int] | None = None
+                     downloads: PendingCounts[int] | None = None,
+                     oidc_client: HTTPClient | None = None
                      ) -> tuple[RegistrySite, Authorizer]:
     """The HTTP site over *db*, with its storage ready; the caller starts the authorizer.
 
@@ -139,7 +145,8 @@ async def build_site(reactor: Any, config: Config, db: Database,
     not cache. The upstream proxy is the caller's (*proxy*, built with the
     same *metrics* and *blobs*): it has connections to close. So are the
     *downloads* it counts (file_downloads): the caller flushes them;
-    without, stored files' downloads are not counted.
+    without, stored files' downloads are not counted. *oidc_client*
+    fetches the OIDC issuers' keys (default: treq verifying TLS).
     """
     if blobs is None:
         blobs = open_blob_store(reactor, config.storage)
@@ -152,6 +159,8 @@ async def build_site(reactor: Any, config: Config, db: Database,
     access = RequestAccess(authorizer, config.server.base_url)
     caches = PackageCaches(reactor, changes)
     proxied = proxy.index if proxy is not None else None
+    keys = IssuerKeys(db, reactor, oidc_client or default_client(reactor))
+    exchange = TokenExchange(db, reactor, config.trusted_publishing, keys, authorizer.failures)
     routes = RouteGroups(
         uploads=UploadRoutes(db, blobs, metrics, caches, config.server.base_url),
         simple=SimpleRoutes(db, access, caches, metrics, proxied),
@@ -167,6 +176,8 @@ async def build_site(reactor: Any, config: Config, db: Database,
         # With metrics listeners of their own, /-/metrics is not on this site.
         ops=OpsRoutes(db, blobs, None if config.server.metrics_listen else MetricsPage(
             metrics, config.server.metrics_token, authorizer.failures)),
+        oidc=OidcRoutes(exchange),
+        trusted_publishers=TrustedPublishersRoutes(db, access, config.trusted_publishing),
     )
     site = RegistrySite(
         RegistryResource(routes, ErrorFunnel(config.server.base_url)),
@@ -256,6 +267,10 @@ class RegistryService(MultiService):
     async def _start(self) -> None:
         config = self.config
         self._start_json_log()
+        for issuer in config.trusted_publishing.issuers:
+            if issuer.plain_http:
+                _log.warn("trusted_publishing: the issuer {url} is plain http (loopback "
+                          "only); use https outside tests", url=issuer.url)
         opened = await open_database(self._reactor, config)
         self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)

@@ -455,6 +455,8 @@ MUTATIONS = {
     "pypireg.storage.upstream_cache": {"add_block", "remove_block", "purge",
                                        "set_index_upstreams"},
     "pypireg.ingest.accept": {"ingest"},
+    "pypireg.storage.trusted_publishing": {"add_publisher", "remove_publisher", "mint_token"},
+    "pypireg.oidc.publishers": {"register_publisher"},
 }
 
 

@@ -124,7 +124,10 @@ async def test_shapes_and_values(registry: Any) -> None:
         "Demo_Pkg-1.0-py3-none-any.whl", "Demo_Pkg-1.0.tar.gz", "Demo_Pkg-1.0-py3-none-any.whl"]
     for f, content in zip(files, [wheel, sdist, wheel], strict=True):
         assert set(f) == {"id", "package_id", "created_at", "file_name", "size", "file_md5",
-                          "file_sha1", "file_sha256", "download_count", "last_downloaded_at"}
+                          "file_sha1", "file_sha256", "download_count", "last_downloaded_at",
+                          "pipelines"}
+        # Uploaded with a plain token: no pipeline (tests/test_trusted_publishing.py has one).
+        assert f["pipelines"] == []
         assert f["package_id"] == first["id"]
         assert f["size"] == len(content)
         assert f["file_md5"] == hashlib.md5(content).hexdigest()

@@ -37,6 +37,7 @@ from pypireg.admin import (
     storage_copy,
     tokens,
     transfer,
+    trusted_publishers,
     upstreams,
     users,
 )
@@ -53,7 +54,7 @@ __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
 _MODULES = (initialise, projects, groups, tokens, users, releases, names, upstreams, backfill,
-            transfer, backup, storage_copy, fsck, maintenance, audit)
+            transfer, backup, storage_copy, fsck, maintenance, audit, trusted_publishers)
 
 
 def build_parser() -> CommandParser:

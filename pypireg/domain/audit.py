@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-ActorKind = Literal["token", "admin", "system", "anonymous"]
+ActorKind = Literal["token", "admin", "system", "anonymous", "publisher"]
 
 # What an event may record, by name (the `action` column), and the
 # sentence GitLab's API shows for it (`details.custom_message`).
@@ -49,6 +49,8 @@ ACTIONS: dict[str, str] = {
     "upstream.block": "Blocked upstream release",
     "upstream.unblock": "Unblocked upstream release",
     "upstream.purge": "Purged upstream cache",
+    "trusted_publisher.add": "Added trusted publisher",
+    "trusted_publisher.remove": "Removed trusted publisher",
 }
 
 # Keys a `details` mapping may never carry, at any depth (a guard against
@@ -76,7 +78,9 @@ class Actor:
 
     Attributes:
         kind: 'token' for an API request, 'admin' for the admin command,
-            'system' for the daemon's own jobs (the hourly cleanup).
+            'system' for the daemon's own jobs (the hourly cleanup),
+            'publisher' for a CI job exchanging its OIDC ID token (trusted
+            publishing; *name* says which publisher and job).
         token_id, token_kind, user_id: The request's token (none for the
             admin command and the daemon).
         name: A personal token's user name (filled in from the user row
@@ -104,6 +108,8 @@ class Actor:
             return f"{who} ({self.name})" if self.name else who
         if self.kind == "admin":
             return f"admin command ({self.name})" if self.name else "admin command"
+        if self.kind == "publisher":
+            return f"trusted publisher ({self.name})" if self.name else "trusted publisher"
         return self.kind
 
 

@@ -130,7 +130,7 @@ async def record_upstream_origin(db: Database, project_id: int, name: str, upstr
                                  ) -> NameOrigin:
     """The first time *name* is served from *upstream*: fix that origin (unless one exists)."""
     # One round trip: the outer SELECT sees the table as it was before the
-    # INSERT, so it is the row just made, else the one that was there.
+    # INSERT, so it is the row just made, else the one that was there...
     row = await db.fetch_one(
         "WITH made AS (INSERT INTO name_origins (project_id, name, origin, upstream, reason)"
         "  VALUES (%(p)s, %(n)s, 'upstream', %(u)s, 'proxied') ON CONFLICT DO NOTHING"
@@ -138,7 +138,12 @@ async def record_upstream_origin(db: Database, project_id: int, name: str, upstr
         f" SELECT {_ORIGIN_COLUMNS} FROM made UNION ALL"
         f" SELECT {_ORIGIN_COLUMNS} FROM name_origins WHERE project_id = %(p)s AND name = %(n)s",
         {"p": project_id, "n": name, "u": upstream})
-    assert row is not None
+    if row is None:
+        # ...unless another transaction made it meanwhile: the INSERT waited
+        # for its commit, which the statement's snapshot predates.
+        found = await get_origin(db, project_id, name)
+        assert found is not None
+        return found
     return _origin(row)
 
 

@@ -43,6 +43,11 @@ def _token(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(*row)
 
 
+# For the other stores that insert tokens (trusted_publishing.py's minted ones).
+TOKEN_COLUMNS = _COLUMNS
+token_from_row = _token
+
+
 async def create_token(
     db: Database,
     project_id: int | None,

@@ -22,6 +22,7 @@ from twisted.web.resource import Resource, getChildForRequest
 
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
+from pypireg.storage import users as user_store
 from pypireg.storage.database import Database
 from tests.distributions import upload_form
 from tests.support import reactor
@@ -154,12 +155,13 @@ class Registry:
 
 async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024,
                          listen: bool = True, upstreams: Sequence[Mapping[str, Any]] = (),
-                         changes: Any = None, storage: Mapping[str, Any] | None = None
-                         ) -> Registry:
+                         changes: Any = None, storage: Mapping[str, Any] | None = None,
+                         trusted_publishing: Mapping[str, Any] | None = None) -> Registry:
     """The whole HTTP site, on a real TCP port if *listen*; stop it with `stop()`.
 
     *upstreams* are `[[upstreams]]` tables; with them the site proxies.
     *storage* adds keys to `[storage]` (the `storage_backend` fixture's).
+    *trusted_publishing* is the `[trusted_publishing]` table.
     """
     from pypireg.config import parse_config
     from pypireg.http.metrics import Metrics
@@ -168,7 +170,8 @@ async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 10
 
     config = parse_config(
         {"storage": {"path": str(tmp_path / "data"), **(storage or {})},
-         "uploads": {"max_size": max_size}, "upstreams": [dict(u) for u in upstreams]}
+         "uploads": {"max_size": max_size}, "upstreams": [dict(u) for u in upstreams],
+         "trusted_publishing": dict(trusted_publishing or {})}
     )
     metrics = Metrics()
     blobs = open_blob_store(reactor, config.storage)
@@ -188,6 +191,17 @@ async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False
     _, write = await token_store.create_token(reg.db, project.id, "write")
     _, read = await token_store.create_token(reg.db, project.id, "read")
     return project, write, read
+
+
+async def personal_token(db: Any, project_id: int, role: str | None, scope: str = "write"
+                         ) -> str:
+    """A personal token of a new user, a member of the project with *role* (None: not one)."""
+    user = await user_store.create_user(db, f"{role}-{scope}")
+    if role is not None:
+        await user_store.add_member(db, project_id, user.id, role)  # type: ignore[arg-type]
+    _, secret = await token_store.create_token(
+        db, None, scope, kind="personal", user_id=user.id)  # type: ignore[arg-type]
+    return secret
 
 
 async def upload(reg: Any, project: Any, token: str | None, filename: str, content: bytes,

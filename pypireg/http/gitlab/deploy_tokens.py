@@ -26,8 +26,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from pypireg.access import Grant
-from pypireg.domain.access_policy import check_may_manage_tokens
-from pypireg.domain.errors import BadRequest, Forbidden, NotFound
+from pypireg.domain.errors import BadRequest, NotFound
 from pypireg.domain.tokens import SCOPE_NAMES, Scope
 from pypireg.http.responses import api_json, gitlab_time
 from pypireg.http.scopes import RequestAccess, request_actor
@@ -89,14 +88,7 @@ class DeployTokensRoutes:
         return b""
 
     async def _manage_tokens_access(self, request: IRequest, project: str) -> Grant:
-        try:
-            grant = await self._access.maintain(request, project)
-        except Forbidden:
-            # A developer's token, say: give the rule, not the role refusal.
-            check_may_manage_tokens(None)
-            raise
-        check_may_manage_tokens(grant.token)
-        return grant
+        return await self._access.manage_tokens(request, project, "deploy tokens")
 
     async def _deploy_token(self, grant: Grant, token_id: int) -> TokenRecord:
         for token in await token_store.list_tokens(self._db, grant.project.id):

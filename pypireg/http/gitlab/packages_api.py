@@ -10,6 +10,7 @@ once; the blobs go with the next garbage collection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -25,8 +26,10 @@ from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import api_json, gitlab_time
 from pypireg.http.scopes import RequestAccess, request_actor
 from pypireg.storage import releases as release_store
+from pypireg.storage import trusted_publishing as publishing_store
 from pypireg.storage.database import Database
 from pypireg.storage.releases import FILE_ORDERS, RELEASE_ORDERS, Page, Release, ReleaseFile
+from pypireg.storage.trusted_publishing import Pipeline
 
 _log = Logger()
 
@@ -57,14 +60,18 @@ class PackagesApiRoutes:
                 order_by=order_by, descending=descending,
                 limit=per_page, offset=(page - 1) * per_page)
         paginate(request, self._access.base_url, result.total, page, per_page)
-        return api_json(request, [_package(project, r) for r in result.items])
+        pipelines = await publishing_store.release_pipelines(
+            self._db, [r.id for r in result.items])
+        return api_json(request, [_package(project, r, pipelines.get(r.id, []))
+                                  for r in result.items])
 
     async def gitlab_package(self, request: IRequest, project: str, package_id: int) -> bytes:
         grant = await self._access.read(request, project)
         release = await release_store.get_release(self._db, grant.project.id, package_id)
         if release is None:
             raise NotFound(f"No package {package_id} in this project.")
-        return api_json(request, _package(project, release))
+        pipelines = await publishing_store.release_pipelines(self._db, [release.id])
+        return api_json(request, _package(project, release, pipelines.get(release.id, [])))
 
     async def gitlab_package_files(self, request: IRequest, project: str, package_id: int
                                    ) -> bytes:
@@ -79,7 +86,8 @@ class PackagesApiRoutes:
         if result is None:
             raise NotFound(f"No package {package_id} in this project.")
         paginate(request, self._access.base_url, result.total, page, per_page)
-        return api_json(request, [_package_file(f) for f in result.items])
+        pipelines = await publishing_store.file_pipelines(self._db, [f.id for f in result.items])
+        return api_json(request, [_package_file(f, pipelines.get(f.id)) for f in result.items])
 
     async def gitlab_delete_package(self, request: IRequest, project: str, package_id: int
                                     ) -> bytes:
@@ -119,9 +127,23 @@ def _normal_version(version: str) -> str:
         return version
 
 
-def _package(project: str, release: Release) -> dict[str, Any]:
+def _pipeline(pipeline: Pipeline) -> dict[str, Any]:
+    """A trusted publisher's job, in the shape of GitLab's pipeline object."""
+    run_id: int | str | None = pipeline.run_id
+    if isinstance(run_id, str) and run_id.isascii() and run_id.isdigit():
+        run_id = int(run_id)
+    return {"id": run_id, "status": "success", "ref": pipeline.ref, "sha": pipeline.sha,
+            "web_url": pipeline.web_url, "created_at": gitlab_time(pipeline.uploaded_at),
+            "updated_at": gitlab_time(pipeline.uploaded_at), "source": pipeline.kind,
+            "published_by": pipeline.published_by}
+
+
+def _package(project: str, release: Release, pipelines: Sequence[Pipeline] = ()
+             ) -> dict[str, Any]:
+    """GitLab's package; as GitLab, `pipeline` (the latest) only when there is one."""
     web_path = (f"/api/v4/projects/{quote(project, safe='')}/packages/pypi/simple/"
                 f"{release.name}/")
+    extra = {"pipeline": _pipeline(pipelines[0])} if pipelines else {}
     return {
         "id": release.id,
         "name": release.display_name,
@@ -133,12 +155,13 @@ def _package(project: str, release: Release) -> dict[str, Any]:
         # Not GitLab's: the downloads of the release's files (duplicates included).
         "download_count": release.download_count,
         "_links": {"web_path": web_path},
-        "pipelines": [],
+        **extra,
+        "pipelines": [_pipeline(p) for p in pipelines],
         "tags": [],
     }
 
 
-def _package_file(f: ReleaseFile) -> dict[str, Any]:
+def _package_file(f: ReleaseFile, pipeline: Pipeline | None = None) -> dict[str, Any]:
     return {
         "id": f.id,
         "package_id": f.release_id,
@@ -151,6 +174,7 @@ def _package_file(f: ReleaseFile) -> dict[str, Any]:
         # Not GitLab's: this file row's downloads, and the last one.
         "download_count": f.download_count,
         "last_downloaded_at": _time_or_none(f.last_downloaded_at),
+        "pipelines": [_pipeline(pipeline)] if pipeline is not None else [],
     }
 
 

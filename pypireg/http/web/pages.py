@@ -312,6 +312,9 @@ def _uploader(f: FileDetail) -> str:
         return f"token #{f.uploader_token_id}"
     if f.uploader_kind == "deploy":
         return f'{_e(f.uploader)} <span class="meta">(deploy token)</span>'
+    if f.uploader_kind == "trusted":
+        # The minted token's description: "OWNER/REPO@REF via WORKFLOW (run N)".
+        return f'published by {_e(f.uploader)} <span class="meta">(trusted publisher)</span>'
     return _e(f.uploader)
 
 

@@ -18,8 +18,10 @@ CREATE TABLE audit_events (
     group_path     TEXT,
     -- "package_file.upload", "release.yank", "token.create", ... (domain/audit.py)
     action         TEXT NOT NULL,
-    -- 'token' (an API request), 'admin' (the admin command), 'system' (the daemon's own jobs)
-    actor_kind     TEXT NOT NULL CHECK (actor_kind IN ('token', 'admin', 'system', 'anonymous')),
+    -- 'token' (an API request), 'admin' (the admin command), 'system' (the
+    -- daemon's own jobs), 'publisher' (a CI job minting a token, trusted publishing)
+    actor_kind     TEXT NOT NULL
+                   CHECK (actor_kind IN ('token', 'admin', 'system', 'anonymous', 'publisher')),
     actor_token_id BIGINT,
     actor_token_kind TEXT,
     actor_user_id  BIGINT,

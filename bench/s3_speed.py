@@ -38,12 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from upload_rss import (
     MIB,
     RssSampler,
-    _wait_listening,
     admin,
     build_wheel,
     free_port,
+    running_daemon,
     steady_rss_kib,
-    stop_daemon,
     twine_upload,
 )
 from upload_rss import Daemon as _Daemon
@@ -95,32 +94,6 @@ def _direct(client: Any, bucket: str, wheel: Path) -> tuple[float, float]:
     return up, down
 
 
-def _daemon(bin_dir: Path, folder: Path, endpoint: str, bucket: str) -> _Daemon:
-    port = free_port()
-    config = folder / "pypireg.toml"
-    config.write_text(
-        "[server]\n"
-        f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
-        "[storage]\n"
-        'path = "data"\n'
-        'backend = "s3"\n'
-        "[uploads]\n"
-        'max_size = "600MiB"\n'
-        "[storage.s3]\n"
-        f'bucket = "{bucket}"\n'
-        f'endpoint_url = "{endpoint}"\n'
-    )
-    log = folder / "twistd.log"
-    with log.open("wb") as logfile:
-        process = subprocess.Popen(
-            [str(bin_dir / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(config)],
-            stdout=logfile, stderr=subprocess.STDOUT, cwd=folder, env=os.environ | CREDENTIALS,
-        )
-    daemon = _Daemon(process, config, log, port)
-    _wait_listening(daemon, timeout=180)
-    return daemon
-
-
 def _download(daemon: _Daemon, project: str, wheel: Path) -> float:
     import hashlib
 
@@ -150,8 +123,9 @@ def measure(bin_dir: Path, endpoint: str, size_mib: int, work: Path) -> Row:
     direct_up, direct_down = _direct(client, bucket, wheel)
     print(f"[{size_mib} MiB] direct: up {direct_up:.0f} MB/s, down {direct_down:.0f} MB/s",
           flush=True)
-    daemon = _daemon(bin_dir, folder, endpoint, bucket)
-    try:
+    storage = (f'[storage.s3]\nbucket = "{bucket}"\nendpoint_url = "{endpoint}"\n')
+    with running_daemon(bin_dir, folder, 'backend = "s3"\n', storage,
+                        os.environ | CREDENTIALS) as daemon:
         project = admin(bin_dir, daemon, "project", "create", "bench", "--public"
                         ).strip().splitlines()[-1]
         token = admin(bin_dir, daemon, "token", "create", "--project", "bench",
@@ -176,9 +150,7 @@ def measure(bin_dir: Path, endpoint: str, size_mib: int, work: Path) -> Row:
         finally:
             sampler.stop()
         down_peak = sampler.peak_kib / 1024
-    finally:
-        stop_daemon(daemon)
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     row = Row(size_mib, direct_up, direct_down, up, down, idle, up_peak, down_peak)
     print(f"[{size_mib} MiB] pypireg: up {up:.0f} MB/s, down {down:.0f} MB/s, idle"
           f" {idle:.0f} MiB, peaks {up_peak:.0f}/{down_peak:.0f} MiB", flush=True)

@@ -200,7 +200,9 @@ class Daemon:
 
 
 @contextmanager
-def running_daemon(bin_dir: Path, folder: Path) -> Iterator[Daemon]:
+def running_daemon(bin_dir: Path, folder: Path, storage_keys: str = "", extra_config: str = "",
+                   env: dict[str, str] | None = None) -> Iterator[Daemon]:
+    """twistd on a free port in *folder*; *storage_keys* go in [storage], *extra_config* last."""
     port = free_port()
     config = folder / "pypireg.toml"
     config.write_text(
@@ -208,14 +210,16 @@ def running_daemon(bin_dir: Path, folder: Path) -> Iterator[Daemon]:
         f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
         "[storage]\n"
         'path = "data"\n'
-        "[uploads]\n"
+        + storage_keys
+        + "[uploads]\n"
         'max_size = "600MiB"\n'
+        + extra_config
     )
     log = folder / "twistd.log"
     with log.open("wb") as logfile:
         process = subprocess.Popen(
             [str(bin_dir / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(config)],
-            stdout=logfile, stderr=subprocess.STDOUT, cwd=folder,
+            stdout=logfile, stderr=subprocess.STDOUT, cwd=folder, env=env,
         )
     daemon = Daemon(process, config, log, port)
     try:

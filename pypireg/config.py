@@ -31,6 +31,17 @@ GIB = 1024 * MIB
 DEFAULT_MAX_CACHE_SIZE = 50 * GIB
 DEFAULT_UPSTREAM_TTL = 600.0
 DEFAULT_UPSTREAM_TIMEOUT = 10.0
+# S3 allows parts of 5 MiB to 5 GiB (all but the last) and 10,000 parts.
+S3_MIN_PART = 5 * MIB
+S3_MAX_PART = 5 * GIB
+DEFAULT_S3_PART = 8 * MIB
+DEFAULT_S3_PARTS_IN_FLIGHT = 4
+DEFAULT_S3_TIMEOUT = 60.0
+DEFAULT_PRESIGN_TTL = 300.0
+# SigV4 presigned URLs live at most a week.
+MAX_PRESIGN_TTL = 7 * 24 * 3600.0
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+_REGION_RE = re.compile(r"^[a-z0-9-]{1,40}\Z")
 
 
 class ConfigError(Exception):
@@ -62,8 +73,42 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class S3Config:
+    """[storage.s3]: where blobs live with backend = "s3".
+
+    Credentials are never here: botocore resolves them from the AWS
+    environment variables or shared credentials file, as every AWS tool does.
+    """
+
+    bucket: str
+    # None: AWS itself, https://s3.<region>.amazonaws.com.
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    # Every key starts with this ("" or ending in "/"): blobs/<sha256>, tmp/…
+    prefix: str = ""
+    # "path" (https://host/bucket/key: MinIO, Ceph, moto) or "virtual"
+    # (https://bucket.host/key: AWS). "auto": virtual for AWS, else path.
+    addressing_style: str = "auto"
+    # "proxy": pypireg streams the object; "redirect": 302 to a presigned URL.
+    downloads: str = "proxy"
+    presign_ttl: float = DEFAULT_PRESIGN_TTL
+    part_size: int = DEFAULT_S3_PART
+    parts_in_flight: int = DEFAULT_S3_PARTS_IN_FLIGHT
+    timeout: float = DEFAULT_S3_TIMEOUT
+
+    @property
+    def path_style(self) -> bool:
+        if self.addressing_style == "auto":
+            return self.endpoint_url is not None
+        return self.addressing_style == "path"
+
+
+@dataclass(frozen=True)
 class StorageConfig:
+    # Blobs (with backend = "filesystem"), and the embedded PostgreSQL.
     path: Path = Path(DEFAULT_STORAGE)
+    backend: str = "filesystem"
+    s3: S3Config | None = None
 
 
 @dataclass(frozen=True)
@@ -288,11 +333,84 @@ def _logging(table: Mapping[str, Any], base: Path) -> LoggingConfig:
 
 
 def _storage(table: Mapping[str, Any], base: Path) -> StorageConfig:
-    """The [storage] table: the folder for blobs (and the embedded PostgreSQL)."""
-    _only_keys(table, "storage", {"path"})
+    """The [storage] table: the folder for blobs (and the embedded PostgreSQL), or S3."""
+    _only_keys(table, "storage", {"path", "backend", "s3"})
+    backend = table.get("backend", "filesystem")
+    if backend not in ("filesystem", "s3"):
+        raise ConfigError('storage.backend must be "filesystem" (the default) or "s3"')
+    s3_table = table.get("s3")
+    if s3_table is not None and not isinstance(s3_table, dict):
+        raise ConfigError("storage.s3 must be a table ([storage.s3])")
+    if backend == "s3" and s3_table is None:
+        raise ConfigError('storage.backend = "s3" needs a [storage.s3] table with at least'
+                          ' bucket = "..."')
+    # [storage.s3] with the folder backend: the target of `pypireg storage copy
+    # --to s3`, before backend = "s3" switches the daemon over.
+    s3 = _s3(s3_table) if s3_table is not None else None
     path = Path(_string(table.get("path", DEFAULT_STORAGE),
                         "storage.path must be a non-empty string"))
-    return StorageConfig(path=path if path.is_absolute() else base / path)
+    return StorageConfig(path=path if path.is_absolute() else base / path, backend=backend,
+                         s3=s3)
+
+
+def _s3(table: Mapping[str, Any]) -> S3Config:
+    """The [storage.s3] table (credentials come from the AWS environment, never from here)."""
+    for key in table:
+        if any(word in key for word in ("key_id", "secret", "token", "password")):
+            raise ConfigError(f"storage.s3.{key}: credentials never go in the config file; set"
+                              " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE"
+                              " and a shared credentials file) in the daemon's environment")
+    _only_keys(table, "storage.s3", {
+        "bucket", "endpoint_url", "region", "prefix", "addressing_style", "downloads",
+        "presign_ttl", "part_size", "parts_in_flight", "timeout"})
+    if "bucket" not in table:
+        raise ConfigError('storage.s3.bucket is missing, e.g. bucket = "pypireg-blobs"')
+    bucket = table["bucket"]
+    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError("storage.s3.bucket must be an S3 bucket name: 3 to 63 of a-z, 0-9,"
+                          " '.' and '-', starting and ending with a letter or digit")
+    endpoint = table.get("endpoint_url")
+    if endpoint is not None:
+        parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.username or parts.password or parts.query or parts.fragment
+                or parts.path not in ("", "/")):
+            raise ConfigError('storage.s3.endpoint_url must be an http(s) URL without a path,'
+                              ' query or credentials, e.g. "https://minio.example:9000"')
+        endpoint = endpoint.rstrip("/")
+    region = table.get("region", "us-east-1")
+    if not isinstance(region, str) or not _REGION_RE.match(region):
+        raise ConfigError('storage.s3.region must be a region name, e.g. "eu-west-1"')
+    prefix = table.get("prefix", "")
+    if (not isinstance(prefix, str) or prefix.startswith("/") or "//" in prefix
+            or not prefix.isprintable() or len(prefix) > 200):
+        raise ConfigError('storage.s3.prefix must be a key prefix such as "pypireg/" (no'
+                          ' leading "/", no "//")')
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    style = table.get("addressing_style", "auto")
+    if style not in ("auto", "path", "virtual"):
+        raise ConfigError('storage.s3.addressing_style must be "auto", "path" or "virtual"')
+    downloads = table.get("downloads", "proxy")
+    if downloads not in ("proxy", "redirect"):
+        raise ConfigError('storage.s3.downloads must be "proxy" (pypireg streams the file)'
+                          ' or "redirect" (302 to a presigned URL)')
+    ttl = _duration(table.get("presign_ttl", DEFAULT_PRESIGN_TTL), "storage.s3.presign_ttl")
+    if not 1 <= ttl <= MAX_PRESIGN_TTL:
+        raise ConfigError('storage.s3.presign_ttl must be from 1s to 7d, e.g. "5m"')
+    part_size = _size(table.get("part_size", DEFAULT_S3_PART), "storage.s3.part_size",
+                      'storage.s3.part_size must be a size from 5MiB to 5GiB, e.g. "8MiB"')
+    if not S3_MIN_PART <= part_size <= S3_MAX_PART:
+        raise ConfigError('storage.s3.part_size must be a size from 5MiB to 5GiB, e.g. "8MiB"')
+    in_flight = _positive_int(table.get("parts_in_flight", DEFAULT_S3_PARTS_IN_FLIGHT),
+                              "storage.s3.parts_in_flight must be an integer from 1 to 64",
+                              maximum=64)
+    timeout = _duration(table.get("timeout", DEFAULT_S3_TIMEOUT), "storage.s3.timeout")
+    if timeout <= 0:
+        raise ConfigError('storage.s3.timeout must be above zero, e.g. "60s"')
+    return S3Config(bucket=bucket, endpoint_url=endpoint, region=region, prefix=prefix,
+                    addressing_style=style, downloads=downloads, presign_ttl=ttl,
+                    part_size=part_size, parts_in_flight=in_flight, timeout=timeout)
 
 
 def _database(table: Mapping[str, Any]) -> DatabaseConfig:

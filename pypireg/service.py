@@ -55,7 +55,8 @@ from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.proxy.pages import UpstreamPages
 from pypireg.startup import StartupError, data_folder_error, open_database, os_reason
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.backends import open_blob_store
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
 from pypireg.storage.downloads import record_downloads
@@ -90,7 +91,7 @@ class ProxyParts:
             await client.close()
 
 
-def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
+def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobBackend,
                 metrics: Metrics, changes: ChangeListener | None) -> ProxyParts | None:
     if not config.upstreams:
         return None
@@ -132,7 +133,7 @@ class DownloadCounts:
 
 async def build_site(reactor: Any, config: Config, db: Database,
                      changes: ChangeListener | None = None, *,
-                     metrics: Metrics | None = None, blobs: BlobStore | None = None,
+                     metrics: Metrics | None = None, blobs: BlobBackend | None = None,
                      proxy: ProxyParts | None = None,
                      downloads: PendingCounts[int] | None = None,
                      oidc_client: HTTPClient | None = None
@@ -148,7 +149,7 @@ async def build_site(reactor: Any, config: Config, db: Database,
     fetches the OIDC issuers' keys (default: treq verifying TLS).
     """
     if blobs is None:
-        blobs = BlobStore(reactor, config.storage.path)
+        blobs = open_blob_store(reactor, config.storage)
     blobs.prepare()
     await blobs.remove_stale_temp_files()
     authorizer = Authorizer(db, reactor, changes)
@@ -207,7 +208,7 @@ def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, 
     return timer
 
 
-def housekeeping(clock: Any, db: Database, blobs: BlobStore,
+def housekeeping(clock: Any, db: Database, blobs: BlobBackend,
                  changes: ChangeListener | None) -> list[TimerService]:
     """The hourly jobs: the duplicate cleanup policies, and the garbage collection.
 
@@ -274,7 +275,7 @@ class RegistryService(MultiService):
         self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)
         await self._changes.start()
-        blobs = BlobStore(self._reactor, config.storage.path)
+        blobs = open_blob_store(self._reactor, config.storage)
         metrics = Metrics()
         self._proxy = build_proxy(self._reactor, config, self.db, blobs, metrics,
                                   self._changes)

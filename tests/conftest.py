@@ -24,6 +24,7 @@ from pypireg.storage.embedded import EmbeddedPostgres
 from tests.support import reactor
 from tests.support.databases import FreshDatabases, admin_statement, blank_server_database
 from tests.support.http import Registry, start_registry
+from tests.support.s3 import aws_environment, create_bucket, moto_server, new_bucket_name, s3_table
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +92,45 @@ async def db(migrated_dsn: str) -> Any:
 async def registry(db: Database, tmp_path: Path) -> Any:
     """The whole site on a real TCP port (`registry.http`), and in memory (`registry.stub`)."""
     reg = await start_registry(db, tmp_path)
+    yield reg
+    await reg.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, with test AWS credentials in the environment."""
+    with aws_environment(), moto_server() as endpoint:
+        yield endpoint
+
+
+def _new_bucket(endpoint: str, **extra: Any) -> dict[str, Any]:
+    from pypireg.config import parse_config
+
+    table = s3_table(endpoint, new_bucket_name(), **extra)
+    config = parse_config({"storage": {"backend": "s3", "s3": table}}).storage.s3
+    assert config is not None
+    pytest_twisted.blockon(Deferred.fromCoroutine(create_bucket(reactor, config)))
+    return {"backend": "s3", "s3": table}
+
+
+@pytest.fixture
+def s3_storage(s3_endpoint: str) -> dict[str, Any]:
+    """`[storage]` keys for a fresh, empty bucket on the test S3 endpoint."""
+    return _new_bucket(s3_endpoint)
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def storage_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`[storage]` keys for each backend in turn: nothing (a folder), or a fresh bucket."""
+    if request.param == "filesystem":
+        return {}
+    return _new_bucket(request.getfixturevalue("s3_endpoint"))
+
+
+@pytest_twisted.async_yield_fixture()
+async def stored(db: Database, tmp_path: Path, storage_backend: dict[str, Any]) -> Any:
+    """The whole site on a real TCP port, over each blob backend in turn."""
+    reg = await start_registry(db, tmp_path, max_size=64 * 1024 * 1024, storage=storage_backend)
     yield reg
     await reg.stop()
 

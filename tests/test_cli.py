@@ -79,7 +79,7 @@ def _leaves(parser: argparse.ArgumentParser, path: str = "pypireg"
 def test_every_leaf_subcommand_names_its_handler() -> None:
     # argparse is the dispatcher: a leaf without a handler would fail at run time.
     leaves = dict(_leaves(build_parser()))
-    assert len(leaves) == 45
+    assert len(leaves) == 46
     assert {"pypireg init", "pypireg name claim", "pypireg namespace grant",
             "pypireg upstream block", "pypireg upstream status", "pypireg cleanup",
             "pypireg audit", "pypireg trusted-publisher add"} <= set(leaves)

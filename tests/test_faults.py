@@ -153,10 +153,12 @@ def _upload_raw(port: int, project: str, token: str, name: str, version: str,
 
 
 @pytest.mark.e2e
-def test_kill_9_during_uploads_loses_nothing_acknowledged(clean_dsn: str) -> None:
+def test_kill_9_during_uploads_loses_nothing_acknowledged(
+        clean_dsn: str, storage_backend: dict[str, Any]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="pypireg-kill9-"))
     rng = random.Random(9)
     daemon = Daemon(folder, clean_dsn)
+    daemon.use_storage(storage_backend)
     acknowledged: dict[str, bytes] = {}
     rounds, attempts = 5, 0
     try:

@@ -7,13 +7,14 @@ backfill-metadata`; archive reading runs in the thread pool.
 from __future__ import annotations
 
 import argparse
+import functools
 
 from twisted.logger import Logger
 
 from pypireg.admin.context import CommandContext, Subparsers, add_command
 from pypireg.domain.errors import BadUpload
 from pypireg.storage import packages as package_store
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 
 _log = Logger()
@@ -29,7 +30,7 @@ async def _backfill(ctx: CommandContext, args: argparse.Namespace) -> str:
     return f"Extracted core metadata for {done} files; {skipped} have none to serve."
 
 
-async def backfill_metadata(db: Database, blobs: BlobStore) -> tuple[int, int]:
+async def backfill_metadata(db: Database, blobs: BlobBackend) -> tuple[int, int]:
     """Return (files given metadata, files that have none to serve)."""
     # Imported here, not at the top: every `pypireg` command imports this
     # module to build its parser, and the archive readers (pkginfo, packaging,
@@ -48,8 +49,8 @@ async def backfill_metadata(db: Database, blobs: BlobStore) -> tuple[int, int]:
             after = f.id
             try:
                 dist = parse_filename(f.filename)
-                meta: CoreMetadata = await blobs.in_thread(
-                    read_core_metadata, blobs.path_for(f.sha256), dist)
+                meta: CoreMetadata = await blobs.read_with(
+                    f.sha256, functools.partial(read_core_metadata, dist=dist))
             except (BadUpload, OSError) as e:
                 _log.warn("no core metadata for {filename}: {error}", filename=f.filename,
                           error=str(e))

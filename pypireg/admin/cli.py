@@ -34,6 +34,7 @@ from pypireg.admin import (
     names,
     projects,
     releases,
+    storage_copy,
     tokens,
     transfer,
     trusted_publishers,
@@ -45,14 +46,15 @@ from pypireg.admin.installation import Installation, find_installation
 from pypireg.admin.parsing import CommandParser, add_common_options
 from pypireg.config import Config
 from pypireg.startup import StartupError, data_folder_error, open_database
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.backends import open_blob_store
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 
 __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
 _MODULES = (initialise, projects, groups, tokens, users, releases, names, upstreams, backfill,
-            transfer, backup, fsck, maintenance, audit, trusted_publishers)
+            transfer, backup, storage_copy, fsck, maintenance, audit, trusted_publishers)
 
 
 def build_parser() -> CommandParser:
@@ -65,7 +67,7 @@ def build_parser() -> CommandParser:
     return parser
 
 
-async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore | None = None,
+async def run_command(db: Database, args: argparse.Namespace, blobs: BlobBackend | None = None,
                       config: Config | None = None) -> str:
     """Run the command *args* parsed to, on *db* and *blobs*; return what to print.
 
@@ -81,7 +83,7 @@ async def run_command(db: Database, args: argparse.Namespace, blobs: BlobStore |
     if blobs is None:
         from twisted.internet import reactor
 
-        blobs = BlobStore(reactor, config.storage.path)
+        blobs = open_blob_store(reactor, config.storage)
     return await _run(CommandContext(db, blobs, args.json, config), args)
 
 
@@ -99,7 +101,7 @@ async def _main(reactor: Any, args: argparse.Namespace, installation: Installati
     except StartupError as e:
         raise CommandError(str(e)) from None
     try:
-        blobs = BlobStore(reactor, config.storage.path)
+        blobs = open_blob_store(reactor, config.storage)
         try:
             blobs.prepare()
         except OSError as e:

@@ -18,7 +18,7 @@ from pypireg.admin.parsing import CommandParser, Subparsers, add_common_options
 from pypireg.config import Config
 from pypireg.domain.audit import Actor
 from pypireg.storage import projects as project_store
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 from pypireg.storage.projects import Project
 
@@ -53,7 +53,7 @@ class CommandContext:
     """
 
     db: Database
-    blobs: BlobStore
+    blobs: BlobBackend
     as_json: bool
     config: Config
     installation: Installation | None = None

@@ -16,19 +16,14 @@ they are listed, and a corrupt blob is moved to `quarantine/`).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
 from pypireg.domain.audit import Actor
 from pypireg.storage import packages as package_store
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 from pypireg.storage.gc import referenced_blobs
-
-_CHUNK = 1024 * 1024
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -79,20 +74,7 @@ class FsckReport:
         return out
 
 
-def _hash_file(path: Path) -> tuple[str, int] | None:
-    try:
-        with path.open("rb") as f:
-            digest = hashlib.sha256()
-            size = 0
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest(), size
-
-
-async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
+async def fsck(db: Database, blobs: BlobBackend, *, repair: bool = False,
                verify_hashes: bool = True, actor: Actor | None = None) -> FsckReport:
     report = FsckReport()
     rows = await package_store.all_file_blobs(db)
@@ -110,9 +92,9 @@ async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
                 blobs, row.metadata_sha256, None, verified, verify_hashes) != "ok":
             report.missing_metadata.append(label)
             bad_metadata_rows.append(row.id)
-    report.stale_temp_files = len(await blobs.in_thread(blobs.stale_temp_files))
+    report.stale_temp_files = await blobs.count_stale_temp_files()
     referenced = await referenced_blobs(db)
-    report.unreferenced_blobs = await blobs.in_thread(_count_unreferenced, blobs, referenced)
+    report.unreferenced_blobs = await blobs.count_unreferenced(referenced)
 
     if repair:
         if report.stale_temp_files:
@@ -124,7 +106,7 @@ async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
             report.repaired.append(f"removed {len(bad_rows)} rows whose blob is missing or "
                                    "corrupt")
             for sha256 in {r.sha256 for r in rows if r.id in bad_rows}:
-                await blobs.in_thread(_quarantine, blobs, sha256)
+                await blobs.quarantine(sha256)
             report.missing.clear()
             report.corrupt.clear()
         if bad_metadata_rows:
@@ -135,34 +117,9 @@ async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
     return report
 
 
-async def _check_blob(blobs: BlobStore, sha256: str, size: int | None,
+async def _check_blob(blobs: BlobBackend, sha256: str, size: int | None,
                       verified: dict[str, str], verify: bool) -> str:
     """"ok", "missing" or "corrupt" (content or size differ); cached per blob."""
     if sha256 not in verified:
-        path = blobs.path_for(sha256)
-        if verify:
-            result = await blobs.in_thread(_hash_file, path)
-            if result is None:
-                verified[sha256] = "missing"
-            else:
-                digest, actual_size = result
-                good = digest == sha256 and (size is None or size == actual_size)
-                verified[sha256] = "ok" if good else "corrupt"
-        else:
-            verified[sha256] = "ok" if await blobs.in_thread(path.is_file) else "missing"
+        verified[sha256] = await blobs.check(sha256, size, verify_hash=verify)
     return verified[sha256]
-
-
-def _count_unreferenced(blobs: BlobStore, referenced: set[str]) -> int:
-    count = 0
-    for _dirpath, _dirs, files in os.walk(blobs.blob_dir):
-        count += sum(1 for name in files if name not in referenced)
-    return count
-
-
-def _quarantine(blobs: BlobStore, sha256: str) -> None:
-    path = blobs.path_for(sha256)
-    if path.exists():
-        target = blobs.root / "quarantine"
-        target.mkdir(exist_ok=True)
-        os.replace(path, target / sha256)

@@ -11,6 +11,7 @@ skipped. Export writes the newest file of each name plus `manifest.json`.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -24,8 +25,9 @@ from pypireg.admin.output import TqdmProgress, render
 from pypireg.domain.audit import Actor
 from pypireg.domain.errors import RegistryError
 from pypireg.storage import packages as package_store
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend, Openable
 from pypireg.storage.database import Database
+from pypireg.storage.packages import PackageFile
 from pypireg.storage.projects import Project
 
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
@@ -86,7 +88,7 @@ class NoProgress:
         pass
 
 
-async def import_folder(db: Database, blobs: BlobStore, project: Project, folder: Path,
+async def import_folder(db: Database, blobs: BlobBackend, project: Project, folder: Path,
                         progress: Progress | None = None, actor: Actor | None = None
                         ) -> ImportSummary:
     """Ingest every distribution under *folder*; each stored file is *actor*'s upload event."""
@@ -130,7 +132,7 @@ async def import_folder(db: Database, blobs: BlobStore, project: Project, folder
     return summary
 
 
-async def export_project(db: Database, blobs: BlobStore, project: Project, folder: Path
+async def export_project(db: Database, blobs: BlobBackend, project: Project, folder: Path
                          ) -> int:
     """Write the project's files (newest per name) and manifest.json; return the count."""
     files = await package_store.all_files(db, project.id)
@@ -141,17 +143,22 @@ async def export_project(db: Database, blobs: BlobStore, project: Project, folde
         for f in files
     ]
 
-    def write() -> None:
+    def missing() -> list[PackageFile]:
         folder.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            target = folder / f.filename
-            if not (target.exists() and target.stat().st_size == f.size):
-                shutil.copyfile(blobs.path_for(f.sha256), target)
-        (folder / "manifest.json").write_text(
-            json.dumps({"project": project.path, "files": manifest}, indent=2) + "\n")
+        return [f for f in files if not ((folder / f.filename).exists()
+                                         and (folder / f.filename).stat().st_size == f.size)]
 
-    await blobs.in_thread(write)
+    for f in await blobs.in_thread(missing):
+        await blobs.read_with(f.sha256, functools.partial(_copy_out, folder / f.filename))
+    await blobs.in_thread(
+        (folder / "manifest.json").write_text,
+        json.dumps({"project": project.path, "files": manifest}, indent=2) + "\n")
     return len(files)
+
+
+def _copy_out(target: Path, source: Openable) -> None:
+    with source.open("rb") as src, target.open("wb") as dest:
+        shutil.copyfileobj(src, dest, 1024 * 1024)
 
 
 async def _import(ctx: CommandContext, args: argparse.Namespace) -> str:

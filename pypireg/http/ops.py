@@ -14,8 +14,6 @@ the scraper reaches, say), and the registry's listeners answer 404 for it.
 from __future__ import annotations
 
 import hmac
-import os
-import secrets
 from typing import Any
 
 from twisted.web import resource, server
@@ -26,7 +24,7 @@ from pypireg.domain.errors import MethodNotAllowed, NotFound, RegistryError, Too
 from pypireg.http.credentials import client_address
 from pypireg.http.errors import error_bytes, render_error
 from pypireg.http.metrics import Metrics
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 
 METRICS_PATH = b"/-/metrics"
@@ -78,7 +76,7 @@ def _bearer(authorization: bytes | None) -> bytes | None:
 
 
 class OpsRoutes:
-    def __init__(self, db: Database, blobs: BlobStore, metrics: MetricsPage | None) -> None:
+    def __init__(self, db: Database, blobs: BlobBackend, metrics: MetricsPage | None) -> None:
         """*metrics* is None when /-/metrics lives on its own listeners (metrics_site)."""
         self._db = db
         self._blobs = blobs
@@ -91,7 +89,7 @@ class OpsRoutes:
 
     async def ready(self, request: IRequest) -> bytes:
         database = await self._db.ping()
-        storage = await self._blobs.in_thread(_storage_writable, str(self._blobs.tmp_dir))
+        storage = await self._blobs.writable()
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
         if database and storage:
@@ -106,17 +104,6 @@ class OpsRoutes:
             # The same answer as any unknown URL: this listener has no metrics.
             raise NotFound("No such URL on this registry.")
         return self._metrics.render(request)
-
-
-def _storage_writable(folder: str) -> bool:
-    probe = os.path.join(folder, f"ready-probe-{secrets.token_hex(8)}")
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"ok")
-        os.unlink(probe)
-    except OSError:
-        return False
-    return True
 
 
 class _MetricsOnly(resource.Resource):

@@ -31,7 +31,7 @@ from pypireg.access import Authorizer, Grant
 from pypireg.domain.access_policy import Credentials
 from pypireg.domain.errors import BadUpload, RegistryError, TooLarge
 from pypireg.http.multipart import MAX_FIELD_BYTES, FormReader, boundary_from
-from pypireg.storage.blobs import BlobStore, TempBlob
+from pypireg.storage.blob_backend import BlobBackend, PendingBlob
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IPushProducer
@@ -54,7 +54,7 @@ class State(Enum):
 @dataclass(frozen=True)
 class UploadContext:
     authorizer: Authorizer
-    blobs: BlobStore
+    blobs: BlobBackend
     max_size: int
 
 
@@ -65,7 +65,7 @@ class ReceivedUpload:
     grant: Grant
     fields: dict[str, list[str]]
     filename: str | None
-    blob: TempBlob | None
+    blob: PendingBlob | None
 
 
 class UploadReceiver:
@@ -97,7 +97,7 @@ class UploadReceiver:
         self._held_bytes = 0
         self._grant: Grant | None = None
         self._reader: FormReader | None = None
-        self._blob: TempBlob | None = None
+        self._blob: PendingBlob | None = None
         self.error: RegistryError | None = None
         self._checking: Deferred[None] | None = None
 
@@ -142,7 +142,7 @@ class UploadReceiver:
         if self._send_continue is not None and self.state is State.RECEIVING:
             self._send_continue()
 
-    def _open_file(self, filename: str) -> TempBlob:
+    def _open_file(self, filename: str) -> PendingBlob:
         # twine sends the digest fields before the file: hash only those.
         sent = self._reader.fields if self._reader is not None else {}
         self._blob = self._context.blobs.open_temp(

@@ -8,6 +8,8 @@ uploaded one.
 
 from __future__ import annotations
 
+import functools
+
 from pypireg.domain.audit import Actor
 from pypireg.domain.metadata import CoreMetadata
 from pypireg.domain.names import normalize_name
@@ -21,14 +23,14 @@ from pypireg.domain.upload_rules import (
 )
 from pypireg.ingest.archives import read_core_metadata
 from pypireg.storage import packages as package_store
-from pypireg.storage.blobs import BlobStore, TempBlob
+from pypireg.storage.blob_backend import BlobBackend, Openable, PendingBlob
 from pypireg.storage.database import Database
 from pypireg.storage.packages import NewFile, PackageFile
 from pypireg.storage.projects import Project
 
 
-async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
-                 filename: str | None, blob: TempBlob | None, token_id: int | None, *,
+async def ingest(db: Database, blobs: BlobBackend, project: Project, fields: Form,
+                 filename: str | None, blob: PendingBlob | None, token_id: int | None, *,
                  actor: Actor | None) -> PackageFile:
     """Validate and store a finished temp file; raises BadUpload with the reason.
 
@@ -43,7 +45,8 @@ async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
     digests = await blobs.complete_digests(blob, md5=claim.form_md5 is not None,
                                            blake2=claim.form_blake2_256 is not None)
     check_digests(claim, digests)
-    meta, metadata_sha256 = await blobs.in_thread(_check_and_store, blobs, blob, claim)
+    meta, metadata_sha256 = await blobs.commit_checked(
+        blob, functools.partial(_check_archive, claim))
     return await package_store.record_file(
         db,
         NewFile(
@@ -72,13 +75,11 @@ async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
     )
 
 
-def _check_and_store(blobs: BlobStore, blob: TempBlob, claim: UploadClaim
-                     ) -> tuple[CoreMetadata, str | None]:
-    """Read and check the metadata, then store it and the file (blocking: a worker)."""
-    meta = read_core_metadata(blob.path, claim.dist)
+def _check_archive(claim: UploadClaim, source: Openable) -> tuple[CoreMetadata, bytes | None]:
+    """Read and check the metadata; the metadata file to store with it (blocking: a worker)."""
+    meta = read_core_metadata(source, claim.dist)
     check_metadata(claim, meta)
     # PEP 658: wheels always, sdists from Metadata-Version 2.2 on (before
     # that PKG-INFO may not describe the built package).
     served = claim.dist.packagetype == "bdist_wheel" or meta.is_reliable_sdist_metadata
-    metadata_sha256 = blobs.commit_sync(blob, with_bytes=meta.raw if served else None)
-    return meta, metadata_sha256
+    return meta, meta.raw if served else None

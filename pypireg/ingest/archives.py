@@ -26,7 +26,6 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from pkginfo import Distribution
 
@@ -42,6 +41,7 @@ from pypireg.ingest.tar_checks import (
     tar_sdist_metadata,
 )
 from pypireg.ingest.zip_checks import TooManyEntries, ZipStructureError, check_zip_structure
+from pypireg.storage.blob_backend import Openable
 
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 # RECORD is streamed, never held whole; this bounds the time a lying one takes.
@@ -55,8 +55,8 @@ _ZIP_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplemented
                zlib.error, RuntimeError, struct.error)
 
 
-def read_core_metadata(path: Path, dist: DistFilename) -> CoreMetadata:
-    """Return the core metadata of the distribution stored at *path*."""
+def read_core_metadata(path: Openable, dist: DistFilename) -> CoreMetadata:
+    """Return the core metadata of the distribution stored at *path* (a Path, or any Openable)."""
     if dist.packagetype == "bdist_wheel":
         raw = _wheel_metadata(path, dist.filename)
     elif dist.filename.lower().endswith(".zip"):
@@ -126,7 +126,7 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) 
 
 
 @contextmanager
-def _open_zip(path: Path, filename: str, kind: str) -> Iterator[zipfile.ZipFile]:
+def _open_zip(path: Openable, filename: str, kind: str) -> Iterator[zipfile.ZipFile]:
     """The checked zip at *path*: structure (before zipfile indexes it), then member names."""
     with path.open("rb") as fileobj:
         try:
@@ -152,7 +152,7 @@ def _open_zip(path: Path, filename: str, kind: str) -> Iterator[zipfile.ZipFile]
             yield zf
 
 
-def _wheel_metadata(path: Path, filename: str) -> bytes:
+def _wheel_metadata(path: Openable, filename: str) -> bytes:
     with _open_zip(path, filename, "wheel (zip)") as zf:
         candidates = [
             info for info in zf.infolist()
@@ -207,7 +207,7 @@ def _text_lines(source: Readable) -> Iterator[str]:
         yield tail
 
 
-def _zip_sdist_metadata(path: Path, filename: str) -> bytes:
+def _zip_sdist_metadata(path: Openable, filename: str) -> bytes:
     with _open_zip(path, filename, "zip") as zf:
         candidates = [
             info for info in zf.infolist() if is_top_level(info.filename, "PKG-INFO")

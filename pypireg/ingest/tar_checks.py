@@ -26,11 +26,11 @@ import gzip
 import tarfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pypireg.domain.errors import BadUpload
 from pypireg.ingest.member_paths import is_top_level, path_problem, spelling_problem
+from pypireg.storage.blob_backend import Openable
 
 # As Linux's ELOOP limit: a longer chain of symlinks does not resolve.
 MAX_SYMLINK_HOPS = 40
@@ -72,11 +72,11 @@ def check_path(filename: str, name: str, what: str = "member") -> None:
         raise BadUpload(f"{filename}: {what} {name!r} {problem}; {NAME_HINT}.")
 
 
-def tar_sdist_metadata(path: Path, filename: str, limits: TarLimits) -> bytes:
+def tar_sdist_metadata(path: Openable, filename: str, limits: TarLimits) -> bytes:
     """Check every member of the .tar.gz at *path*; return its one top-level PKG-INFO."""
     scan = _TarScan(filename, limits)
     try:
-        with gzip.open(path, "rb") as raw:
+        with path.open("rb") as compressed, gzip.GzipFile(fileobj=compressed) as raw:
             bounded = BoundedReader(
                 raw, limits.max_scan_bytes,
                 f"{filename} decompresses to more than {limits.max_scan_bytes} bytes.")

@@ -38,7 +38,7 @@ from pypireg.domain.simple_pages import UpstreamFile
 from pypireg.domain.versions import version_key
 from pypireg.single_flight import SingleFlight
 from pypireg.storage import upstream_cache as cache_store
-from pypireg.storage.blobs import BlobStore, TempBlob
+from pypireg.storage.blob_backend import BlobBackend, PendingBlob
 from pypireg.storage.database import Database
 from pypireg.storage.gc import remove_evicted
 from pypireg.upstream.client import UpstreamBody, UpstreamUnavailable
@@ -100,7 +100,7 @@ BytesObserver = Callable[[str, int], None]
 class UpstreamFiles:
     """Upstream files in the blob store: which are there, and fetching the others."""
 
-    def __init__(self, db: Database, blobs: BlobStore, sources: Mapping[str, FileSource],
+    def __init__(self, db: Database, blobs: BlobBackend, sources: Mapping[str, FileSource],
                  *, clock: IReactorTime, max_file_size: int, observe: Observer | None = None,
                  observe_bytes: BytesObserver | None = None) -> None:
         self._db = db
@@ -132,7 +132,8 @@ class UpstreamFiles:
         """Whether the blob of *sha256* is cached (and so served like a local file)."""
         # A stat, in the reactor thread as the file body's own open and fstat
         # are; no blob, no need to ask the database (a first fetch).
-        if not os.path.isfile(self._blobs.path_for(sha256)):
+        path = self._blobs.local_path(sha256)
+        if not (os.path.isfile(path) if path is not None else await self._blobs.exists(sha256)):
             # Never fetched, or evicted (by this daemon or another).
             self._known.pop(sha256, None)
             return False
@@ -253,7 +254,7 @@ class UpstreamFiles:
                                    f"md5 {digests.md5}")
             self._refuse(f.url, REFUSED_SECONDS)
             return None
-        await self._blobs.in_thread(self._blobs.commit_sync, temp)
+        await self._blobs.commit(temp)
         await cache_store.record_file(self._db, digests.sha256, upstream=upstream.name,
                                       name=name, filename=f.filename, size=digests.size)
         await cache_store.record_hash(self._db, upstream.name, f.url, digests.sha256,
@@ -344,7 +345,7 @@ class UpstreamFiles:
                    expected=expected)
 
     @property
-    def blobs(self) -> BlobStore:
+    def blobs(self) -> BlobBackend:
         return self._blobs
 
     @property
@@ -448,7 +449,7 @@ class Transfer:
         self._gate = _Gate(body)
         self._held: bytes | None = None
         self._sink: FileSink | None = None
-        self._temp: TempBlob | None = None
+        self._temp: PendingBlob | None = None
         self._received = 0
 
     @property
@@ -497,7 +498,7 @@ class Transfer:
             self._held = None
         sink.finish()
         try:
-            await self._files.blobs.in_thread(self._files.blobs.commit_sync, temp)
+            await self._files.blobs.commit(temp)
             # Its first download counts with its row: there is none to count on before.
             await cache_store.record_file(self._files.db, digests.sha256,
                                           upstream=upstream.name, name=self._name,

@@ -1,6 +1,7 @@
 """Content-addressed blob files, and the streaming writer that fills them.
 
-Storage layer. An upload is written to `tmp/` (same filesystem as
+Storage layer: the filesystem backend of blob_backend.BlobBackend (the
+default; s3_blobs.py is the other). An upload is written to `tmp/` (same filesystem as
 `blobs/`), hashed on the way; on commit it is fsynced, renamed to
 `blobs/<aa>/<bb>/<sha256>` and the directory fsynced. Only after that does
 the caller commit the row that makes it visible. Blobs are never deleted on
@@ -23,9 +24,11 @@ import os
 import re
 import secrets
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -37,9 +40,12 @@ from twisted.python.threadpool import ThreadPool
 from pypireg.domain.digests import Digests
 from pypireg.domain.errors import InsufficientStorage, UploadAbandoned
 from pypireg.domain.filenames import is_sha256
+from pypireg.storage.blob_backend import GcResult, Openable, PendingBlob
 from pypireg.storage.processes import process_alive
 
 _log = Logger()
+R = TypeVar("R")
+_HASH_CHUNK = 1024 * 1024
 _TEMP_RE = re.compile(r"^upload-(\d+)-[0-9a-f]{16}\.part\Z")
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
@@ -52,11 +58,16 @@ SYNC_EVERY = 8 * 1024 * 1024
 
 
 class BlobStore:
+    """Blobs as files under *root*: `blobs/<aa>/<bb>/<sha256>`, uploads in `tmp/`."""
+
     def __init__(self, reactor: Any, root: Path) -> None:
         self._reactor = reactor
         self.root = root.absolute()
         self.blob_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
+        # Blobs are content-addressed, so a hash's path never changes; building
+        # it with pathlib was a third of the download route's own time.
+        self._paths: dict[str, str] = {}
 
     @property
     def reactor(self) -> Any:
@@ -110,10 +121,22 @@ class BlobStore:
             _log.info("removed {count} temp files left by an earlier crash", count=removed)
         return removed
 
+    async def count_stale_temp_files(self) -> int:
+        return len(await self.in_thread(self.stale_temp_files))
+
     def path_for(self, sha256: str) -> Path:
         if not is_sha256(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.blob_dir / sha256[:2] / sha256[2:4] / sha256
+
+    def local_path(self, sha256: str) -> str:
+        path = self._paths.get(sha256)
+        if path is None:
+            path = str(self.path_for(sha256))
+            if len(self._paths) >= 4096:
+                self._paths.clear()
+            self._paths[sha256] = path
+        return path
 
     def open_temp(self, producer: IPushProducer | None, *, md5: bool = True,
                   blake2: bool = True) -> TempBlob:
@@ -127,21 +150,23 @@ class BlobStore:
     def _temp_path(self) -> Path:
         return self.tmp_dir / f"upload-{os.getpid()}-{secrets.token_hex(8)}.part"
 
-    async def complete_digests(self, temp: TempBlob, *, md5: bool, blake2: bool) -> Digests:
+    async def complete_digests(self, temp: PendingBlob, *, md5: bool, blake2: bool
+                               ) -> Digests:
         """The digests of a finished temp file, computing any asked for that are missing.
 
         Needed only when a client sends a digest field after the file part.
         """
+        assert isinstance(temp, TempBlob)
         digests = temp.digests
         assert digests is not None
         if (md5 and digests.md5 is None) or (blake2 and digests.blake2_256 is None):
-            extra_md5, extra_blake2 = await self.in_thread(_hash_file, temp.path)
+            extra_md5, extra_blake2 = await self.in_thread(hash_file, temp.path)
             digests = Digests(digests.size, digests.sha256, digests.md5 or extra_md5,
                               digests.blake2_256 or extra_blake2)
             temp.digests = digests
         return digests
 
-    async def copy_in(self, source: Path) -> TempBlob:
+    async def copy_in(self, source: Openable) -> TempBlob:
         """A finished temp blob with a copy of *source* (for imports), hashed on the way."""
         temp = self.open_temp(None)
         try:
@@ -151,7 +176,25 @@ class BlobStore:
             raise
         return temp
 
-    def commit_sync(self, temp: TempBlob, *, with_bytes: bytes | None = None) -> str | None:
+    async def commit(self, temp: PendingBlob) -> None:
+        await self.in_thread(self.commit_sync, temp)
+
+    async def commit_checked(self, temp: PendingBlob,
+                             check: Callable[[Openable], tuple[R, bytes | None]]
+                             ) -> tuple[R, str | None]:
+        # One worker call for the check and the commit: a thread round trip
+        # each was a measurable part of a small upload's time.
+        assert isinstance(temp, TempBlob)
+        return await self.in_thread(self._check_and_commit_sync,  # type: ignore[no-any-return]
+                                    temp, check)
+
+    def _check_and_commit_sync(self, temp: TempBlob,
+                               check: Callable[[Openable], tuple[R, bytes | None]]
+                               ) -> tuple[R, str | None]:
+        result, extra = check(temp.path)
+        return result, self.commit_sync(temp, with_bytes=extra)
+
+    def commit_sync(self, temp: PendingBlob, *, with_bytes: bytes | None = None) -> str | None:
         """Move a finished temp file to its content address, durably (blocking: a worker).
 
         *with_bytes* (an upload's metadata file) is stored in the same batch
@@ -159,6 +202,7 @@ class BlobStore:
         instead of one of each per file: for a small upload each was a
         thread round trip and a journal commit of its own.
         """
+        assert isinstance(temp, TempBlob)
         digests = temp.digests
         assert digests is not None, "commit_sync() before finish()"
         try:
@@ -210,6 +254,110 @@ class BlobStore:
 
     async def exists(self, sha256: str) -> bool:
         return await self.in_thread(self.path_for(sha256).is_file)  # type: ignore[no-any-return]
+
+    async def source(self, sha256: str) -> Path | None:
+        path = self.path_for(sha256)
+        return path if await self.in_thread(path.is_file) else None
+
+    async def read_with(self, sha256: str, read: Callable[[Openable], R]) -> R:
+        return await self.in_thread(read, self.path_for(sha256))  # type: ignore[no-any-return]
+
+    async def check(self, sha256: str, size: int | None, *, verify_hash: bool) -> str:
+        path = self.path_for(sha256)
+        if not verify_hash:
+            return "ok" if await self.in_thread(path.is_file) else "missing"
+        result = await self.in_thread(sha256_file, path)
+        if result is None:
+            return "missing"
+        digest, actual_size = result
+        return "ok" if digest == sha256 and (size is None or size == actual_size) else "corrupt"
+
+    async def count_unreferenced(self, referenced: set[str]) -> int:
+        return await self.in_thread(self._count_unreferenced_sync,  # type: ignore[no-any-return]
+                                    referenced)
+
+    def _count_unreferenced_sync(self, referenced: set[str]) -> int:
+        count = 0
+        for _dirpath, _dirs, files in os.walk(self.blob_dir):
+            count += sum(1 for name in files if name not in referenced)
+        return count
+
+    async def quarantine(self, sha256: str) -> None:
+        await self.in_thread(self._quarantine_sync, sha256)
+
+    def _quarantine_sync(self, sha256: str) -> None:
+        path = self.path_for(sha256)
+        if path.exists():
+            target = self.root / "quarantine"
+            target.mkdir(exist_ok=True)
+            os.replace(path, target / sha256)
+
+    async def sweep(self, referenced: set[str], grace_seconds: float, dry_run: bool
+                    ) -> GcResult:
+        """See gc.py: a candidate goes to `trash/` first, and back if an upload touched it."""
+        return await self.in_thread(  # type: ignore[no-any-return]
+            _sweep, self.blob_dir, self.root / "trash", referenced, grace_seconds, dry_run)
+
+    async def remove_unreferenced(self, sha256s: Sequence[str], grace_seconds: float) -> int:
+        paths = [self.path_for(s) for s in sha256s]
+        return await self.in_thread(  # type: ignore[no-any-return]
+            _remove_all, paths, self.root / "trash", grace_seconds)
+
+    async def writable(self) -> bool:
+        return await self.in_thread(_writable, self.tmp_dir)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        pass
+
+
+def _writable(folder: Path) -> bool:
+    probe = folder / f"ready-probe-{secrets.token_hex(8)}"
+    try:
+        with probe.open("wb") as f:
+            f.write(b"ok")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def sha256_file(path: Openable) -> tuple[str, int] | None:
+    """The sha256 and size of a stored file; None if there is none (blocking: a worker)."""
+    try:
+        with path.open("rb") as f:
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest(), size
+
+
+def _sweep(blob_dir: Path, trash: Path, referenced: set[str], grace: float,
+           dry_run: bool) -> GcResult:
+    removed = removed_bytes = young = kept = 0
+    cutoff = time.time() - grace
+    trash.mkdir(exist_ok=True)
+    for dirpath, _dirs, files in os.walk(blob_dir):
+        for name in files:
+            if name in referenced:
+                kept += 1
+                continue
+            outcome = _remove(Path(dirpath) / name, trash, cutoff, dry_run)
+            if outcome is None:
+                young += 1
+            elif outcome >= 0:
+                removed += 1
+                removed_bytes += outcome
+    return GcResult(removed, removed_bytes, young, kept)
+
+
+def _remove_all(paths: list[Path], trash: Path, grace: float) -> int:
+    cutoff = time.time() - grace
+    trash.mkdir(exist_ok=True)
+    return sum(max(_remove(path, trash, cutoff, False) or 0, 0) for path in paths)
 
 
 _worker = threading.local()
@@ -272,7 +420,33 @@ def _open_exclusive(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "wb", buffering=0)
 
 
-def _hash_file(path: Path) -> tuple[str, str]:
+class Hashes:
+    """The digests of bytes as they stream: sha256 always, md5 and blake2 only if asked.
+
+    Hashing is most of an upload's CPU: only what will be checked. Fed in a
+    worker thread (hashlib releases the GIL on buffers over 2 KiB).
+    """
+
+    def __init__(self, *, md5: bool, blake2: bool) -> None:
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
+        self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
+
+    def update(self, data: bytes) -> None:
+        self._sha256.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
+        if self._blake2 is not None:
+            self._blake2.update(data)
+
+    def digests(self, size: int) -> Digests:
+        return Digests(size, self._sha256.hexdigest(),
+                       self._md5.hexdigest() if self._md5 is not None else None,
+                       self._blake2.hexdigest() if self._blake2 is not None else None)
+
+
+def hash_file(path: Openable) -> tuple[str, str]:
+    """The md5 and blake2b-256 of a stored file (blocking: a worker)."""
     md5 = hashlib.md5()  # noqa: S324 - a checksum clients send, not security
     blake2 = hashlib.blake2b(digest_size=32)
     with path.open("rb") as f:
@@ -370,10 +544,7 @@ class TempBlob:
         self._paused = False
         self._error: Failure | None = None
         self._idle: list[Deferred[None]] = []
-        self._sha256 = hashlib.sha256()
-        # Hashing is most of an upload's CPU: only what will be checked.
-        self._md5 = hashlib.md5() if md5 else None  # noqa: S324 - a checksum, not security
-        self._blake2 = hashlib.blake2b(digest_size=32) if blake2 else None
+        self._hashes = Hashes(md5=md5, blake2=blake2)
         self.size = 0
         self.digests: Digests | None = None
         self.committed = False
@@ -415,11 +586,7 @@ class TempBlob:
         # hashlib releases the GIL on buffers over 2 KiB, so hashing here
         # keeps the reactor thread free.
         for data in chunks:
-            self._sha256.update(data)
-            if self._md5 is not None:
-                self._md5.update(data)
-            if self._blake2 is not None:
-                self._blake2.update(data)
+            self._hashes.update(data)
 
     def _written(self, _: object) -> None:
         self._busy = False
@@ -489,7 +656,7 @@ class TempBlob:
         self.digests = self._digests()
         return self.digests
 
-    def fill_from_sync(self, source: Path) -> None:
+    def fill_from_sync(self, source: Openable) -> None:
         """Copy *source* in and hash it (blocking: run in a thread)."""
         with source.open("rb") as f:
             while chunk := f.read(1024 * 1024):
@@ -522,9 +689,7 @@ class TempBlob:
             self.committed = True
 
     def _digests(self) -> Digests:
-        return Digests(self.size, self._sha256.hexdigest(),
-                       self._md5.hexdigest() if self._md5 is not None else None,
-                       self._blake2.hexdigest() if self._blake2 is not None else None)
+        return self._hashes.digests(self.size)
 
     async def discard(self) -> None:
         """Remove the temp file unless it was committed. Safe to call twice."""
@@ -548,3 +713,27 @@ class TempBlob:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+def _remove(path: Path, trash: Path, cutoff: float, dry_run: bool) -> int | None:
+    """Remove one unreferenced blob: its size; None if young (kept); -1 if already gone."""
+    try:
+        before = path.stat()
+    except FileNotFoundError:
+        return -1
+    if before.st_mtime > cutoff:
+        return None
+    if dry_run:
+        return before.st_size
+    parked = trash / path.name
+    try:
+        os.rename(path, parked)
+    except FileNotFoundError:
+        return -1
+    after = parked.stat()
+    if (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+        # An upload wrote or touched it between the check and the move.
+        os.rename(parked, path)
+        return None
+    parked.unlink()
+    return before.st_size

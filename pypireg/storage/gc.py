@@ -11,19 +11,16 @@ so that a delete can never race an upload of the same bytes:
   replaced or touched it meanwhile, it is put back (the content is the same,
   it is addressed by its hash).
 
-Blocking file work runs in the thread pool.
+The backend does the sweeping (blobs.py for folders, with the rename to
+`trash/` above; s3_blobs.py for buckets); this module decides what is
+referenced.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass
-from pathlib import Path
-
 from twisted.logger import Logger
 
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend, GcResult
 from pypireg.storage.database import Database
 
 _log = Logger()
@@ -31,14 +28,6 @@ DEFAULT_GRACE_SECONDS = 3600.0
 # An evicted upstream file's blob goes at once, unless a fetch of the same
 # file wrote it this recently (it is being kept again).
 EVICTION_GRACE_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class GcResult:
-    removed: int
-    removed_bytes: int
-    kept_young: int
-    referenced: int
 
 
 async def referenced_blobs(db: Database) -> set[str]:
@@ -52,38 +41,18 @@ async def referenced_blobs(db: Database) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def collect_garbage(db: Database, blobs: BlobStore, *,
+async def collect_garbage(db: Database, blobs: BlobBackend, *,
                           grace_seconds: float = DEFAULT_GRACE_SECONDS,
                           dry_run: bool = False) -> GcResult:
     referenced = await referenced_blobs(db)
-    result: GcResult = await blobs.in_thread(
-        _sweep, blobs.blob_dir, blobs.root / "trash", referenced, grace_seconds, dry_run)
+    result = await blobs.sweep(referenced, grace_seconds, dry_run)
     if result.removed:
         _log.info("garbage collection removed {count} unreferenced blobs ({size} bytes)",
                   count=result.removed, size=result.removed_bytes)
     return result
 
 
-def _sweep(blob_dir: Path, trash: Path, referenced: set[str], grace: float,
-           dry_run: bool) -> GcResult:
-    removed = removed_bytes = young = kept = 0
-    cutoff = time.time() - grace
-    trash.mkdir(exist_ok=True)
-    for dirpath, _dirs, files in os.walk(blob_dir):
-        for name in files:
-            if name in referenced:
-                kept += 1
-                continue
-            outcome = _remove(Path(dirpath) / name, trash, cutoff, dry_run)
-            if outcome is None:
-                young += 1
-            elif outcome >= 0:
-                removed += 1
-                removed_bytes += outcome
-    return GcResult(removed, removed_bytes, young, kept)
-
-
-async def remove_evicted(db: Database, blobs: BlobStore, sha256s: list[str], *,
+async def remove_evicted(db: Database, blobs: BlobBackend, sha256s: list[str], *,
                          grace_seconds: float = EVICTION_GRACE_SECONDS) -> int:
     """Remove the blobs of evicted cache rows that nothing references any more; bytes freed.
 
@@ -97,37 +66,5 @@ async def remove_evicted(db: Database, blobs: BlobStore, sha256s: list[str], *,
         " UNION SELECT sha256 FROM upstream_files WHERE sha256 = ANY(%(s)s)",
         {"s": sha256s})
     referenced = {r[0] for r in rows}
-    paths = [blobs.path_for(s) for s in sha256s if s not in referenced]
-    freed: int = await blobs.in_thread(_remove_all, paths, blobs.root / "trash",
-                                       grace_seconds)
-    return freed
-
-
-def _remove_all(paths: list[Path], trash: Path, grace: float) -> int:
-    cutoff = time.time() - grace
-    trash.mkdir(exist_ok=True)
-    return sum(max(_remove(path, trash, cutoff, False) or 0, 0) for path in paths)
-
-
-def _remove(path: Path, trash: Path, cutoff: float, dry_run: bool) -> int | None:
-    """Remove one unreferenced blob: its size; None if young (kept); -1 if already gone."""
-    try:
-        before = path.stat()
-    except FileNotFoundError:
-        return -1
-    if before.st_mtime > cutoff:
-        return None
-    if dry_run:
-        return before.st_size
-    parked = trash / path.name
-    try:
-        os.rename(path, parked)
-    except FileNotFoundError:
-        return -1
-    after = parked.stat()
-    if (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
-        # An upload wrote or touched it between the check and the move.
-        os.rename(parked, path)
-        return None
-    parked.unlink()
-    return before.st_size
+    return await blobs.remove_unreferenced([s for s in sha256s if s not in referenced],
+                                           grace_seconds)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.support.databases import blank_server_database
 from tests.support.oidc import TlsFiles
@@ -53,6 +54,20 @@ class Daemon:
         self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "daemon.log"
+
+    def use_storage(self, storage: dict[str, Any]) -> None:
+        """Add *storage* (the `storage_backend` fixture's keys: a bucket, or nothing) to the config.
+
+        The daemon inherits the test's environment, and with it the AWS
+        credentials the S3 fixtures set.
+        """
+        if not storage:
+            return
+        s3 = "".join(f'{key} = "{value}"\n' for key, value in storage["s3"].items())
+        backend = storage["backend"]
+        text = self.config.read_text().replace(
+            '[storage]\npath = "data"\n', f'[storage]\npath = "data"\nbackend = "{backend}"\n', 1)
+        self.config.write_text(text + "[storage.s3]\n" + s3)
 
     def start(self) -> None:
         with self.log.open("ab") as log:

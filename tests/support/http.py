@@ -105,6 +105,8 @@ class Registry:
         self.authorizer = authorizer
         # The upstream proxy's parts (service.ProxyParts), if upstreams are configured.
         self.proxy = proxy
+        # The site's blob store (blob_backend.BlobBackend), set by start_registry.
+        self.blobs: Any = None
         self.url = f"http://127.0.0.1:{port.getHost().port}" if port is not None else STUB_URL
 
     @property
@@ -146,35 +148,41 @@ class Registry:
             await port.stopListening()
         if self.proxy is not None:
             await self.proxy.close()
+        blobs, self.blobs = self.blobs, None
+        if blobs is not None:
+            await blobs.close()
 
 
 async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024,
                          listen: bool = True, upstreams: Sequence[Mapping[str, Any]] = (),
-                         changes: Any = None,
+                         changes: Any = None, storage: Mapping[str, Any] | None = None,
                          trusted_publishing: Mapping[str, Any] | None = None) -> Registry:
     """The whole HTTP site, on a real TCP port if *listen*; stop it with `stop()`.
 
     *upstreams* are `[[upstreams]]` tables; with them the site proxies.
+    *storage* adds keys to `[storage]` (the `storage_backend` fixture's).
     *trusted_publishing* is the `[trusted_publishing]` table.
     """
     from pypireg.config import parse_config
     from pypireg.http.metrics import Metrics
     from pypireg.service import DownloadCounts, build_proxy, build_site, file_downloads
-    from pypireg.storage.blobs import BlobStore
+    from pypireg.storage.backends import open_blob_store
 
     config = parse_config(
-        {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size},
-         "upstreams": [dict(u) for u in upstreams],
+        {"storage": {"path": str(tmp_path / "data"), **(storage or {})},
+         "uploads": {"max_size": max_size}, "upstreams": [dict(u) for u in upstreams],
          "trusted_publishing": dict(trusted_publishing or {})}
     )
     metrics = Metrics()
-    blobs = BlobStore(reactor, config.storage.path)
+    blobs = open_blob_store(reactor, config.storage)
     proxy = build_proxy(reactor, config, db, blobs, metrics, changes)
     downloads = DownloadCounts(file_downloads(db), proxy)
     site, authorizer = await build_site(reactor, config, db, changes, metrics=metrics,
                                         blobs=blobs, proxy=proxy, downloads=downloads.files)
     port = reactor.listenTCP(0, site, interface="127.0.0.1") if listen else None
-    return Registry(db, config, site, authorizer, port, proxy, downloads)
+    registry = Registry(db, config, site, authorizer, port, proxy, downloads)
+    registry.blobs = blobs
+    return registry
 
 
 async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False

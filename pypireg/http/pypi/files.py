@@ -26,29 +26,24 @@ from pypireg.domain.filenames import is_safe_basename, is_sha256, parse_filename
 from pypireg.domain.names import normalize_name
 from pypireg.http.fetched_body import FetchedBody
 from pypireg.http.file_body import BlobBody
+from pypireg.http.object_body import ObjectBody
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import not_modified
 from pypireg.http.scopes import ReadScope, RequestAccess
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.storage import packages as package_store
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
+from pypireg.storage.s3_blobs import S3BlobStore
 
 _log = Logger()
 _METADATA_TYPE = b"text/plain; charset=utf-8"
 _DIST_TYPE = b"application/octet-stream"
 
 
-@functools.lru_cache(maxsize=4096)
-def _blob_path(blobs: BlobStore, sha256: str) -> str:
-    # Blobs are content-addressed, so a hash's path never changes; building
-    # it with pathlib was a third of the route's own time per download.
-    return str(blobs.path_for(sha256))
-
-
 class FileRoutes:
-    def __init__(self, db: Database, access: RequestAccess, blobs: BlobStore,
+    def __init__(self, db: Database, access: RequestAccess, blobs: BlobBackend,
                  caches: PackageCaches, proxy: ProxiedIndex | None = None,
                  fetched: UpstreamFiles | None = None,
                  downloads: PendingCounts[int] | None = None) -> None:
@@ -106,10 +101,19 @@ class FileRoutes:
                 b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
             )
         if want_metadata:
-            return BlobBody(_blob_path(self._blobs, blob_sha256), _METADATA_TYPE)
+            return self._body(blob_sha256, _METADATA_TYPE)
         counted = (None if self._downloads is None
                    else functools.partial(self._downloads.add, row.id, 1))
-        return BlobBody(_blob_path(self._blobs, blob_sha256), _DIST_TYPE, counted)
+        return self._body(blob_sha256, _DIST_TYPE, counted)
+
+    def _body(self, sha256: str, content_type: bytes,
+              counted: Callable[[], None] | None = None) -> Any:
+        """The response body of a stored blob."""
+        path = self._blobs.local_path(sha256)
+        if path is not None:
+            return BlobBody(path, content_type, counted)
+        assert isinstance(self._blobs, S3BlobStore)
+        return ObjectBody(self._blobs, sha256, content_type, counted)
 
     async def _serve_upstream(self, request: IRequest, scope: ReadScope, sha256: str,
                               filename: str, want_metadata: bool) -> Any:
@@ -174,4 +178,4 @@ class FileRoutes:
         request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
         if not_modified(request, f'"{blob_sha256}"'.encode()):
             return b""
-        return BlobBody(_blob_path(self._blobs, blob_sha256), content_type, counted)
+        return self._body(blob_sha256, content_type, counted)

@@ -16,14 +16,14 @@ from pypireg.http.responses import origin, pypi_url
 from pypireg.http.scopes import request_actor
 from pypireg.http.site import RegistryRequest
 from pypireg.ingest.accept import ingest
-from pypireg.storage.blobs import BlobStore
+from pypireg.storage.blob_backend import BlobBackend
 from pypireg.storage.database import Database
 
 _log = Logger()
 
 
 class UploadRoutes:
-    def __init__(self, db: Database, blobs: BlobStore, metrics: Metrics, caches: PackageCaches,
+    def __init__(self, db: Database, blobs: BlobBackend, metrics: Metrics, caches: PackageCaches,
                  base_url: str | None = None) -> None:
         """*base_url* is `server.base_url`, for the index URL a refusal names."""
         self._db = db

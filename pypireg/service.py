@@ -14,8 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any
 
-from twisted.application import strports
-from twisted.application.internet import TimerService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -42,6 +41,14 @@ from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
 from pypireg.http.web.readme import ReadmeLimits, ReadmeRenderer
 from pypireg.http.web.routes import PageRoutes
+from pypireg.listeners import (
+    LISTEN,
+    METRICS_LISTEN,
+    InheritedListener,
+    InheritedListeners,
+    listen_failed,
+    parse_endpoint,
+)
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.proxy.pages import UpstreamPages
@@ -182,27 +189,50 @@ def housekeeping(clock: Any, db: Database, blobs: BlobStore,
     ]
 
 
-def _endpoint_reason(description: str, error: Exception) -> str:
-    """Why Twisted could not make an endpoint of *description*, in words."""
-    if description.startswith("systemd:") and isinstance(error, IndexError | KeyError):
-        return ("systemd passed no such socket (LISTEN_FDS, LISTEN_FDNAMES); is the service "
-                "started through its .socket unit?")
-    if isinstance(error, OSError):
-        return os_reason(error)
-    return str(error) or type(error).__name__
-
-
 def _exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
 
 
+# The field of the log event with which a worker tells its parent it serves.
+WORKER_READY_KEY = "pypireg_worker_ready"
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """What makes a RegistryService one of `server.workers` processes (see supervisor.py).
+
+    Attributes:
+        number: 1 to N. Worker 1 alone runs the jobs that must run once
+            (garbage collection, duplicate cleanup, cache eviction).
+        listeners: The sockets the parent opened, to serve instead of
+            listening itself.
+    """
+
+    number: int
+    listeners: list[InheritedListener]
+
+    @property
+    def runs_housekeeping(self) -> bool:
+        return self.number == 1
+
+
 class RegistryService(MultiService):
-    def __init__(self, reactor: Any, config: Config) -> None:
+    """The registry: one process, or (with *worker*) one of the parent's workers.
+
+    A worker's config names the database the parent opened (the embedded
+    PostgreSQL's socket, or the configured DSN), which the parent migrated:
+    it starts no PostgreSQL and applies no migration, leaves the JSON log
+    to the parent (its events reach the parent's log through
+    worker.py), serves the inherited sockets, and drains when stopped.
+    """
+
+    def __init__(self, reactor: Any, config: Config, worker: WorkerRole | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.config = config
+        self._worker = worker
         self.db: Database | None = None
         self.site: RegistrySite | None = None
         self._embedded: EmbeddedPostgres | None = None
@@ -219,8 +249,10 @@ class RegistryService(MultiService):
 
     async def _start(self) -> None:
         config = self.config
-        self._start_json_log()
-        opened = await open_database(self._reactor, config)
+        worker = self._worker
+        if worker is None:
+            self._start_json_log()
+        opened = await open_database(self._reactor, config, migrate_schema=worker is None)
         self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)
         await self._changes.start()
@@ -236,51 +268,62 @@ class RegistryService(MultiService):
             # Only the blob store touches the disk here: its folders, its temp files.
             raise data_folder_error(config, e) from e
         self._authorizer.start()
-        for job in housekeeping(self._reactor, self.db, blobs, self._changes):
-            job.setServiceParent(self)
+        # With workers, the jobs that must run once run in worker 1 only;
+        # recording downloads is each process's own counts.
+        once = worker is None or worker.runs_housekeeping
+        if once:
+            for job in housekeeping(self._reactor, self.db, blobs, self._changes):
+                job.setServiceParent(self)
         if self._proxy is not None:
             fetched = self._proxy.files
             max_cache = config.proxy.max_cache_size
             periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
                      "recording downloads").setServiceParent(self)
-            periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
-                     lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
-        for description in config.server.listen:
-            self._listen(description, self.site)
+            if once:
+                periodic(self._reactor, EVICTION_INTERVAL_SECONDS, lambda: fetched.evict(
+                    max_cache), "cache eviction").setServiceParent(self)
+        scrape = None
         if config.server.metrics_listen:
             scrape = metrics_site(MetricsPage(metrics, config.server.metrics_token,
                                               self._authorizer.failures), config.server.timeout)
+        if worker is not None:
+            self.site.worker = worker.number
+            served = [(listener, self.site if listener.setting == LISTEN else scrape)
+                      for listener in worker.listeners]
+            InheritedListeners(self._reactor, served, [self.site],
+                               config.server.timeout).setServiceParent(self)  # type: ignore[no-untyped-call]
+        else:
+            for description in config.server.listen:
+                self._listen(description, self.site)
             for description in config.server.metrics_listen:
-                self._listen(description, scrape, "server.metrics_listen")
+                self._listen(description, scrape, METRICS_LISTEN)
         # What start-up allocated lives as long as the process: keep it out
         # of the cyclic collector's full passes, which would otherwise pause
         # the reactor for longer and longer as caches fill.
         gc.collect()
         gc.freeze()
-        _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
+        if worker is not None:
+            # The parent (supervisor.py) counts its workers ready on this key.
+            _log.info("pypireg worker {worker} ready", worker=worker.number,
+                      **{WORKER_READY_KEY: True})
+        else:
+            _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
 
-    def _listen(self, description: str, site: Any, setting: str = "server.listen") -> None:
+    def _listen(self, description: str, site: Any, setting: str = LISTEN) -> None:
         """Listen on the endpoint *description* (one entry of *setting*).
 
         Raises:
             StartupError: The string is no endpoint, or listening failed.
         """
-        try:
-            listener = strports.service(description, site, reactor=self._reactor)
-        except Exception as e:
-            # Whatever the endpoint parser raises is the string's fault (an
-            # unknown type, a bad port, a missing key file, no systemd socket).
-            raise StartupError(f"cannot use the endpoint {description}", setting,
-                               _endpoint_reason(description, e)) from e
+        listener = StreamServerEndpointService(
+            parse_endpoint(self._reactor, description, setting), site)
+        # As strports.service does: a failure to listen raises here, not later.
+        listener._raiseSynchronously = True
         try:
             listener.setServiceParent(self)
-        except CannotListenError as e:
-            raise StartupError(f"cannot listen on {description}", setting,
-                               os_reason(e.socketError)) from e
-        except OSError as e:  # a unix: socket's folder, say
-            raise StartupError(f"cannot listen on {description}", setting,
-                               os_reason(e)) from e
-        what = "serving /-/metrics" if setting == "server.metrics_listen" else "listening"
+        except (CannotListenError, OSError) as e:
+            raise listen_failed(description, setting, e) from e
+        what = "serving /-/metrics" if setting == METRICS_LISTEN else "listening"
         _log.info("pypireg {what} on {endpoint}", what=what, endpoint=description)
 
     def _start_failed(self, failure: Failure) -> None:

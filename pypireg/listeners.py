@@ -192,8 +192,16 @@ class InheritedListeners(Service):
         self._drain_seconds = drain_seconds
         self._ports: list[IListeningPort] = []
 
+    def _factories(self) -> list[Any]:
+        return list({id(factory): factory for _listener, factory in self._served}.values())
+
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        # Started once more than by their ports, and stopped after the
+        # drain: a Site that stops closes its access log, and the requests
+        # that finish while draining would go unlogged.
+        for factory in self._factories():
+            factory.doStart()
         for listener, factory in self._served:
             self._ports.append(adopt(self._reactor, listener, factory))
             what = "serving /-/metrics" if listener.setting == METRICS_LISTEN else "listening"
@@ -220,6 +228,8 @@ class InheritedListeners(Service):
                 for channel in list(site.channels):
                     if channel.transport is not None:
                         channel.transport.abortConnection()
+        for factory in self._factories():
+            factory.doStop()
 
     def _open_connections(self) -> int:
         close_idle: list[Callable[[], int]] = [site.close_idle for site in self._drainable]

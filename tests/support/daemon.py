@@ -31,13 +31,15 @@ def free_port() -> int:
 
 
 class Daemon:
-    def __init__(self, folder: Path, dsn: str | None) -> None:
+    def __init__(self, folder: Path, dsn: str | None, server: tuple[str, ...] = ()) -> None:
+        """*server* are extra lines for the config's [server] table (`workers = 2`)."""
         self.folder = folder
         self.port = free_port()
         self.config = folder / "pypireg.toml"
         lines = [
             "[server]",
             f'listen = ["tcp:{self.port}:interface=127.0.0.1"]',
+            *server,
             "[storage]",
             'path = "data"',
             "[uploads]",
@@ -51,6 +53,8 @@ class Daemon:
         self.log = folder / "daemon.log"
 
     def start(self) -> None:
+        # The log grows across restarts: only this start's part counts.
+        before = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(self.config)],
@@ -59,12 +63,17 @@ class Daemon:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            # The log line comes once it serves; with workers, the port
+            # accepts connections (into its backlog) before any worker does.
+            if b"pypireg ready (" in self.log.read_bytes()[before:]:
+                return
+            time.sleep(0.1)
         raise AssertionError("daemon did not start:\n" + self.log.read_text())
+
+    def children(self) -> list[tuple[int, str]]:
+        """The daemon's child processes: (pid, command line)."""
+        assert self.proc is not None
+        return child_processes(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -92,17 +101,34 @@ class Daemon:
                "/packages/pypi/simple"
 
 
+def child_processes(pid: int) -> list[tuple[int, str]]:
+    """The live children of *pid*: (pid, command line), from /proc."""
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    children = []
+    for child in map(int, listed):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        children.append((child, cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return children
+
+
 @contextmanager
-def running_daemon(prefix: str, setup: Callable[[Daemon], None] | None = None
-                   ) -> Iterator[Daemon]:
+def running_daemon(prefix: str, setup: Callable[[Daemon], None] | None = None,
+                   server: tuple[str, ...] = ()) -> Iterator[Daemon]:
     """A started daemon in a fresh folder, on a fresh server database or embedded.
 
-    *setup*, if given, runs before the start (to seed the folder or the config).
+    *setup*, if given, runs before the start (to seed the folder or the config);
+    *server* are extra lines for the config's [server] table.
     """
     with blank_server_database(prefix) as dsn:
         # Not under pytest's basetemp: pytest resets that to mode 0700 when a
         # session starts, and the embedded PostgreSQL runs as another user.
-        daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn)
+        daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn, server)
         try:
             if setup is not None:
                 setup(daemon)

@@ -699,10 +699,12 @@ def pypireg_admin(ctx: Context, target: Target, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = "") -> Target:
+def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = "",
+                  server_config: str = "") -> Target:
     """twistd with a new storage folder in *folder* (default: work/pypireg).
 
-    *extra_config* is appended to the TOML file (bench/proxy.py's upstreams).
+    *extra_config* is appended to the TOML file (bench/proxy.py's upstreams);
+    *server_config* goes into its [server] table (bench/workers.py's workers).
     """
     folder = folder or ctx.work / "pypireg"
     folder.mkdir()
@@ -711,6 +713,7 @@ def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = 
     config.write_text(
         "[server]\n"
         f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+        + server_config +
         "[storage]\n"
         'path = "data"\n'
         "[uploads]\n"

@@ -79,7 +79,7 @@ class InheritedListener:
         fd: Its file descriptor in the worker.
         family: AF_INET, AF_INET6 or AF_UNIX.
         description: The endpoint string (for TLS and for the log).
-        setting: The config key it comes from (LISTEN or METRICS_LISTEN).
+        setting: The config key it comes from: server.listen or server.metrics_listen.
         tls: Wrap connections in TLS, as the `ssl:` endpoint would.
     """
 

@@ -31,9 +31,9 @@ from zope.interface import implementer
 from pypireg.config import ConfigError, load_config
 from pypireg.listeners import listeners_from_json
 from pypireg.service import RegistryService, WorkerRole
+from pypireg.supervisor import LOG_FD
 
 _log = Logger()
-LOG_FD = 3
 # Fields of an event that only mean something inside this process.
 _LOCAL_FIELDS = ("log_failure", "log_logger", "log_source", "log_trace", "log_io")
 

@@ -1730,6 +1730,20 @@ def machine_info(ctx: Context) -> dict[str, Any]:
     }
 
 
+def write_results(args: argparse.Namespace, name: str, data: dict[str, Any], report: str
+                  ) -> Path:
+    """*data* (with the arguments) and *report* into args.output_dir/<name>-<UTC time>.{json,md}."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = "-quick" if args.quick else ""
+    json_path = args.output_dir / f"{name}-{stamp}{suffix}.json"
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    json_path.write_text(json.dumps({**data, "args": arguments}, indent=2) + "\n")
+    json_path.with_suffix(".md").write_text(report)
+    log(f"wrote {json_path} and {json_path.with_suffix('.md').name}")
+    return json_path
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1911,23 +1925,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"\nFAILED {err['server']} {err['what']}: {err['error']}")
     report = "\n".join(lines) + "\n"
     print("\n" + report)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    suffix = "-quick" if args.quick else ""
-    json_path = args.output_dir / f"compare-{stamp}{suffix}.json"
-    json_path.write_text(json.dumps({
+    write_results(args, "compare", {
         "machine": info,
         "plan": asdict(plan),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "servers": {n: {"versions": t.versions, "notes": t.notes} for n, t in targets.items()},
         "runs": results,
         "medians": med,
         "targets": [asdict(v) for v in verdicts],
         "errors": errors,
         "elapsed_s": round(elapsed, 1),
-    }, indent=2) + "\n")
-    json_path.with_suffix(".md").write_text(report)
-    log(f"wrote {json_path} and {json_path.with_suffix('.md').name}")
+    }, report)
     return 1 if errors else 0
 
 

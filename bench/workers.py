@@ -32,8 +32,6 @@ bench/results/workers-<UTC time>.{md,json}.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -213,10 +211,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     base = QUICK if args.quick else FULL
@@ -225,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, cmp._interrupt)
     # No pinning: workers = 2 needs both cores, and the client shares them.
     pin = cmp.Pinning(0, 1)
     pin.enabled = False
@@ -278,16 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"\nFAILED {err['what']}: {err['error']}")
     report = "\n".join(lines) + "\n"
     print("\n" + report)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    json_path = args.output_dir / f"workers-{stamp}{'-quick' if args.quick else ''}.json"
-    json_path.write_text(json.dumps({
-        "machine": info, "plan": asdict(plan),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "runs": runs, "medians": med, "errors": errors, "elapsed_s": round(elapsed, 1),
-    }, indent=2) + "\n")
-    json_path.with_suffix(".md").write_text(report)
-    cmp.log(f"wrote {json_path} and {json_path.with_suffix('.md').name}")
+    cmp.write_results(args, "workers", {
+        "machine": info, "plan": asdict(plan), "runs": runs, "medians": med, "errors": errors,
+        "elapsed_s": round(elapsed, 1)}, report)
     return 1 if errors else 0
 
 

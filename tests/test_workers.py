@@ -236,3 +236,20 @@ def test_one_worker_forks_nothing() -> None:
         assert (status, worker) == (200, "")
         assert not [cmd for _pid, cmd in daemon.children() if "pypireg.worker" in cmd]
         assert "pypireg ready (storage " in daemon.log.read_text()
+
+
+def test_workers_of_a_killed_parent_stop_and_the_next_start_serves() -> None:
+    with running_daemon("pypireg-workers-orphans-", server=WORKERS) as daemon:
+        workers = workers_of(daemon)
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait(30)
+        # Their pipe from the parent closed: they drain and exit by themselves
+        # (what they log about it has nowhere to go: the parent read it).
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() for pid in workers.values()):
+            assert time.monotonic() < deadline, "the workers outlived their parent"
+            time.sleep(0.05)
+        # A new start takes over what is left (the embedded PostgreSQL).
+        daemon.start()
+        assert get(daemon.url + "/-/ready")[0] == 200

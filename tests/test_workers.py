@@ -8,10 +8,15 @@ that a change made through one is seen through the other.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -22,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.distributions import wheel_bytes, wheel_filename, write
-from tests.support.daemon import Daemon, running_daemon, twine
+from tests.support.daemon import BIN, Daemon, free_port, running_daemon, twine
+from tests.support.tls import certificate_files
 
 pytestmark = pytest.mark.e2e
 
@@ -253,3 +259,87 @@ def test_workers_of_a_killed_parent_stop_and_the_next_start_serves() -> None:
         # A new start takes over what is left (the embedded PostgreSQL).
         daemon.start()
         assert get(daemon.url + "/-/ready")[0] == 200
+
+
+def test_every_kind_of_listener_is_served_by_the_workers() -> None:
+    metrics_port = free_port()
+    tls_port = free_port()
+
+    def listeners(d: Daemon) -> None:
+        server_pem, _ca = certificate_files(d.folder)
+        endpoints = [f"ssl:{tls_port}:interface=127.0.0.1:privateKey={server_pem}",
+                     f"unix:{d.folder / 'http.sock'}"]
+        d.config.write_text(d.config.read_text().replace(
+            "listen = [", "listen = [" + "".join(f'"{e}", ' for e in endpoints)).replace(
+            "[storage]", f'metrics_listen = "tcp:{metrics_port}:interface=127.0.0.1"\n'
+                         "[storage]"))
+
+    with running_daemon("pypireg-workers-listeners-", setup=listeners,
+                        server=WORKERS) as daemon:
+        context = ssl.create_default_context(cafile=str(daemon.folder / "ca.pem"))
+        seen = set()
+        for _ in range(MAX_TRIES):
+            tls = http.client.HTTPSConnection("127.0.0.1", tls_port, context=context,
+                                              timeout=30)
+            tls.request("GET", "/-/ready")
+            answer = tls.getresponse()
+            assert (answer.status, answer.read()) == (200, b"ready\n")
+            seen.add(answer.getheader("X-Pypireg-Worker"))
+            tls.close()
+            if len(seen) == 2:
+                break
+        assert seen == {"1", "2"}
+        local = socket.socket(socket.AF_UNIX)
+        local.connect(str(daemon.folder / "http.sock"))
+        local.sendall(b"GET /-/health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        assert local.makefile("rb").read().endswith(b"\r\n\r\nok\n")
+        local.close()
+        status, _worker, body = get(f"http://127.0.0.1:{metrics_port}/-/metrics")
+        assert status == 200 and b"pypireg_http_requests_total" in body
+        assert get(daemon.url + "/-/metrics")[0] == 404
+        daemon.stop()
+        # The parent made the unix socket's file, and removes it when it stops.
+        assert not (daemon.folder / "http.sock").exists()
+
+
+def test_systemd_socket_activation_with_workers(daemon_dsn: str | None) -> None:
+    # As systemd does: a listening socket on fd 3 and LISTEN_FDS; the parent
+    # adopts it and hands it on to its workers.
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-workers-systemd-"))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    (folder / "pypireg.toml").write_text(
+        '[server]\nlisten = ["systemd:domain=INET:index=0"]\nworkers = 2\n'
+        + (f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else ""))
+    fd = listener.fileno()
+
+    def as_systemd_does() -> None:
+        os.dup2(fd, 3)
+        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()),
+                          LISTEN_FDNAMES="pypireg.socket")
+
+    log = folder / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config",
+             str(folder / "pypireg.toml")],
+            cwd=folder, stdout=out, stderr=subprocess.STDOUT, pass_fds=(3,),
+            preexec_fn=as_systemd_does)
+    listener.close()  # the daemon owns the socket now
+    try:
+        deadline = time.monotonic() + 60
+        while "pypireg ready (2 workers" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        workers = {get(f"http://127.0.0.1:{port}/-/ready")[1] for _ in range(MAX_TRIES // 4)}
+        assert workers == {"1", "2"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -22,6 +22,7 @@ parent's log goes (stdout, twistd.log, `logging.json_file`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from pypireg.config import Config
@@ -109,13 +110,13 @@ class LogRelay:
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
-            self._line(line.lstrip(b"\x1e").decode("utf-8", "replace"))
+            self._line(line.decode("utf-8", "replace"))
 
     def _line(self, text: str) -> None:
         if not text.strip():
             return
         try:
-            event = eventFromJSON(text)
+            event = json.loads(text)
         except ValueError:
             event = None
         if not isinstance(event, dict):
@@ -123,8 +124,11 @@ class LogRelay:
             return
         if event.pop(WORKER_READY_KEY, False):
             self._on_ready()
-        # A NamedConstant of LogLevel (not an instance of the class itself).
-        level_name = getattr(event.get("log_level"), "name", "-")
+        level_name = str(event.get("log_level"))
+        try:
+            event["log_level"] = LogLevel.levelWithName(level_name)
+        except InvalidLogLevelError:
+            event["log_level"], level_name = LogLevel.info, "-"
         event["log_system"] = f"{event.get('log_namespace', '-')}#{level_name} " \
                               f"worker {self._number}"
         event["pypireg_worker"] = self._number

@@ -9,14 +9,15 @@ from the parent, reads end-of-file: the parent was killed, so nobody would
 restart or stop this worker).
 
 Its log events go to the parent as JSON lines on fd 3, each with its text
-already formatted (a traceback included), so the parent logs them without
-needing the objects they mention.
+already formatted (a traceback included) and its plain fields (strings and
+numbers), so the parent logs them without needing the objects they mention.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from twisted.internet import abstract, fdesc
-from twisted.logger import ILogObserver, Logger, eventAsJSON, formatEvent, globalLogBeginner
+from twisted.logger import ILogObserver, Logger, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -36,6 +37,7 @@ from pypireg.supervisor import LOG_FD
 _log = Logger()
 # Fields of an event that only mean something inside this process.
 _LOCAL_FIELDS = ("log_failure", "log_logger", "log_source", "log_trace", "log_io")
+_PLAIN = (str, int, float, bool)
 
 
 @implementer(ILogObserver)
@@ -50,11 +52,16 @@ class EventPipe:
         failure = event.get("log_failure")
         if isinstance(failure, Failure):
             text = f"{text}\n{failure.getTraceback()}".rstrip("\n")
-        record = {k: v for k, v in event.items() if k not in _LOCAL_FIELDS}
+        # Plain values only: an access log line per request comes this way,
+        # and json.dumps of these costs a fraction of eventAsJSON's walk.
+        record = {k: v for k, v in event.items()
+                  if k not in _LOCAL_FIELDS and (v is None or type(v) in _PLAIN)}
+        level = event.get("log_level")
+        record["log_level"] = level.name if level is not None else None
         record["log_format"] = "{pypireg_text}"
         record["pypireg_text"] = text
         try:
-            self._stream.write(eventAsJSON(record) + "\n")
+            self._stream.write(json.dumps(record) + "\n")
             self._stream.flush()
         except OSError:
             pass  # the parent is gone; the lifeline stops this worker

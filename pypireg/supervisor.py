@@ -295,6 +295,7 @@ class WorkersParent(RegistryService):
         self._sockets: list[OpenedSocket] = []
         self._workers: Workers | None = None
         self._parent_embedded: EmbeddedPostgres | None = None
+        self._giving_up = False
 
     async def _start(self) -> None:
         config = self.config
@@ -337,6 +338,9 @@ class WorkersParent(RegistryService):
         self._workers.start()
 
     def _give_up(self, reason: str) -> None:
+        if self._giving_up:  # another worker gave up too: one line, one exit
+            return
+        self._giving_up = True
         _log.critical("pypireg stops: {reason}", reason=reason)
         # As a failed start: exit 1 once shutdown (the other workers,
         # PostgreSQL) ran, for systemd's Restart=on-failure.

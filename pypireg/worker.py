@@ -42,10 +42,19 @@ _PLAIN = (str, int, float, bool)
 
 @implementer(ILogObserver)
 class EventPipe:
-    """A log observer writing each event as one JSON line for the parent's LogRelay."""
+    """A log observer writing each event as one JSON line for the parent's LogRelay.
 
-    def __init__(self, stream: IO[str]) -> None:
+    With *schedule* (a callLater(0, …)), the lines an iteration of the
+    reactor logs go out in one write when it ends: under load that is one
+    write here and one wake-up of the parent for many access lines, not
+    one each. Without, each line is written at once.
+    """
+
+    def __init__(self, stream: IO[str],
+                 schedule: Callable[[Callable[[], None]], object] | None = None) -> None:
         self._stream = stream
+        self._schedule = schedule
+        self._pending = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = formatEvent(event)
@@ -62,9 +71,20 @@ class EventPipe:
         record["pypireg_text"] = text
         try:
             self._stream.write(json.dumps(record) + "\n")
+        except OSError:
+            return  # the parent is gone; the lifeline stops this worker
+        if self._schedule is None:
+            self.flush()
+        elif not self._pending:
+            self._pending = True
+            self._schedule(self.flush)
+
+    def flush(self) -> None:
+        self._pending = False
+        try:
             self._stream.flush()
         except OSError:
-            pass  # the parent is gone; the lifeline stops this worker
+            pass
 
 
 class Lifeline(abstract.FileDescriptor):
@@ -98,20 +118,25 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv)
-    stream = os.fdopen(LOG_FD, "w", encoding="utf-8")
-    globalLogBeginner.beginLoggingTo([EventPipe(stream)], redirectStandardIO=False)
+    from twisted.internet import reactor
+
+    pipe = EventPipe(os.fdopen(LOG_FD, "w", encoding="utf-8"),
+                     lambda flush: reactor.callLater(0, flush))
+    globalLogBeginner.beginLoggingTo([pipe], redirectStandardIO=False)
+    # Whatever is still buffered goes out before the process ends (also
+    # before a failed start's os._exit, whose trigger comes later).
+    reactor.addSystemEventTrigger("after", "shutdown", pipe.flush)
     try:
         config = load_config(args.config)
     except ConfigError as e:
         # The file changed since the parent read it.
         _log.critical("pypireg worker {worker} could not start: {reason}", worker=args.worker,
                       reason=str(e))
+        pipe.flush()
         sys.exit(1)
     if args.dsn is not None:
         config = dataclasses.replace(
             config, database=dataclasses.replace(config.database, dsn=args.dsn))
-    from twisted.internet import reactor
-
     service = RegistryService(reactor, config,
                               WorkerRole(args.worker, listeners_from_json(args.listeners)))
 

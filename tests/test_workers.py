@@ -343,3 +343,53 @@ def test_systemd_socket_activation_with_workers(daemon_dsn: str | None) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start_until_exit(folder: Path, config: str) -> tuple[int, str]:
+    (folder / "pypireg.toml").write_text(config)
+    result = subprocess.run(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", "pypireg.toml"],
+        cwd=folder, capture_output=True, text=True, timeout=180)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_a_port_in_use_fails_the_start_as_without_workers(daemon_dsn: str | None) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-workers-port-"))
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            endpoint = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+            database = f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else ""
+            code, output = _start_until_exit(
+                folder, f'[server]\nlisten = ["{endpoint}"]\nworkers = 2\n{database}')
+        assert code == 1, output
+        assert f"pypireg could not start: cannot listen on {endpoint} (server.listen): " \
+               "address already in use" in output
+        assert "started worker" not in output
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_worker_that_keeps_failing_at_once_ends_the_daemon_with_exit_1(
+        daemon_dsn: str | None) -> None:
+    # The parent never touches the blob folders; each worker fails to make them.
+    folder = Path(tempfile.mkdtemp(prefix="pypireg-workers-failing-"))
+    try:
+        (folder / "data").mkdir()
+        (folder / "data" / "blobs").write_text("not a folder")
+        database = f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else ""
+        code, output = _start_until_exit(
+            folder, f'[server]\nlisten = ["tcp:{free_port()}:interface=127.0.0.1"]\n'
+                    f'workers = 2\n[storage]\npath = "data"\n{database}')
+        assert code == 1, output
+        stops = [line for line in output.splitlines() if "pypireg stops: " in line]
+        assert len(stops) == 1, output
+        assert stops[0].endswith("ended 5 times in a row within 10 seconds of its start "
+                                 "(last: exit status 1); its log lines above say why")
+        # Why, in the worker's own words, with its number.
+        assert "could not start: cannot use the data folder" in output
+        assert "restarting it in 0.25 seconds" in output
+        assert not (folder / "data" / "postgres" / "postmaster.pid").exists()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

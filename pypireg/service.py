@@ -166,6 +166,7 @@ def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, 
 
     timer = TimerService(interval, run)
     timer.clock = clock
+    timer.setName(what)
     return timer
 
 
@@ -187,6 +188,27 @@ def housekeeping(clock: Any, db: Database, blobs: BlobStore,
         periodic(clock, GC_INTERVAL_SECONDS, lambda: collect_garbage(db, blobs),
                  "garbage collection"),
     ]
+
+
+def background_jobs(clock: Any, db: Database, blobs: BlobStore, changes: ChangeListener | None,
+                    proxy: ProxyParts | None, max_cache_size: int, *, once: bool
+                    ) -> list[TimerService]:
+    """The periodic jobs of one process; *once*: also those that must run in one process only.
+
+    Recording downloads of cached upstream files is each process's own
+    counts; the housekeeping and the cache eviction act on the whole
+    installation, so with workers only worker 1 runs them (they would be
+    safe in several, as with several daemons, but would do the work N times).
+    """
+    jobs = housekeeping(clock, db, blobs, changes) if once else []
+    if proxy is not None:
+        fetched = proxy.files
+        jobs.append(periodic(clock, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
+                             "recording downloads"))
+        if once:
+            jobs.append(periodic(clock, EVICTION_INTERVAL_SECONDS,
+                                 lambda: fetched.evict(max_cache_size), "cache eviction"))
+    return jobs
 
 
 def _exit_failed() -> None:
@@ -268,20 +290,11 @@ class RegistryService(MultiService):
             # Only the blob store touches the disk here: its folders, its temp files.
             raise data_folder_error(config, e) from e
         self._authorizer.start()
-        # With workers, the jobs that must run once run in worker 1 only;
-        # recording downloads is each process's own counts.
-        once = worker is None or worker.runs_housekeeping
-        if once:
-            for job in housekeeping(self._reactor, self.db, blobs, self._changes):
-                job.setServiceParent(self)
-        if self._proxy is not None:
-            fetched = self._proxy.files
-            max_cache = config.proxy.max_cache_size
-            periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
-                     "recording downloads").setServiceParent(self)
-            if once:
-                periodic(self._reactor, EVICTION_INTERVAL_SECONDS, lambda: fetched.evict(
-                    max_cache), "cache eviction").setServiceParent(self)
+        # With workers, the jobs that must run once run in worker 1 only.
+        for job in background_jobs(self._reactor, self.db, blobs, self._changes, self._proxy,
+                                   config.proxy.max_cache_size,
+                                   once=worker is None or worker.runs_housekeeping):
+            job.setServiceParent(self)
         scrape = None
         if config.server.metrics_listen:
             scrape = metrics_site(MetricsPage(metrics, config.server.metrics_token,

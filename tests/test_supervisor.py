@@ -1,8 +1,10 @@
-"""Unit tests for supervisor.py and worker.py: restarts on a Clock, the log relay."""
+"""Unit tests for supervisor.py and worker.py: restarts on a Clock, the log relay, and
+which periodic jobs a worker runs (service.py)."""
 
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from pypireg.service import WORKER_READY_KEY
+from pypireg.service import WORKER_READY_KEY, WorkerRole, background_jobs
 from pypireg.supervisor import LogRelay, RestartPolicy, Workers
 from pypireg.worker import EventPipe
 
@@ -177,3 +179,21 @@ def test_event_pipe_sends_the_text_with_its_traceback(logged: list[dict[str, Any
     assert text.startswith("the job gc failed\n")
     assert "ValueError: broken" in text
 
+
+
+@pytest.mark.parametrize("proxy", [False, True])
+def test_only_worker_1_runs_the_jobs_that_must_run_once(proxy: bool) -> None:
+    # Built, not started: nothing here touches the database or the disk.
+    files = SimpleNamespace(flush_downloads=lambda: None, evict=lambda size: None)
+    parts: Any = SimpleNamespace(files=files) if proxy else None
+
+    def jobs(worker: WorkerRole | None) -> list[str]:
+        once = worker is None or worker.runs_housekeeping
+        return [job.name for job in background_jobs(Clock(), None, None, None, parts, 1,
+                                                     once=once)]
+
+    everything = ["duplicate cleanup", "garbage collection"] + (
+        ["recording downloads", "cache eviction"] if proxy else [])
+    assert jobs(None) == everything  # one process: all of them
+    assert jobs(WorkerRole(1, [])) == everything
+    assert jobs(WorkerRole(2, [])) == (["recording downloads"] if proxy else [])

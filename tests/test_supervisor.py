@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from pypireg.listeners import DRAIN_POLL_SECONDS, InheritedListeners
 from pypireg.service import WORKER_READY_KEY, WorkerRole, background_jobs
 from pypireg.supervisor import LogRelay, RestartPolicy, Workers
 from pypireg.worker import EventPipe
@@ -197,3 +198,53 @@ def test_only_worker_1_runs_the_jobs_that_must_run_once(proxy: bool) -> None:
     assert jobs(None) == everything  # one process: all of them
     assert jobs(WorkerRole(1, [])) == everything
     assert jobs(WorkerRole(2, [])) == (["recording downloads"] if proxy else [])
+
+
+class DrainingSite:
+    """A site for InheritedListeners' drain: *busy* connections, each finishing on request."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.aborted = 0
+        self.starts = 0
+        transport = SimpleNamespace(abortConnection=self._abort)
+        self.channels = [SimpleNamespace(transport=transport)]
+
+    def _abort(self) -> None:
+        self.aborted += 1
+
+    def close_idle(self) -> int:
+        return self.busy
+
+    def doStart(self) -> None:
+        self.starts += 1
+
+    def doStop(self) -> None:
+        self.starts -= 1
+
+
+def drain(site: DrainingSite, seconds: float) -> tuple[Clock, Deferred[None]]:
+    clock = Clock()
+    # Not started (no socket to adopt); started, it would have started the site.
+    listeners = InheritedListeners(clock, [(None, site)], [site], seconds)
+    site.doStart()
+    return clock, listeners.stopService()
+
+
+def test_a_drain_ends_when_the_last_request_finished() -> None:
+    site = DrainingSite(busy=2)
+    clock, stopped = drain(site, 30)
+    clock.advance(5)
+    assert not stopped.called and site.starts == 1  # still logging the requests
+    site.busy = 0
+    clock.advance(DRAIN_POLL_SECONDS)
+    assert stopped.called and site.aborted == 0 and site.starts == 0
+
+
+def test_a_drain_cuts_what_is_left_after_its_time() -> None:
+    site = DrainingSite(busy=1)
+    clock, stopped = drain(site, 30)
+    clock.advance(29.9)
+    assert not stopped.called
+    clock.advance(0.2)
+    assert stopped.called and site.aborted == 1 and site.starts == 0

@@ -27,7 +27,15 @@ from pathlib import Path
 import pytest
 
 from tests.distributions import wheel_bytes, wheel_filename, write
-from tests.support.daemon import BIN, Daemon, free_port, running_daemon, twine
+from tests.support.daemon import (
+    BIN,
+    Daemon,
+    free_port,
+    running_daemon,
+    start_socket_activated,
+    terminate,
+    twine,
+)
 from tests.support.tls import certificate_files
 
 pytestmark = pytest.mark.e2e
@@ -303,31 +311,13 @@ def test_every_kind_of_listener_is_served_by_the_workers() -> None:
 
 
 def test_systemd_socket_activation_with_workers(daemon_dsn: str | None) -> None:
-    # As systemd does: a listening socket on fd 3 and LISTEN_FDS; the parent
-    # adopts it and hands it on to its workers.
+    # A listening socket on fd 3, as systemd passes it: the parent adopts it
+    # and hands it on to its workers.
     folder = Path(tempfile.mkdtemp(prefix="pypireg-workers-systemd-"))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    (folder / "pypireg.toml").write_text(
-        '[server]\nlisten = ["systemd:domain=INET:index=0"]\nworkers = 2\n'
-        + (f'[database]\ndsn = "{daemon_dsn}"\n' if daemon_dsn else ""))
-    fd = listener.fileno()
-
-    def as_systemd_does() -> None:
-        os.dup2(fd, 3)
-        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()),
-                          LISTEN_FDNAMES="pypireg.socket")
-
     log = folder / "daemon.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config",
-             str(folder / "pypireg.toml")],
-            cwd=folder, stdout=out, stderr=subprocess.STDOUT, pass_fds=(3,),
-            preexec_fn=as_systemd_does)
-    listener.close()  # the daemon owns the socket now
+        proc, port = start_socket_activated(
+            folder, 'listen = ["systemd:domain=INET:index=0"]\nworkers = 2\n', daemon_dsn, out)
     try:
         deadline = time.monotonic() + 60
         while "pypireg ready (2 workers" not in log.read_text():
@@ -337,11 +327,7 @@ def test_systemd_socket_activation_with_workers(daemon_dsn: str | None) -> None:
         workers = {get(f"http://127.0.0.1:{port}/-/ready")[1] for _ in range(MAX_TRIES // 4)}
         assert workers == {"1", "2"}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc, 60)
         shutil.rmtree(folder, ignore_errors=True)
 
 

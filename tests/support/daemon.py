@@ -8,6 +8,7 @@ does.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.support.databases import blank_server_database
 
@@ -76,13 +78,8 @@ class Daemon:
         return child_processes(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -99,6 +96,18 @@ class Daemon:
     def index(self, project: str, token: str) -> str:
         return f"http://__token__:{token}@127.0.0.1:{self.port}/api/v4/projects/{project}" \
                "/packages/pypi/simple"
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM *proc* and wait for it; SIGKILL it after *grace* seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def child_processes(pid: int) -> list[tuple[int, str]]:
@@ -154,3 +163,36 @@ def twine(daemon: Daemon, project: str, token: str, *files: Path,
          "--config-file", str(pypirc), "--repository", "local", *options, *map(str, files)],
         capture_output=True, text=True, timeout=120,
     )
+
+
+def start_socket_activated(folder: Path, server: str, dsn: str | None, output: Any
+                           ) -> tuple[subprocess.Popen[bytes], int]:
+    """twistd in *folder*, given a listening socket as systemd gives it; (process, port).
+
+    As systemd (or systemd-socket-activate) does: the socket on fd 3, with
+    LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES. *server* is the config's [server]
+    table's body (its `listen` names the systemd: endpoint); *output* takes
+    the daemon's output (a file, or subprocess.PIPE).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = int(listener.getsockname()[1])
+    (folder / "pypireg.toml").write_text(
+        f"[server]\n{server}" + (f'[database]\ndsn = "{dsn}"\n' if dsn else ""))
+    fd = listener.fileno()
+
+    def as_systemd_does() -> None:
+        os.dup2(fd, 3)
+        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()),
+                          LISTEN_FDNAMES="pypireg.socket")
+
+    proc = subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config",
+         str(folder / "pypireg.toml")],
+        # Descriptors are closed after preexec_fn runs: keep 3, the dup.
+        cwd=folder, stdout=output, stderr=subprocess.STDOUT, pass_fds=(3,),
+        preexec_fn=as_systemd_does,
+    )
+    listener.close()  # the daemon owns the socket now
+    return proc, port

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from pypireg.batching import PendingCounts
 from pypireg.cache import Cache
 from pypireg.domain import access_policy as policy
 from pypireg.domain.access_policy import Access, Credentials
@@ -106,7 +107,10 @@ class Authorizer:
         self._blocked: Cache[int, bool] = Cache(clock, 10_000, CACHE_TTL)
         if changes is not None:
             changes.subscribe(self._changed)
-        self._used: set[int] = set()
+        # Token uses since the last flush (only the time is recorded).
+        self._used: PendingCounts[int] = PendingCounts(
+            lambda used: token_store.touch_tokens(db, [token_id for token_id, _ in used]),
+            "token use")
         self.failures = FailureLimiter(clock)
         self._flusher = LoopingCall(self.flush_last_used)
         self._flusher.clock = clock
@@ -176,11 +180,8 @@ class Authorizer:
         return dict(await user_store.roles_of(self._db, user_id, project_ids))
 
     async def flush_last_used(self) -> None:
-        used, self._used = self._used, set()
-        try:
-            await token_store.touch_tokens(self._db, used)
-        except Exception:
-            _log.failure("could not record token use for {count} tokens", count=len(used))
+        """Record the tokens used since the last flush; a failed flush is kept for the next."""
+        await self._used.flush()
 
     async def authenticate(self, credentials: Credentials | str | None, client: str = ""
                            ) -> TokenRecord | None:
@@ -200,7 +201,7 @@ class Authorizer:
             self.failures.record_failure(client)
             raise Unauthorized("Invalid, expired or revoked token (deploy tokens also need "
                                "their own user name).")
-        self._used.add(token.id)
+        self._used.add(token.id, 0)
         return token
 
     async def _levels(self, token: TokenRecord | None, projects: list[Project]

@@ -16,10 +16,12 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from pypireg.domain.trusted_publishing import ISSUER_KINDS, IssuerKind
 
 MIB = 1024 * 1024
 DEFAULT_LISTEN = ("tcp:8080:interface=127.0.0.1",)
@@ -108,6 +110,9 @@ class UpstreamConfig:
     token: str | None = field(default=None, repr=False)
     # PEM file of the CA certificates to trust instead of the system's.
     ca_file: Path | None = None
+    # Hosts besides the index's own that its files may be fetched from at
+    # any address; others only at public ones (upstream/addresses.py).
+    file_hosts: frozenset[str] = frozenset()
 
     @property
     def authorization(self) -> str | None:
@@ -128,6 +133,33 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class IssuerConfig:
+    """One `[[trusted_publishing.issuers]]` entry: an OIDC issuer whose ID tokens are taken."""
+
+    # The issuer URL, exactly as the tokens' `iss` claim gives it.
+    url: str
+    # Which claims its publishers check: github | gitlab | generic.
+    kind: IssuerKind
+    # Seconds allowed to fetch its discovery document or its keys.
+    timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+
+    @property
+    def plain_http(self) -> bool:
+        """An http:// issuer (allowed on loopback addresses only, for tests)."""
+        return self.url.startswith("http://")
+
+
+@dataclass(frozen=True)
+class TrustedPublishingConfig:
+    # What CI jobs request their ID token for (GET /_/oidc/audience).
+    audience: str = "pypireg"
+    # ID tokens whose exp - iat is longer are refused.
+    max_token_lifetime: float = 2 * 3600.0
+    # No issuer: trusted publishing is off (mint-token answers not-enabled).
+    issuers: tuple[IssuerConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -137,6 +169,8 @@ class Config:
     # No upstream unless configured: a private registry proxies nothing by default.
     upstreams: tuple[UpstreamConfig, ...] = ()
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    trusted_publishing: TrustedPublishingConfig = field(
+        default_factory=TrustedPublishingConfig)
 
     @property
     def pgdata(self) -> Path:
@@ -169,12 +203,13 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path(),
     `password_env` and `metrics_token_env` look their secrets up.
     """
     _only_keys(raw, "", {"server", "storage", "database", "uploads", "logging", "upstreams",
-                         "proxy"})
+                         "proxy", "trusted_publishing"})
     # Every section's shape first: a table that is not one is reported before
     # any key inside the others.
-    server, storage, database, uploads, logging, proxy = (
+    server, storage, database, uploads, logging, proxy, publishing = (
         _table(raw, key)
-        for key in ("server", "storage", "database", "uploads", "logging", "proxy"))
+        for key in ("server", "storage", "database", "uploads", "logging", "proxy",
+                    "trusted_publishing"))
     upstreams = _array_of_tables(raw, "upstreams")
     # Each section checks its own keys, then its values; the first mistake,
     # in this order, is the one reported.
@@ -186,6 +221,7 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path(),
         uploads=_uploads(uploads),
         upstreams=_upstreams(upstreams, base, os.environ if environ is None else environ),
         proxy=_proxy(proxy),
+        trusted_publishing=_trusted_publishing(publishing),
     )
 
 
@@ -304,7 +340,7 @@ _VISIBLE_ASCII_RE = re.compile(r"^[\x21-\x7e]+\Z")
 
 
 _UPSTREAM_KEYS = {"name", "url", "ttl", "timeout", "offline", "min_age", "headers", "username",
-                  "password", "password_env", "token", "token_env", "ca_file"}
+                  "password", "password_env", "token", "token_env", "ca_file", "file_hosts"}
 _UPSTREAM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}\Z")
 # RFC 9110 5.1 (field names are tokens) and 5.5 (values: visible ASCII,
 # spaces and tabs inside). Anything else could split a request in two.
@@ -362,9 +398,30 @@ def _upstream(table: Mapping[str, Any], key: str, base: Path,
         ca_file = ca_path if ca_path.is_absolute() else base / ca_path
         if not ca_file.is_file():
             raise ConfigError(f"{key}.ca_file: {ca_file} is not a file")
+    file_hosts = _strings(table.get("file_hosts", []),
+                          f"{key}.file_hosts must be a list of host names or addresses, e.g."
+                          ' ["files.upstream.example"]', allow_empty=True)
     return UpstreamConfig(name=name, url=url, ttl=ttl, timeout=timeout, offline=offline,
                           min_age=min_age, headers=headers, username=username,
-                          password=password, token=token, ca_file=ca_file)
+                          password=password, token=token, ca_file=ca_file,
+                          file_hosts=frozenset(_file_host(h, f"{key}.file_hosts")
+                                               for h in file_hosts))
+
+
+_HOST_NAME_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\.?\Z")
+
+
+def _file_host(host: str, key: str) -> str:
+    """A host name (lower case) or an address (normalised), as URLs' hosts are compared."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ip_address(bare))
+    except ValueError:
+        pass
+    if not _HOST_NAME_RE.match(bare.lower()):
+        raise ConfigError(f"{key}: {host!r} is not a host name or an address (no scheme, port"
+                          " or path), e.g. \"files.upstream.example\"")
+    return bare.lower().rstrip(".")
 
 
 def _upstream_url(value: Any, key: str) -> str:
@@ -467,6 +524,71 @@ def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
         'proxy.max_cache_size must be a positive size, e.g. "50GiB"'))
 
 
+_AUDIENCE_RE = re.compile(r"^[\x21-\x7e]{1,200}\Z")
+
+
+def _trusted_publishing(table: Mapping[str, Any]) -> TrustedPublishingConfig:
+    """The [trusted_publishing] table: the audience, the lifetime cap, the issuers."""
+    _only_keys(table, "trusted_publishing", {"audience", "max_token_lifetime", "issuers"})
+    audience = table.get("audience", "pypireg")
+    if not isinstance(audience, str) or not _AUDIENCE_RE.match(audience):
+        raise ConfigError("trusted_publishing.audience must be 1 to 200 visible ASCII "
+                          'characters without spaces, e.g. "pypireg"')
+    lifetime = _duration(table.get("max_token_lifetime", 2 * 3600.0),
+                         "trusted_publishing.max_token_lifetime")
+    if lifetime == 0:
+        raise ConfigError('trusted_publishing.max_token_lifetime must be above zero, e.g. "2h"')
+    issuers: list[IssuerConfig] = []
+    for i, entry in enumerate(_array_of_tables(table, "issuers", "trusted_publishing.issuers")):
+        issuer = _issuer(entry, f"trusted_publishing.issuers[{i}]")
+        if any(other.url == issuer.url for other in issuers):
+            raise ConfigError(f"trusted_publishing.issuers[{i}].url {issuer.url!r} is "
+                              "configured twice")
+        issuers.append(issuer)
+    return TrustedPublishingConfig(audience=audience, max_token_lifetime=lifetime,
+                                   issuers=tuple(issuers))
+
+
+def _issuer(table: Mapping[str, Any], key: str) -> IssuerConfig:
+    """One issuer: https (http only on a loopback address), its kind, its timeout."""
+    _only_keys(table, key, {"url", "kind", "timeout"})
+    example = 'e.g. "https://token.actions.githubusercontent.com"'
+    if "url" not in table:
+        raise ConfigError(f"{key}.url is missing, {example}")
+    url = _string(table["url"], f"{key}.url must be the issuer's URL, {example}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        host, port_ok = None, False
+    if (not url.isascii() or any(c.isspace() for c in url) or not host or not port_ok
+            or parts.scheme not in ("http", "https") or parts.query or parts.fragment
+            or parts.username is not None or parts.password is not None):
+        raise ConfigError(f"{key}.url must be an absolute https URL without credentials, query "
+                          f"or fragment, exactly as the tokens' iss claim gives it, {example}")
+    if parts.scheme == "http" and not _loopback(host):
+        raise ConfigError(f"{key}.url: an http:// issuer is accepted only on a loopback "
+                          "address (tests); use https")
+    kind = next((k for k in ISSUER_KINDS if k == table.get("kind")), None)
+    if kind is None:
+        raise ConfigError(f"{key}.kind must be one of {', '.join(ISSUER_KINDS)}, "
+                          f"got {table.get('kind')!r}")
+    timeout = _duration(table.get("timeout", DEFAULT_UPSTREAM_TIMEOUT), f"{key}.timeout")
+    if timeout == 0:
+        raise ConfigError(f"{key}.timeout must be above zero, e.g. \"10s\"")
+    return IssuerConfig(url=url, kind=kind, timeout=timeout)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _size(value: Any, dotted: str, message: str) -> int:
     """A positive byte count, given as a number or a "50MiB"-style string."""
     if isinstance(value, str):
@@ -547,10 +669,12 @@ def parse_duration(text: str, key: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
-def _array_of_tables(raw: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+def _array_of_tables(raw: Mapping[str, Any], key: str, dotted: str | None = None
+                     ) -> list[Mapping[str, Any]]:
     value = raw.get(key, [])
     if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        raise ConfigError(f"{key} must be an array of tables ([[{key}]])")
+        dotted = dotted or key
+        raise ConfigError(f"{dotted} must be an array of tables ([[{dotted}]])")
     return value
 
 

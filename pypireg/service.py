@@ -2,7 +2,8 @@
 
 Composition only: every part gets its dependencies through its
 constructor. Stopping runs in reverse: listeners first (in-flight requests
-finish), then the token-use flush, the pool and the embedded PostgreSQL.
+finish), then the token-use and download-count flushes, the pool and the
+embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import IO, Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -22,17 +24,22 @@ from twisted.logger import Logger, globalLogPublisher, jsonFileLogObserver
 from twisted.python.failure import Failure
 
 from pypireg.access import Authorizer
+from pypireg.batching import PendingCounts
 from pypireg.config import Config
+from pypireg.domain.audit import SYSTEM
 from pypireg.http.app import RegistryResource, RouteGroups
 from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.audit_events import AuditEventsRoutes
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
+from pypireg.http.gitlab.trusted_publishers import TrustedPublishersRoutes
 from pypireg.http.metrics import Metrics
 from pypireg.http.ops import MetricsPage, OpsRoutes, metrics_site
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
+from pypireg.http.pypi.oidc import OidcRoutes
 from pypireg.http.pypi.simple import SimpleRoutes
 from pypireg.http.pypi.upload import UploadRoutes
 from pypireg.http.pypi.yank import YankRoutes
@@ -49,6 +56,8 @@ from pypireg.listeners import (
     listen_failed,
     parse_endpoint,
 )
+from pypireg.oidc.exchange import TokenExchange
+from pypireg.oidc.keys import IssuerKeys, default_client
 from pypireg.proxy.files import UpstreamFiles
 from pypireg.proxy.index import ProxiedIndex
 from pypireg.proxy.pages import UpstreamPages
@@ -56,6 +65,7 @@ from pypireg.startup import StartupError, data_folder_error, open_database, os_r
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.changes import ChangeListener
 from pypireg.storage.database import Database
+from pypireg.storage.downloads import record_downloads
 from pypireg.storage.duplicates import remove_surplus_duplicates
 from pypireg.storage.embedded import EmbeddedPostgres
 from pypireg.storage.gc import collect_garbage
@@ -67,7 +77,8 @@ GC_INTERVAL_SECONDS = 3600.0
 # Projects' duplicate cleanup policies are applied to stored files this
 # often (each upload applies its own); see storage/duplicates.py.
 DUPLICATES_INTERVAL_SECONDS = 3600.0
-# Downloads of cached upstream files are recorded (for eviction) this often.
+# Downloads counted in memory (of stored files, and of cached upstream
+# files, for their counts and for eviction) are written this often.
 DOWNLOADS_FLUSH_SECONDS = 60.0
 # Cached upstream files past proxy.max_cache_size are evicted this often.
 EVICTION_INTERVAL_SECONDS = 300.0
@@ -96,23 +107,52 @@ def build_proxy(reactor: Any, config: Config, db: Database, blobs: BlobStore,
         # A page fetched, refreshed or purged by any daemon or the CLI.
         changes.subscribe(lambda table: pages.forget_all()
                           if table in ("upstream_pages", "*") else None)
-    files = UpstreamFiles(db, blobs, {c.name: c for c in clients},
+    files = UpstreamFiles(db, blobs, {c.name: c for c in clients}, clock=reactor,
                           max_file_size=config.proxy.max_cache_size,
                           observe=metrics.upstream_event,
                           observe_bytes=metrics.upstream_fetched)
     return ProxyParts(clients, ProxiedIndex(db, pages, files), files)
 
 
+def file_downloads(db: Database) -> PendingCounts[int]:
+    """The downloads of stored files a site counts (per file row), until flushed to *db*."""
+    return PendingCounts(lambda counted: record_downloads(db, counted), "download counts")
+
+
+class DownloadCounts:
+    """Every download count a daemon keeps in memory, flushed together.
+
+    Stored files' counts (per file row), and the proxy's (per cached
+    upstream file, which also records their last download for eviction).
+    """
+
+    def __init__(self, files: PendingCounts[int], proxy: ProxyParts | None) -> None:
+        self.files = files
+        self._proxy = proxy
+
+    async def flush(self) -> None:
+        """Write them all (each in one statement); a failed flush keeps its counts."""
+        await self.files.flush()
+        if self._proxy is not None:
+            await self._proxy.files.flush_downloads()
+
+
 async def build_site(reactor: Any, config: Config, db: Database,
                      changes: ChangeListener | None = None, *,
                      metrics: Metrics | None = None, blobs: BlobStore | None = None,
-                     proxy: ProxyParts | None = None) -> tuple[RegistrySite, Authorizer]:
+                     proxy: ProxyParts | None = None,
+                     downloads: PendingCounts[int] | None = None,
+                     oidc_client: HTTPClient | None = None
+                     ) -> tuple[RegistrySite, Authorizer]:
     """The HTTP site over *db*, with its storage ready; the caller starts the authorizer.
 
     With a started ChangeListener the site caches token checks, index pages
     and file lookups (dropped on every committed change); without, it does
     not cache. The upstream proxy is the caller's (*proxy*, built with the
-    same *metrics* and *blobs*): it has connections to close.
+    same *metrics* and *blobs*): it has connections to close. So are the
+    *downloads* it counts (file_downloads): the caller flushes them;
+    without, stored files' downloads are not counted. *oidc_client*
+    fetches the OIDC issuers' keys (default: treq verifying TLS).
     """
     if blobs is None:
         blobs = BlobStore(reactor, config.storage.path)
@@ -125,20 +165,25 @@ async def build_site(reactor: Any, config: Config, db: Database,
     access = RequestAccess(authorizer, config.server.base_url)
     caches = PackageCaches(reactor, changes)
     proxied = proxy.index if proxy is not None else None
+    keys = IssuerKeys(db, reactor, oidc_client or default_client(reactor))
+    exchange = TokenExchange(db, reactor, config.trusted_publishing, keys, authorizer.failures)
     routes = RouteGroups(
         uploads=UploadRoutes(db, blobs, metrics, caches, config.server.base_url),
         simple=SimpleRoutes(db, access, caches, metrics, proxied),
         files=FileRoutes(db, access, blobs, caches, proxied,
-                         proxy.files if proxy is not None else None),
+                         proxy.files if proxy is not None else None, downloads),
         yank=YankRoutes(db, access, caches),
         json_api=JsonApiRoutes(db, access),
         packages_api=PackagesApiRoutes(db, access, caches),
         projects_api=ProjectsApiRoutes(db, access),
         deploy_tokens=DeployTokensRoutes(db, access),
+        audit_events=AuditEventsRoutes(db, access),
         pages=PageRoutes(db, access, ReadmeRenderer(reactor, db, ReadmeLimits())),
         # With metrics listeners of their own, /-/metrics is not on this site.
         ops=OpsRoutes(db, blobs, None if config.server.metrics_listen else MetricsPage(
             metrics, config.server.metrics_token, authorizer.failures)),
+        oidc=OidcRoutes(exchange),
+        trusted_publishers=TrustedPublishersRoutes(db, access, config.trusted_publishing),
     )
     site = RegistrySite(
         RegistryResource(routes, ErrorFunnel(config.server.base_url)),
@@ -180,7 +225,7 @@ def housekeeping(clock: Any, db: Database, blobs: BlobStore,
     """
 
     async def clean_up_duplicates() -> None:
-        if await remove_surplus_duplicates(db) and changes is not None:
+        if await remove_surplus_duplicates(db, actor=SYSTEM) and changes is not None:
             changes.notify_local("package_files")
 
     return [
@@ -191,23 +236,22 @@ def housekeeping(clock: Any, db: Database, blobs: BlobStore,
 
 
 def background_jobs(clock: Any, db: Database, blobs: BlobStore, changes: ChangeListener | None,
-                    proxy: ProxyParts | None, max_cache_size: int, *, once: bool
-                    ) -> list[TimerService]:
+                    proxy: ProxyParts | None,
+                    flush_downloads: Callable[[], Coroutine[Any, Any, object]],
+                    max_cache_size: int, *, once: bool) -> list[TimerService]:
     """The periodic jobs of one process; *once*: also those that must run in one process only.
 
-    Recording downloads of cached upstream files is each process's own
-    counts; the housekeeping and the cache eviction act on the whole
+    Writing the download counts (DownloadCounts.flush) is each process's
+    own counts; the housekeeping and the cache eviction act on the whole
     installation, so with workers only worker 1 runs them (they would be
     safe in several, as with several daemons, but would do the work N times).
     """
     jobs = housekeeping(clock, db, blobs, changes) if once else []
-    if proxy is not None:
+    jobs.append(periodic(clock, DOWNLOADS_FLUSH_SECONDS, flush_downloads, "recording downloads"))
+    if proxy is not None and once:
         fetched = proxy.files
-        jobs.append(periodic(clock, DOWNLOADS_FLUSH_SECONDS, fetched.flush_downloads,
-                             "recording downloads"))
-        if once:
-            jobs.append(periodic(clock, EVICTION_INTERVAL_SECONDS,
-                                 lambda: fetched.evict(max_cache_size), "cache eviction"))
+        jobs.append(periodic(clock, EVICTION_INTERVAL_SECONDS,
+                             lambda: fetched.evict(max_cache_size), "cache eviction"))
     return jobs
 
 
@@ -262,6 +306,7 @@ class RegistryService(MultiService):
         self._changes: ChangeListener | None = None
         self._json_observer: Any = None
         self._proxy: ProxyParts | None = None
+        self._downloads: DownloadCounts | None = None
 
     def startService(self) -> None:
         # Children (the listeners) are added once the database is ready.
@@ -274,6 +319,11 @@ class RegistryService(MultiService):
         worker = self._worker
         if worker is None:
             self._start_json_log()
+        if worker is None or worker.runs_housekeeping:  # said once, not by every worker
+            for issuer in config.trusted_publishing.issuers:
+                if issuer.plain_http:
+                    _log.warn("trusted_publishing: the issuer {url} is plain http (loopback "
+                              "only); use https outside tests", url=issuer.url)
         opened = await open_database(self._reactor, config, migrate_schema=worker is None)
         self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)
@@ -282,17 +332,18 @@ class RegistryService(MultiService):
         metrics = Metrics()
         self._proxy = build_proxy(self._reactor, config, self.db, blobs, metrics,
                                   self._changes)
+        downloads = self._downloads = DownloadCounts(file_downloads(self.db), self._proxy)
         try:
             self.site, self._authorizer = await build_site(
                 self._reactor, config, self.db, self._changes, metrics=metrics, blobs=blobs,
-                proxy=self._proxy)
+                proxy=self._proxy, downloads=downloads.files)
         except OSError as e:
             # Only the blob store touches the disk here: its folders, its temp files.
             raise data_folder_error(config, e) from e
         self._authorizer.start()
         # With workers, the jobs that must run once run in worker 1 only.
         for job in background_jobs(self._reactor, self.db, blobs, self._changes, self._proxy,
-                                   config.proxy.max_cache_size,
+                                   downloads.flush, config.proxy.max_cache_size,
                                    once=worker is None or worker.runs_housekeeping):
             job.setServiceParent(self)
         scrape = None
@@ -378,7 +429,12 @@ class RegistryService(MultiService):
         if self._authorizer is not None:
             await self._authorizer.stop()
         if self._proxy is not None:
-            await self._proxy.files.flush_downloads()
+            # Files fetched through, still being kept: their rows first.
+            await self._proxy.files.settled()
+        if self._downloads is not None:
+            # The listeners are closed: what is counted now is all there is.
+            await self._downloads.flush()
+        if self._proxy is not None:
             await self._proxy.close()
         if self._changes is not None:
             self._changes.stop()

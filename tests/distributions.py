@@ -43,7 +43,11 @@ def wheel_bytes(name: str, version: str, *, metadata: str | None = None,
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in files.items():
-            zf.writestr(path, data)
+            # A fixed time: the same arguments give the same bytes (and
+            # sha256) whenever they are made, even a second apart.
+            entry = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16
+            zf.writestr(entry, data, compress_type=zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 

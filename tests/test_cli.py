@@ -79,9 +79,10 @@ def _leaves(parser: argparse.ArgumentParser, path: str = "pypireg"
 def test_every_leaf_subcommand_names_its_handler() -> None:
     # argparse is the dispatcher: a leaf without a handler would fail at run time.
     leaves = dict(_leaves(build_parser()))
-    assert len(leaves) == 41
+    assert len(leaves) == 45
     assert {"pypireg init", "pypireg name claim", "pypireg namespace grant",
-            "pypireg upstream block", "pypireg upstream status", "pypireg cleanup"} <= set(leaves)
+            "pypireg upstream block", "pypireg upstream status", "pypireg cleanup",
+            "pypireg audit", "pypireg trusted-publisher add"} <= set(leaves)
     missing = [path for path, parser in leaves.items() if not callable(
         parser.get_default("handler"))]
     assert missing == []
@@ -142,3 +143,16 @@ def test_the_command_does_not_import_the_daemons_http_code() -> None:
     heavy = ("pypireg.http", "pypireg.proxy", "pypireg.ingest", "pypireg.upstream",
              "pypireg.service", "klein", "werkzeug", "treq", "pkginfo", "tqdm")
     assert [m for m in loaded if m.split(".")[0] in heavy or m.startswith(heavy)] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_audit_takes_its_options_anywhere_and_checks_them(db: Database) -> None:
+    await cli(db, "project", "create", "acme")
+    before = json.loads(await cli(db, "--json", "audit", "--project", "acme"))
+    after = json.loads(await cli(db, "audit", "--project", "acme", "--json"))
+    assert before == after and [e["action"] for e in after] == ["project.create"]
+    for bad in (["audit", "--limit", "0"], ["audit", "--limit", "many"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(bad)
+    with pytest.raises(CommandError, match="no group 'nope'"):
+        await cli(db, "audit", "--group", "nope")

@@ -286,6 +286,9 @@ async def status_fixture(db: Database) -> None:
     await cached_page(db, "public", "six")
     await cached_file(db, "public", "six", "six-1.16.0-py2.py3-none-any.whl", 1024)
     await cached_file(db, "public", "six", "six-1.16.0.tar.gz", 2048)
+    # Downloads a daemon counted, flushed: 3 of the wheel, 2 of the sdist.
+    await cache.touch_files(db, [((name.encode().hex() * 64)[:64], n) for name, n in (
+        ("six-1.16.0-py2.py3-none-any.whl", 3), ("six-1.16.0.tar.gz", 2))])
     await cache.take_fetch_lease(db, "other", "six", 30)
     await cache.store_missing(db, "other", "six")
     await cache.take_fetch_lease(db, "other", "six", 30)
@@ -310,6 +313,7 @@ async def test_status_reports_upstreams_pages_and_the_cache(db: Database) -> Non
     found, missing, pending = pages["public", "six"], pages["other", "six"], \
         pages["public", "seven"]
     assert (found["state"], found["files"], found["bytes"]) == ("found", 2, 3072)
+    assert found["downloads"] == 5
     assert found["checked_at"] is not None and found["error"] is None
     assert (missing["state"], missing["files"]) == ("missing", 0)
     assert missing["error"].startswith("connection refused") and missing["error_at"]
@@ -325,9 +329,9 @@ async def test_status_reports_upstreams_pages_and_the_cache(db: Database) -> Non
     other = next(line for line in lines if line.startswith("other  "))
     assert "2.5s" in other and "yes" in other and "acme, tools" in other
     six = next(line for line in lines if line.startswith("public    six"))
-    assert six.split()[2:5] == ["found", "2", "3KiB"]
+    assert six.split()[2:6] == ["found", "2", "3KiB", "5"]
     seven = next(line for line in lines if " seven " in line)
-    assert seven.split()[2:6] == ["pending", "0", "0B", "due"]
+    assert seven.split()[2:7] == ["pending", "0", "0B", "0", "due"]
     refused = next(line for line in lines if "connection refused" in line)
     assert "…" in refused and "x" * 100 not in refused  # cut in the table, whole in JSON
     assert "Cache, shared by every project: 2 files, 3KiB of 1GiB (proxy.max_cache_size)." \

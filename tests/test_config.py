@@ -18,7 +18,9 @@ from pypireg.config import (
     MIB,
     Config,
     ConfigError,
+    IssuerConfig,
     ProxyConfig,
+    TrustedPublishingConfig,
     UpstreamConfig,
     load_config,
     parse_config,
@@ -488,6 +490,14 @@ def test_upstream_defaults() -> None:
     assert u.authorization is None
 
 
+def test_file_hosts_are_normalised_and_checked() -> None:
+    assert upstream().file_hosts == frozenset()
+    assert upstream(file_hosts=["Files.Example.", "[::1]", "10.0.0.1"]).file_hosts == {
+        "files.example", "::1", "10.0.0.1"}
+    for bad in (["https://files.example/"], ["files.example:8080"], [""], "files.example"):
+        assert "upstreams[0].file_hosts" in upstream_error(file_hosts=bad)
+
+
 def test_upstreams_keep_their_order() -> None:
     config = parse_config({"upstreams": [
         {"name": "devpi", "url": "http://127.0.0.1:3141/root/pypi/+simple"},
@@ -713,3 +723,75 @@ def test_any_duration_text_parses_or_names_the_key(text: str) -> None:
         assert str(e).startswith("upstreams[3].ttl")
     else:
         assert seconds >= 0
+
+
+def test_trusted_publishing_defaults_and_issuers() -> None:
+    assert parse_config({}).trusted_publishing == TrustedPublishingConfig()
+    assert TrustedPublishingConfig().audience == "pypireg"
+    config = parse_config({"trusted_publishing": {
+        "audience": "registry.example", "max_token_lifetime": "3h", "issuers": [
+            {"url": "https://token.actions.githubusercontent.com", "kind": "github"},
+            {"url": "https://gitlab.example.com/sub", "kind": "gitlab", "timeout": "3s"},
+            {"url": "http://127.0.0.1:8999", "kind": "generic"},
+            {"url": "http://[::1]:8999", "kind": "generic"}]}}).trusted_publishing
+    assert (config.audience, config.max_token_lifetime) == ("registry.example", 3 * 3600.0)
+    assert config.issuers[1] == IssuerConfig("https://gitlab.example.com/sub", "gitlab", 3.0)
+    assert [i.plain_http for i in config.issuers] == [False, False, True, True]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"audience": ""}, "trusted_publishing.audience"),
+    ({"audience": "two words"}, "trusted_publishing.audience"),
+    ({"max_token_lifetime": 0}, "trusted_publishing.max_token_lifetime must be above zero"),
+    ({"max_token_lifetime": "long"}, "trusted_publishing.max_token_lifetime"),
+    ({"issuers": {"url": "x"}}, "trusted_publishing.issuers must be an array of tables"),
+    ({"issuers": [{"kind": "github"}]}, "trusted_publishing.issuers[0].url is missing"),
+    ({"issuers": [{"url": "http://ci.example", "kind": "github"}]},
+     "trusted_publishing.issuers[0].url: an http:// issuer is accepted only on a loopback"),
+    ({"issuers": [{"url": "https://u:p@ci.example", "kind": "github"}]},
+     "trusted_publishing.issuers[0].url must be an absolute https URL"),
+    ({"issuers": [{"url": "https://ci.example/?a=1", "kind": "github"}]},
+     "trusted_publishing.issuers[0].url must be"),
+    ({"issuers": [{"url": "https://ci.example", "kind": "jenkins"}]},
+     "trusted_publishing.issuers[0].kind must be one of github, gitlab, generic"),
+    ({"issuers": [{"url": "https://ci.example", "kind": "generic", "timeout": 0}]},
+     "trusted_publishing.issuers[0].timeout"),
+    ({"issuers": [{"url": "https://ci.example", "kind": "generic", "aud": "x"}]},
+     "unknown configuration key trusted_publishing.issuers[0].aud"),
+    ({"issuers": [{"url": "https://ci.example", "kind": "generic"},
+                  {"url": "https://ci.example", "kind": "github"}]},
+     "trusted_publishing.issuers[1].url 'https://ci.example' is configured twice"),
+    ({"enabled": True}, "unknown configuration key trusted_publishing.enabled"),
+])
+def test_bad_trusted_publishing_values_name_the_key(raw: dict[str, Any], expected: str) -> None:
+    assert expected in config_error({"trusted_publishing": raw})
+
+
+def test_the_example_file_issuer_blocks_parse_once_uncommented(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "etc" / "pypireg.toml"
+    text = example.read_text()
+    block = text[text.index("[trusted_publishing]"):]
+    uncommented = "\n".join(line[2:] if line.startswith("# [") or line.startswith("# url")
+                            or line.startswith("# kind") or line.startswith("# timeout")
+                            else line for line in block.splitlines())
+    path = tmp_path / "pypireg.toml"
+    path.write_text(uncommented + "\n")
+    issuers = load_config(path).trusted_publishing.issuers
+    assert [(i.url, i.kind) for i in issuers] == [
+        ("https://token.actions.githubusercontent.com", "github"),
+        ("https://gitlab.com", "gitlab")]
+    assert load_config(example).trusted_publishing.issuers == ()
+
+
+def test_the_readme_trusted_publishing_block_parses(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Trusted publishing"):]
+    block = section[section.index("```toml\n") + len("```toml\n"):]
+    block = "\n".join(line.strip() for line in block[:block.index("```")].splitlines())
+    path = tmp_path / "pypireg.toml"
+    path.write_text(block + "\n")
+    config = load_config(path).trusted_publishing
+    assert config.audience == "pypireg"
+    assert [(i.url, i.kind) for i in config.issuers] == [
+        ("https://token.actions.githubusercontent.com", "github"),
+        ("https://gitlab.com", "gitlab")]

@@ -14,18 +14,8 @@ import pytest_twisted
 
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
-from pypireg.storage import users as user_store
 from tests.distributions import wheel_bytes, wheel_filename
-from tests.support.http import basic, upload
-
-
-async def _personal(db: Any, project_id: int, role: str | None, scope: str = "write") -> str:
-    user = await user_store.create_user(db, f"{role}-{scope}")
-    if role is not None:
-        await user_store.add_member(db, project_id, user.id, role)  # type: ignore[arg-type]
-    _, secret = await token_store.create_token(
-        db, None, scope, kind="personal", user_id=user.id)  # type: ignore[arg-type]
-    return secret
+from tests.support.http import basic, personal_token, upload
 
 
 async def _deploy_upload(registry: Any, project_id: int, user: str, secret: str,
@@ -56,7 +46,7 @@ async def test_a_maintainer_creates_uses_lists_and_revokes_a_deploy_token(
         registry: Any) -> None:
     db = registry.db
     project = await project_store.create_project(db, "team/app")
-    maintainer = await _personal(db, project.id, "maintainer")
+    maintainer = await personal_token(db, project.id, "maintainer")
     expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     code, created = await _call(
         registry, "POST", _url(registry, "team%2Fapp"), maintainer,
@@ -96,7 +86,7 @@ async def test_a_maintainer_creates_uses_lists_and_revokes_a_deploy_token(
 @pytest_twisted.ensureDeferred
 async def test_a_form_body_with_gitlab_array_syntax_and_a_user_name(web: Any) -> None:
     project = await project_store.create_project(web.db, "app")
-    maintainer = await _personal(web.db, project.id, "maintainer")
+    maintainer = await personal_token(web.db, project.id, "maintainer")
     code, created = await _call(
         web, "POST", _url(web, project.id), maintainer,
         data=b"name=mirror&scopes%5B%5D=read_package_registry&username=mirror-bot"
@@ -119,12 +109,12 @@ async def test_only_a_maintainers_personal_api_token_manages_tokens(web: Any) ->
         return {b"PRIVATE-TOKEN": [secret.encode()]}
 
     callers = {
-        "developer api": (private(await _personal(db, project.id, "developer")), 403),
-        "maintainer read_api": (private(await _personal(db, project.id, "maintainer", "read")),
+        "developer api": (private(await personal_token(db, project.id, "developer")), 403),
+        "maintainer read_api": (private(await personal_token(db, project.id, "maintainer", "read")),
                                 403),
         "project write token": (private(project_write), 403),
         "deploy write token": (basic(deploy_secret, deploy.username or ""), 403),
-        "maintainer of another project": (private(await _personal(db, other.id, "maintainer")),
+        "maintainer of another project": (private(await personal_token(db, other.id, "maintainer")),
                                           404),
         "anonymous": ({}, 401),
     }
@@ -145,7 +135,7 @@ async def test_bad_requests_say_what_is_wrong_and_create_nothing(web: Any) -> No
     db = web.db
     project = await project_store.create_project(db, "app")
     other = await project_store.create_project(db, "other")
-    maintainer = await _personal(db, project.id, "maintainer")
+    maintainer = await personal_token(db, project.id, "maintainer")
     others_token, _ = await token_store.create_token(db, other.id, "read", kind="deploy")
     personal_of_project = await token_store.create_token(db, project.id, "read")
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()

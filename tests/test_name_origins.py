@@ -126,3 +126,38 @@ async def test_a_group_namespace_covers_the_projects_under_it(registry: Any) -> 
     assert (await upload_wheel(registry, outside, outside_token, "corp-lib"))[0] == 201
     with pytest.raises(CommandError, match="no namespace"):
         await cli(registry.db, "namespace", "revoke", "corp")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_origin_recorded_by_two_daemons_at_once_is_the_first_ones(db: Any) -> None:
+    from twisted.internet.defer import Deferred
+
+    from tests.support.waiting import eventually, until
+
+    acme = await project_store.create_project(db, "acme")
+    commit: Deferred[None] = Deferred()
+    inserted = []
+
+    async def other_daemon(cur: Any) -> None:
+        await cur.execute("INSERT INTO name_origins (project_id, name, origin, upstream,"
+                          " reason) VALUES (%s, 'six', 'upstream', 'first', 'proxied')",
+                          (acme.id,))
+        inserted.append(True)
+        await commit
+
+    first = Deferred.fromCoroutine(db.run_interaction(other_daemon))
+    await until(lambda: inserted)
+    # This one's INSERT waits for the other's commit, then finds the row.
+    second = Deferred.fromCoroutine(
+        origin_store.record_upstream_origin(db, acme.id, "six", "second"))
+
+    async def second_waits() -> bool:
+        row = await db.fetch_one("SELECT count(*) FROM pg_stat_activity"
+                                 " WHERE wait_event_type = 'Lock' AND datname = current_database()")
+        return bool(row and row[0])
+
+    await eventually(second_waits)
+    commit.callback(None)
+    await first
+    origin = await second
+    assert (origin.origin, origin.upstream) == ("upstream", "first")

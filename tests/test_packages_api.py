@@ -21,7 +21,7 @@ from tests.support import reactor
 from tests.support.http import STUB_URL, StubClient, basic, project_with_tokens, upload
 
 ITEM_KEYS = {"id", "name", "version", "package_type", "status", "created_at", "_links",
-             "pipelines", "tags"}
+             "pipelines", "tags", "last_downloaded_at", "download_count"}
 GITLAB_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
@@ -124,7 +124,10 @@ async def test_shapes_and_values(registry: Any) -> None:
         "Demo_Pkg-1.0-py3-none-any.whl", "Demo_Pkg-1.0.tar.gz", "Demo_Pkg-1.0-py3-none-any.whl"]
     for f, content in zip(files, [wheel, sdist, wheel], strict=True):
         assert set(f) == {"id", "package_id", "created_at", "file_name", "size", "file_md5",
-                          "file_sha1", "file_sha256"}
+                          "file_sha1", "file_sha256", "download_count", "last_downloaded_at",
+                          "pipelines"}
+        # Uploaded with a plain token: no pipeline (tests/test_trusted_publishing.py has one).
+        assert f["pipelines"] == []
         assert f["package_id"] == first["id"]
         assert f["size"] == len(content)
         assert f["file_md5"] == hashlib.md5(content).hexdigest()

@@ -117,12 +117,18 @@ async def test_a_dependency_only_upstream_installs_through_the_one_index(setup: 
     # PEP 658: the core metadata file too, checked against its advertised hash.
     code, metadata = await setup.download(_absolute(setup, "six", entry["url"]) + ".metadata")
     assert code == 200 and b"Name: six" in metadata
-    assert hashlib.sha256(metadata).hexdigest() == entry["core-metadata"]["sha256"]
+    metadata_sha256 = entry["core-metadata"]["sha256"]
+    assert hashlib.sha256(metadata).hexdigest() == metadata_sha256
+    # Served before it is kept; kept (blob, then row) right after.
+    await setup.proxy.proxy.files.settled()
+    assert await cache_store.get_file(setup.proxy.db, metadata_sha256) is not None
 
     # Once cached, the files no longer need the upstream.
     await setup.stop_upstream()
     code, body = await setup.download(_absolute(setup, "six", entry["url"]))
     assert code == 200 and body == content
+    code, again = await setup.download(_absolute(setup, "six", entry["url"]) + ".metadata")
+    assert code == 200 and again == metadata
 
 
 @pytest_twisted.ensureDeferred

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -32,6 +33,7 @@ from tests.support.upstreams import (
     LocalUpstream,
     NeverAnswers,
     Page,
+    Redirect,
     Status,
     Streamed,
     Truncated,
@@ -522,6 +524,9 @@ async def test_files_listed_without_a_sha256_are_hashed_before_they_are_listed(
     code, page, _ = await proxy.page("nohash")
     assert [f["hashes"]["sha256"] for f in page["files"]] == [sha256]
     assert proxy.upstream.hits(f"/files/{old}") == 1
+    # The file that failed its md5 is not fetched again on every page request.
+    assert proxy.upstream.hits(f"/files/{new}") == 1
+    assert _events(proxy.registry, "integrity") == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -542,3 +547,111 @@ async def test_a_client_going_away_does_not_fail_the_others_waiting_for_the_same
     assert resp.code == 200
     assert len(json.loads(await resp.content())["files"]) == 1
     assert proxy.upstream.hits("/simple/six/") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_metadata_file_is_served_before_it_is_stored(proxy: Proxy) -> None:
+    content = wheel_bytes("meta", "1.0")
+    filename = wheel_filename("meta", "1.0")
+    metadata = b"Metadata-Version: 2.1\nName: meta\nVersion: 1.0\n"
+    proxy.upstream.serve(f"/files/{filename}.metadata", Page(metadata, "text/plain"))
+    body = json.loads(json_page("meta", [Link(filename, f"../../files/{filename}",
+                                              hashlib.sha256(content).hexdigest())]))
+    metadata_sha256 = hashlib.sha256(metadata).hexdigest()
+    body["files"][0]["core-metadata"] = {"sha256": metadata_sha256}
+    proxy.upstream.serve("/simple/meta/", Page(json.dumps(body).encode()))
+    code, page, _ = await proxy.page("meta")
+    assert code == 200
+    url = proxy.file_url("meta", page["files"][0]) + ".metadata"
+    # The blob store is slow: its fsync has not returned yet.
+    fetched = proxy.registry.proxy.files
+    disk_done: Deferred[None] = Deferred()
+    real_store = fetched.blobs.store_bytes
+
+    async def slow_store(data: bytes) -> str:
+        await disk_done
+        return await real_store(data)
+
+    fetched.blobs.store_bytes = slow_store
+    try:
+        for _ in range(2):  # the second from memory, the upstream asked once
+            resp = await treq.get(url, headers=basic(proxy.read))
+            assert resp.code == 200 and await resp.content() == metadata
+            assert resp.headers.getRawHeaders(b"ETag") == [f'"{metadata_sha256}"'.encode()]
+        assert [s.path for s in proxy.upstream.seen].count(f"/files/{filename}.metadata") == 1
+        assert await cache_store.get_file(proxy.registry.db, metadata_sha256) is None
+        disk_done.callback(None)
+        await fetched.settled()
+    finally:
+        fetched.blobs.store_bytes = real_store
+    assert await cache_store.get_file(proxy.registry.db, metadata_sha256) is not None
+    resp = await treq.get(url, headers=basic(proxy.read))
+    assert resp.code == 200 and await resp.content() == metadata
+    assert [s.path for s in proxy.upstream.seen].count(f"/files/{filename}.metadata") == 1
+
+
+def _listed_elsewhere(proxy: Proxy, host: str) -> tuple[str, bytes]:
+    """A page for `six` whose file lives on *host* (the upstream's port); the filename."""
+    from urllib.parse import urlsplit
+
+    content = wheel_bytes("six", "1.0")
+    filename = wheel_filename("six", "1.0")
+    proxy.upstream.serve(f"/files/{filename}", Page(content, "application/octet-stream"))
+    url = f"http://{host}:{urlsplit(proxy.upstream.url).port}/files/{filename}"
+    proxy.upstream.serve("/simple/six/", Page(json_page("six", [
+        Link(filename, url, hashlib.sha256(content).hexdigest())])))
+    return filename, content
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_on_another_host_are_fetched_from_public_addresses_only(
+        proxy: Proxy) -> None:
+    # The index is 127.0.0.1; its page sends the file to "localhost", another
+    # host, which resolves to loopback only: no connection is made.
+    filename, _ = _listed_elsewhere(proxy, "localhost")
+    code, page, _ = await proxy.page("six")
+    assert code == 200
+    resp = await treq.get(proxy.file_url("six", page["files"][0]), headers=basic(proxy.read))
+    assert resp.code == 502
+    text = await resp.text()
+    assert "localhost is not the index's host and resolves only to non-public" in text
+    assert "file_hosts" in text
+    assert proxy.upstream.hits(f"/files/{filename}") == 0
+    # A redirect from the index's own host to such a host is refused the same way.
+    content = wheel_bytes("seven", "1.0")
+    moved = wheel_filename("seven", "1.0")
+    proxy.upstream.serve(f"/files/{moved}", Redirect(
+        f"http://localhost:{proxy.upstream.url.rsplit(':', 1)[1]}/elsewhere/{moved}"))
+    proxy.upstream.serve("/simple/seven/", Page(json_page("seven", [
+        Link(moved, f"../../files/{moved}", hashlib.sha256(content).hexdigest())])))
+    code, page, _ = await proxy.page("seven")
+    resp = await treq.get(proxy.file_url("seven", page["files"][0]), headers=basic(proxy.read))
+    assert resp.code == 502 and "file_hosts" in await resp.text()
+    assert proxy.upstream.hits(f"/files/{moved}") == 1
+    assert proxy.upstream.hits(f"/elsewhere/{moved}") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_file_hosts_lets_an_upstream_name_its_file_servers(db: Database,
+                                                                 tmp_path: Path) -> None:
+    p = await _proxy(db, tmp_path, file_hosts=["localhost"])
+    try:
+        filename, content = _listed_elsewhere(p, "localhost")
+        _, page, _ = await p.page("six")
+        resp = await treq.get(p.file_url("six", page["files"][0]), headers=basic(p.read))
+        assert resp.code == 200 and await resp.content() == content
+        assert p.upstream.hits(f"/files/{filename}") == 1
+    finally:
+        await p.registry.stop()
+        await p.upstream.stop()
+
+
+def test_which_addresses_are_public() -> None:
+    from pypireg.upstream.addresses import is_public
+
+    for address in ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+                    "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fe80::1%eth0", "fc00::1",
+                    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "ff02::1", "not an address"):
+        assert not is_public(address), address
+    for address in ("93.184.216.34", "2606:4700::1111", "::ffff:93.184.216.34"):
+        assert is_public(address), address

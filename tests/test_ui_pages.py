@@ -328,7 +328,7 @@ def test_package_page_with_base_url() -> None:
     project = Project(7, "acme/tools", False, True, False, datetime(2024, 1, 1, tzinfo=UTC))
     row = FileDetail(1, "Demo.Pkg", "1.0", "demo_pkg-1.0.tar.gz", "sdist", 2048, "a" * 64,
                      None, None, datetime(2024, 5, 1, 12, 30, tzinfo=UTC), False, None, None,
-                     None, None)
+                     None, None, 0)
     urls = SiteUrls("https://pypi.example/reg", "https://pypi.example/reg")
     page = package_page(urls, project, "demo-pkg", [row], None).decode()
     assert ('href="https://pypi.example/reg/api/v4/projects/7/packages/pypi/files/'

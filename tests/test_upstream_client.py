@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.protocol import Factory
 
@@ -34,7 +41,6 @@ from pypireg.upstream.client import (
     UpstreamUnavailable,
 )
 from tests.support import reactor
-from tests.support.tls import certificates
 from tests.support.upstreams import (
     HTML_V1,
     JSON_V1,
@@ -552,6 +558,45 @@ async def test_file_errors_and_credentials(upstream: LocalUpstream, other: Local
 
 
 # -- TLS ------------------------------------------------------------------------
+
+
+def certificates(folder: Path) -> tuple[Any, Path]:
+    """Server TLS options for 127.0.0.1 and the PEM file of the CA that signed them."""
+    now = datetime.now(UTC)
+
+    def builder(subject: x509.Name, issuer: x509.Name, key: Any) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(hours=1))
+                .not_valid_after(now + timedelta(days=1))
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               critical=False))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pypireg test CA")])
+    ca = (builder(ca_name, ca_name, ca_key)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(
+              digital_signature=False, content_commitment=False, key_encipherment=False,
+              data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+              encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+                    ca_name, key)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    server = ssl.PrivateCertificate.loadPEM(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()) + leaf.public_bytes(pem))
+    ca_file = folder / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(pem))
+    return server.options(), ca_file
 
 
 @pytest_twisted.ensureDeferred

@@ -36,7 +36,7 @@ from tests.support.daemon import (
     terminate,
     twine,
 )
-from tests.support.tls import certificate_files
+from tests.support.oidc import tls_files
 
 pytestmark = pytest.mark.e2e
 
@@ -274,9 +274,7 @@ def test_every_kind_of_listener_is_served_by_the_workers() -> None:
     tls_port = free_port()
 
     def listeners(d: Daemon) -> None:
-        server_pem, _ca = certificate_files(d.folder)
-        endpoints = [f"ssl:{tls_port}:interface=127.0.0.1:privateKey={server_pem}",
-                     f"unix:{d.folder / 'http.sock'}"]
+        endpoints = [tls_files(d.folder).listen(tls_port), f"unix:{d.folder / 'http.sock'}"]
         d.config.write_text(d.config.read_text().replace(
             "listen = [", "listen = [" + "".join(f'"{e}", ' for e in endpoints)).replace(
             "[storage]", f'metrics_listen = "tcp:{metrics_port}:interface=127.0.0.1"\n'

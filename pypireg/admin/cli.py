@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from pypireg.admin import (
+    audit,
     backfill,
     backup,
     fsck,
@@ -35,6 +36,7 @@ from pypireg.admin import (
     releases,
     tokens,
     transfer,
+    trusted_publishers,
     upstreams,
     users,
 )
@@ -50,7 +52,7 @@ __all__ = ["CommandError", "build_parser", "main", "run_command"]
 
 # In this order in `pypireg --help`.
 _MODULES = (initialise, projects, groups, tokens, users, releases, names, upstreams, backfill,
-            transfer, backup, fsck, maintenance)
+            transfer, backup, fsck, maintenance, audit, trusted_publishers)
 
 
 def build_parser() -> CommandParser:

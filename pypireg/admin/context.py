@@ -9,12 +9,14 @@ dispatch code anywhere.
 from __future__ import annotations
 
 import argparse
+import getpass
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pypireg.admin.parsing import CommandParser, Subparsers, add_common_options
 from pypireg.config import Config
+from pypireg.domain.audit import Actor
 from pypireg.storage import projects as project_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -57,6 +59,11 @@ class CommandContext:
     installation: Installation | None = None
     opened: OpenDatabase | None = None
 
+    @property
+    def actor(self) -> Actor:
+        """Who the audit events of this command name: the admin command and its OS user."""
+        return admin_actor()
+
     async def project(self, ref: str) -> Project:
         """The project with path or id *ref*.
 
@@ -67,6 +74,15 @@ class CommandContext:
         if project is None:
             raise CommandError(f"no project {ref!r}; see `pypireg project list`")
         return project
+
+
+def admin_actor() -> Actor:
+    """The admin command as an audit actor, named by the OS user running it."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        user = None
+    return Actor.admin(user)
 
 
 Handler: TypeAlias = Callable[[CommandContext, argparse.Namespace], Awaitable[str]]

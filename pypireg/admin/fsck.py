@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
+from pypireg.domain.audit import Actor
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
 from pypireg.storage.database import Database
@@ -40,7 +41,8 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 async def _fsck(ctx: CommandContext, args: argparse.Namespace) -> str:
-    report = await fsck(ctx.db, ctx.blobs, repair=args.repair, verify_hashes=not args.no_verify)
+    report = await fsck(ctx.db, ctx.blobs, repair=args.repair, verify_hashes=not args.no_verify,
+                        actor=ctx.actor)
     text = "\n".join(report.lines())
     if not report.ok:
         # The whole report, on stderr, and exit status 1: problems are failures.
@@ -91,7 +93,7 @@ def _hash_file(path: Path) -> tuple[str, int] | None:
 
 
 async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
-               verify_hashes: bool = True) -> FsckReport:
+               verify_hashes: bool = True, actor: Actor | None = None) -> FsckReport:
     report = FsckReport()
     rows = await package_store.all_file_blobs(db)
     verified: dict[str, str] = {}
@@ -118,7 +120,7 @@ async def fsck(db: Database, blobs: BlobStore, *, repair: bool = False,
             report.repaired.append(f"removed {removed} stale temp files")
             report.stale_temp_files -= removed
         if bad_rows:
-            await package_store.delete_files(db, bad_rows)
+            await package_store.delete_files(db, bad_rows, actor=actor)
             report.repaired.append(f"removed {len(bad_rows)} rows whose blob is missing or "
                                    "corrupt")
             for sha256 in {r.sha256 for r in rows if r.id in bad_rows}:

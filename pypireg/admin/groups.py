@@ -46,7 +46,8 @@ def _cells(g: Group, upstreams: list[str] | None) -> tuple[int, str, str, str]:
 
 async def _create(ctx: CommandContext, args: argparse.Namespace) -> str:
     g = await create_at_path(
-        "group", args.name, lambda: group_store.create_group(ctx.db, args.name, public=args.public),
+        "group", args.name, lambda: group_store.create_group(ctx.db, args.name, public=args.public,
+                                                  actor=ctx.actor),
         GroupExists)
     # A new group includes every configured upstream (its list is NULL).
     return render(ctx.as_json, _row(g, None), str(g.id))
@@ -67,6 +68,6 @@ async def _update(ctx: CommandContext, args: argparse.Namespace) -> str:
     if g is None:
         raise CommandError(f"no group {args.name!r}; see `pypireg group list`")
     if args.public is not None:
-        g = await group_store.update_group(ctx.db, g.id, public=args.public)
-    upstreams = await index_upstreams.apply(ctx.db, choice, group_id=g.id)
+        g = await group_store.update_group(ctx.db, g.id, public=args.public, actor=ctx.actor)
+    upstreams = await index_upstreams.apply(ctx.db, choice, ctx.actor, group_id=g.id)
     return render(ctx.as_json, _row(g, upstreams), table([_cells(g, upstreams)], _HEADERS))

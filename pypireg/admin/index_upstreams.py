@@ -18,6 +18,7 @@ from typing import Literal
 
 from pypireg.admin.context import CommandError
 from pypireg.config import Config, UpstreamConfig
+from pypireg.domain.audit import Actor
 from pypireg.storage import upstream_cache as cache
 from pypireg.storage.database import Database
 
@@ -112,12 +113,13 @@ def in_use(config: Config, upstreams: Sequence[str] | None) -> list[UpstreamConf
     return [by_name[name] for name in upstreams if name in by_name]
 
 
-async def apply(db: Database, choice: UpstreamChoice | None, *, project_id: int | None = None,
-                group_id: int | None = None) -> list[str] | None:
+async def apply(db: Database, choice: UpstreamChoice | None, actor: Actor, *,
+                project_id: int | None = None, group_id: int | None = None
+                ) -> list[str] | None:
     """Store *choice* (if any) for one project or group; return its list as it now is."""
     if choice is not None:
         await cache.set_index_upstreams(db, choice.upstreams, project_id=project_id,
-                                        group_id=group_id)
+                                        group_id=group_id, actor=actor)
     return await cache.index_upstreams(db, project_id=project_id, group_id=group_id)
 
 

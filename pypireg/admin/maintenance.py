@@ -55,7 +55,7 @@ async def _cleanup(ctx: CommandContext, args: argparse.Namespace) -> str:
     if args.dry_run:
         files = await duplicates.surplus_duplicates(ctx.db, project_id)
     else:
-        files = await duplicates.remove_surplus_duplicates(ctx.db, project_id)
+        files = await duplicates.remove_surplus_duplicates(ctx.db, project_id, actor=ctx.actor)
     total = sum(f.size for f in files)
     verb = "Would remove" if args.dry_run else "Removed"
     summary = f"{verb} {len(files)} older duplicate files ({size(total)})."

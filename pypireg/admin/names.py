@@ -70,7 +70,7 @@ async def _reserve(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
     name = package_name(args.name)
     try:
-        found = await origin_store.reserve_name(ctx.db, project.id, name)
+        found = await origin_store.reserve_name(ctx.db, project.id, name, actor=ctx.actor)
     except ForeignNamespace as e:
         raise CommandError(f"{name} is in the namespace {e.namespace!r}, granted to another "
                            "owner") from None
@@ -82,7 +82,8 @@ async def _reserve(ctx: CommandContext, args: argparse.Namespace) -> str:
 
 async def _claim(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
-    found = await origin_store.claim_name(ctx.db, project.id, package_name(args.name))
+    found = await origin_store.claim_name(ctx.db, project.id, package_name(args.name),
+                                         actor=ctx.actor)
     return render(ctx.as_json, _origin_row(found), _describe(found))
 
 
@@ -111,7 +112,8 @@ async def _grant(ctx: CommandContext, args: argparse.Namespace) -> str:
             raise CommandError(f"no group {args.group!r}; see `pypireg group list`")
         owner = {"group_id": group.id}
     try:
-        granted = await origin_store.grant_namespace(ctx.db, prefix, args.prefix, **owner)
+        granted = await origin_store.grant_namespace(ctx.db, prefix, args.prefix, **owner,
+                                                     actor=ctx.actor)
     except NamespaceTaken:
         raise CommandError(f"the namespace {prefix!r} is granted already; see "
                            "`pypireg namespace list`") from None
@@ -128,6 +130,6 @@ async def _list_namespaces(ctx: CommandContext, args: argparse.Namespace) -> str
 
 async def _revoke(ctx: CommandContext, args: argparse.Namespace) -> str:
     prefix = package_name(args.prefix)
-    if not await origin_store.revoke_namespace(ctx.db, prefix):
+    if not await origin_store.revoke_namespace(ctx.db, prefix, actor=ctx.actor):
         raise CommandError(f"no namespace {prefix!r}; see `pypireg namespace list`")
     return f"Revoked the namespace {prefix}."

@@ -97,7 +97,8 @@ def _keep(p: Project) -> str:
 async def _create(ctx: CommandContext, args: argparse.Namespace) -> str:
     p = await create_at_path(
         "project", args.name,
-        lambda: project_store.create_project(ctx.db, args.name, public=args.public),
+        lambda: project_store.create_project(ctx.db, args.name, public=args.public,
+                                             actor=ctx.actor),
         ProjectExists)
     # A new project includes every configured upstream (its list is NULL).
     return render(ctx.as_json, _row(p, None), str(p.id))
@@ -131,8 +132,10 @@ async def _update(ctx: CommandContext, args: argparse.Namespace) -> str:
     p = await project_store.update_project(
         ctx.db, p.id, public=args.public, packages_enabled=args.packages_enabled,
         reject_duplicates=args.reject_duplicates, keep_duplicates=args.keep_duplicates,
-        keep_all_duplicates=args.keep_all_duplicates)
-    row = _row(p, await index_upstreams.apply(ctx.db, choice, project_id=p.id))
+        keep_all_duplicates=args.keep_all_duplicates, actor=ctx.actor)
+    # A second transaction, so a second event when both changed (the
+    # upstream list is index_upstreams.py's, shared with groups).
+    row = _row(p, await index_upstreams.apply(ctx.db, choice, ctx.actor, project_id=p.id))
     return render(ctx.as_json, row, record_table(
         {**row, "keep_duplicates": _keep(p),
          "upstreams": index_upstreams.describe(row["upstreams"])}))

@@ -44,7 +44,7 @@ async def _set_yanked(ctx: CommandContext, args: argparse.Namespace, *, yanked: 
     except RegistryError as e:
         raise CommandError(e.reason) from None
     changed = await package_store.set_yanked(ctx.db, p.id, name, version, yanked=yanked,
-                                             reason=reason)
+                                             reason=reason, actor=ctx.actor)
     if not changed:
         raise CommandError(f"no files of {name} {version} in project {p.path}")
     return f"{'Yanked' if yanked else 'Unyanked'} {name} {version} ({changed} files)."

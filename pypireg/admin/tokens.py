@@ -35,7 +35,7 @@ async def _create(ctx: CommandContext, args: argparse.Namespace) -> str:
     p = await ctx.project(args.project)
     record, secret = await token_store.create_token(
         ctx.db, p.id, args.scope, expires_in_days=expiry_days(args),
-        description=args.description)
+        description=args.description, actor=ctx.actor)
     return token_created(ctx, record, secret, f"project {p.path} (id {p.id})")
 
 
@@ -45,7 +45,7 @@ async def _list(ctx: CommandContext, args: argparse.Namespace) -> str:
 
 
 async def _revoke(ctx: CommandContext, args: argparse.Namespace) -> str:
-    if not await token_store.revoke_token(ctx.db, args.token_id):
+    if not await token_store.revoke_token(ctx.db, args.token_id, actor=ctx.actor):
         raise CommandError(f"no active token with id {args.token_id}")
     return f"Revoked token {args.token_id}."
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from pypireg.admin.context import CommandContext, CommandError, Subparsers, add_command
 from pypireg.admin.output import TqdmProgress, render
+from pypireg.domain.audit import Actor
 from pypireg.domain.errors import RegistryError
 from pypireg.storage import packages as package_store
 from pypireg.storage.blobs import BlobStore
@@ -86,7 +87,9 @@ class NoProgress:
 
 
 async def import_folder(db: Database, blobs: BlobStore, project: Project, folder: Path,
-                        progress: Progress | None = None) -> ImportSummary:
+                        progress: Progress | None = None, actor: Actor | None = None
+                        ) -> ImportSummary:
+    """Ingest every distribution under *folder*; each stored file is *actor*'s upload event."""
     # Imported here, not at the top: every `pypireg` command imports this
     # module to build its parser, and the upload rules and archive checks
     # (packaging, pkginfo, zip and tar readers) would cost each one ~50 ms.
@@ -118,7 +121,7 @@ async def import_folder(db: Database, blobs: BlobStore, project: Project, folder
         fields: dict[str, list[str]] = {"name": [dist.name], "version": [str(dist.version)],
                                         "filetype": [dist.packagetype]}
         try:
-            await ingest(db, blobs, project, fields, path.name, blob, None)
+            await ingest(db, blobs, project, fields, path.name, blob, None, actor=actor)
             summary.imported.append(label)
         except RegistryError as e:
             summary.refused.append((label, e.reason))
@@ -157,7 +160,7 @@ async def _import(ctx: CommandContext, args: argparse.Namespace) -> str:
         raise CommandError(f"{args.folder} is not a folder")
     bar = TqdmProgress(quiet=ctx.as_json)
     try:
-        summary = await import_folder(ctx.db, ctx.blobs, p, args.folder, bar)
+        summary = await import_folder(ctx.db, ctx.blobs, p, args.folder, bar, ctx.actor)
     finally:
         bar.close()
     lines = [f"refused {f}: {r}" for f, r in summary.refused]

@@ -2,7 +2,7 @@
 
 Composition layer. The report has four parts: the configured upstreams and
 which indexes include them; the cached pages (per upstream and name, shared
-by every project) with their files; the cache's size against
+by every project) with their files and how often they were downloaded; the cache's size against
 `proxy.max_cache_size`; and, for a project, its blocks. An upstream is
 shown by its name, URL and timings only: its headers and credentials are
 secrets (config.py keeps them out of `repr` for the same reason).
@@ -139,7 +139,7 @@ def _checked(value: datetime) -> str | None:
 
 def _page_row(p: CachedPage, files: FileTotals) -> dict[str, Any]:
     return {"upstream": p.upstream, "name": p.name, "state": p.state, "files": files.files,
-            "bytes": files.bytes, "fetched_at": iso(p.fetched_at),
+            "bytes": files.bytes, "downloads": files.downloads, "fetched_at": iso(p.fetched_at),
             "checked_at": _checked(p.checked_at), "error": p.error, "error_at": iso(p.error_at)}
 
 
@@ -147,9 +147,10 @@ def _pages_text(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "No cached pages."
     return "Cached pages:\n" + table(
-        [(r["upstream"], r["name"], r["state"], r["files"], size(r["bytes"]),
+        [(r["upstream"], r["name"], r["state"], r["files"], size(r["bytes"]), r["downloads"],
           r["checked_at"] or "due", _cut(r["error"]), r["error_at"]) for r in rows],
-        ["UPSTREAM", "NAME", "STATE", "FILES", "SIZE", "CHECKED", "ERROR", "ERROR AT"])
+        ["UPSTREAM", "NAME", "STATE", "FILES", "SIZE", "DOWNLOADS", "CHECKED", "ERROR",
+         "ERROR AT"])
 
 
 def _cut(error: str | None) -> str | None:

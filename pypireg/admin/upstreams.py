@@ -80,7 +80,7 @@ async def _block(ctx: CommandContext, args: argparse.Namespace) -> str:
     if not reason:
         raise CommandError('--reason must say why the release is hidden, e.g. '
                            '--reason "malicious release"')
-    added = await cache.add_block(ctx.db, project.id, name, version, reason)
+    added = await cache.add_block(ctx.db, project.id, name, version, reason, actor=ctx.actor)
     what = _release(name, version)
     if added:
         text = f"Hid {what} from the upstreams in {project.path}: {reason}"
@@ -95,7 +95,7 @@ async def _block(ctx: CommandContext, args: argparse.Namespace) -> str:
 async def _unblock(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
     name, version = package_name(args.name), _version(args.version)
-    if not await cache.remove_block(ctx.db, project.id, name, version):
+    if not await cache.remove_block(ctx.db, project.id, name, version, actor=ctx.actor):
         raise CommandError(f"no block of {_release(name, version)} in {project.path}; "
                            f"`pypireg upstream status {project.path}` lists its blocks")
     return render(ctx.as_json, _block_row(project, name, version),
@@ -140,7 +140,7 @@ async def _purge(ctx: CommandContext, args: argparse.Namespace) -> str:
     # The project is only checked: the cache it purges is every project's.
     project = await ctx.project(args.project)
     name = package_name(args.name)
-    files = await cache.purge(ctx.db, name)
+    files = await cache.purge(ctx.db, name, actor=ctx.actor)
     return render(
         ctx.as_json, {"project": project.path, "name": name, "files": files},
         f"Purged {name} from the upstream cache, which every project shares: its pages and "

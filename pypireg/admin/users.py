@@ -86,7 +86,7 @@ async def _user(ctx: CommandContext, name: str) -> User:
 
 async def _create_user(ctx: CommandContext, args: argparse.Namespace) -> str:
     try:
-        created = await user_store.create_user(ctx.db, args.username)
+        created = await user_store.create_user(ctx.db, args.username, actor=ctx.actor)
     except UserExists:
         raise CommandError(f"user {args.username!r} exists already") from None
     return str(created.id)
@@ -103,7 +103,7 @@ async def _list_users(ctx: CommandContext, args: argparse.Namespace) -> str:
 def _set_blocked(blocked: bool) -> Handler:
     async def handler(ctx: CommandContext, args: argparse.Namespace) -> str:
         target = await _user(ctx, args.username)
-        await user_store.set_blocked(ctx.db, target.id, blocked)
+        await user_store.set_blocked(ctx.db, target.id, blocked, actor=ctx.actor)
         return f"{'Blocked' if blocked else 'Unblocked'} user {target.username}."
 
     return handler
@@ -113,7 +113,7 @@ async def _create_personal_token(ctx: CommandContext, args: argparse.Namespace) 
     target = await _user(ctx, args.username)
     record, secret = await token_store.create_token(
         ctx.db, None, _SCOPE_FROM_NAME[args.scope], expires_in_days=expiry_days(args),
-        description=args.description, kind="personal", user_id=target.id)
+        description=args.description, kind="personal", user_id=target.id, actor=ctx.actor)
     return token_created(ctx, record, secret, f"user {target.username}")
 
 
@@ -125,14 +125,15 @@ async def _list_personal_tokens(ctx: CommandContext, args: argparse.Namespace) -
 async def _add_member(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
     target = await _user(ctx, args.username)
-    await user_store.add_member(ctx.db, project.id, target.id, args.role)
+    await user_store.add_member(ctx.db, project.id, target.id, args.role, actor=ctx.actor)
     return f"{target.username} is {args.role} of {project.path}."
 
 
 async def _remove_member(ctx: CommandContext, args: argparse.Namespace) -> str:
     project = await ctx.project(args.project)
     target = await _user(ctx, args.username)
-    if not await user_store.remove_member(ctx.db, project.id, target.id):
+    if not await user_store.remove_member(ctx.db, project.id, target.id,
+                                           actor=ctx.actor):
         raise CommandError(f"{target.username} is not a member of {project.path}")
     return f"Removed {target.username} from {project.path}."
 
@@ -150,5 +151,5 @@ async def _create_deploy_token(ctx: CommandContext, args: argparse.Namespace) ->
     project = await ctx.project(args.project)
     record, secret = await token_store.create_token(
         ctx.db, project.id, _SCOPE_FROM_NAME[args.scope], expires_in_days=expiry_days(args),
-        description=args.description, kind="deploy", username=args.username)
+        description=args.description, kind="deploy", username=args.username, actor=ctx.actor)
     return token_created(ctx, record, secret, f"project {project.path} (id {project.id})")

@@ -5,7 +5,8 @@ the project and the caller's roles up and asks these functions.
 
 Levels: read (the index and files), write (uploads) and maintain (yanks and
 deletes). Project and deploy tokens reach their one project: read scope
-reads, write scope does everything. Personal tokens reach the projects
+reads, write scope does everything; a trusted publisher's minted token
+reaches its one project for uploads only. Personal tokens reach the projects
 their user is a member of: the role caps the level (reporter reads,
 developer uploads, maintainer maintains) and read_api scope caps it at read.
 
@@ -79,6 +80,9 @@ def levels(token: Caller | None, projects: Sequence[Target], roles: Mapping[int,
     if token is None:
         return {}
     scope_cap = LEVELS["read"] if token.scope == "read" else LEVELS["maintain"]
+    if token.kind == "trusted":
+        # A CI job's minted token uploads; it never yanks or deletes.
+        scope_cap = min(scope_cap, LEVELS["write"])
     if token.kind == "personal":
         return {p.id: min(ROLE_LEVELS[roles[p.id]], scope_cap) for p in projects
                 if p.id in roles}
@@ -129,15 +133,16 @@ def readable_projects(projects: Sequence[P], project_levels: Mapping[int, int]) 
             if p.packages_enabled and (p.public or project_levels.get(p.id, 0))]
 
 
-def check_may_manage_tokens(token: Caller | None) -> None:
+def check_may_manage_tokens(token: Caller | None, what: str = "deploy tokens") -> None:
     """Only a maintainer's personal token may mint or revoke a project's tokens.
 
     A deploy or project token cannot make more tokens, so one leaked token
-    cannot make itself permanent. The caller must already hold maintain
-    access to the project.
+    cannot make itself permanent; the same goes for registering trusted
+    publishers (*what*), which mint tokens. The caller must already hold
+    maintain access to the project.
     """
     if token is None or token.kind != "personal":
-        raise Forbidden("Managing deploy tokens needs the personal access token (api "
+        raise Forbidden(f"Managing {what} needs the personal access token (api "
                         "scope) of a maintainer of this project.")
 
 
@@ -145,6 +150,9 @@ def _refusal(token: Caller, level: int, access: Access) -> str:
     what = {"write": "uploads", "maintain": "yanks and deletes"}[access]
     if level == 0:
         return f"This token does not reach this project for {what}."
+    if token.kind == "trusted":
+        return (f"A trusted publisher's token only uploads; {what} need a maintainer's or a "
+                "write token.")
     if token.kind == "personal" and token.scope == "write":
         needed = "developer" if access == "write" else "maintainer"
         return f"{what.capitalize()} need the {needed} role in this project."

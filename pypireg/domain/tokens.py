@@ -14,12 +14,15 @@ import secrets
 from typing import Literal
 
 Scope = Literal["read", "write"]
-Kind = Literal["project", "deploy", "personal"]
+# "trusted": minted for a CI job by a trusted publisher (domain/trusted_publishing.py).
+Kind = Literal["project", "deploy", "personal", "trusted"]
 # The GitLab names of each kind's scopes.
 SCOPE_NAMES: dict[Kind, dict[Scope, str]] = {
     "project": {"read": "read", "write": "write"},
     "deploy": {"read": "read_package_registry", "write": "write_package_registry"},
     "personal": {"read": "read_api", "write": "api"},
+    # Minted tokens are always write scope, and only upload.
+    "trusted": {"read": "read", "write": "upload"},
 }
 PREFIX = "pypireg_"
 _RANDOM_BYTES = 32

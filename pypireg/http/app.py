@@ -31,12 +31,15 @@ from werkzeug.routing import PathConverter
 
 from pypireg.domain.errors import RegistryError
 from pypireg.http.errors import ErrorFunnel
+from pypireg.http.gitlab.audit_events import AuditEventsRoutes
 from pypireg.http.gitlab.deploy_tokens import DeployTokensRoutes
 from pypireg.http.gitlab.packages_api import PackagesApiRoutes
 from pypireg.http.gitlab.projects_api import ProjectsApiRoutes
+from pypireg.http.gitlab.trusted_publishers import TrustedPublishersRoutes
 from pypireg.http.ops import OpsRoutes
 from pypireg.http.pypi.files import FileRoutes
 from pypireg.http.pypi.json_api import JsonApiRoutes
+from pypireg.http.pypi.oidc import OidcRoutes
 from pypireg.http.pypi.simple import SimpleRoutes
 from pypireg.http.pypi.upload import UploadRoutes
 from pypireg.http.pypi.yank import YankRoutes
@@ -52,6 +55,8 @@ _ID = "int(max=9223372036854775807)"
 PACKAGES = "/api/v4/projects/<path:project>/packages"
 PACKAGE = PACKAGES + f"/<{_ID}:package_id>"
 DEPLOY_TOKENS = "/api/v4/projects/<path:project>/deploy_tokens"
+AUDIT_EVENTS = "/api/v4/projects/<path:project>/audit_events"
+TRUSTED_PUBLISHERS = "/api/v4/projects/<path:project>/trusted_publishers"
 # The project itself; ProjectPathConverter says why its path is narrower.
 PROJECT = "/api/v4/projects/<project_path:project>"
 PROJECT_PAGES = "/<path:project>/-/packages"
@@ -76,7 +81,8 @@ class ProjectPathConverter(PathConverter):
     may the path end in a slash or hold an empty segment.
     """
 
-    regex = r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|-)(?:/|$))[^/]+(?:/[^/]+)*"
+    regex = (r"(?!(?:[^/]+/)*(?:packages|deploy_tokens|audit_events|trusted_publishers|-)"
+             r"(?:/|$))[^/]+(?:/[^/]+)*")
 
 
 class TopLevelPath(PathConverter):
@@ -100,8 +106,11 @@ class RouteGroups:
     packages_api: PackagesApiRoutes
     projects_api: ProjectsApiRoutes
     deploy_tokens: DeployTokensRoutes
+    audit_events: AuditEventsRoutes
     pages: PageRoutes
     ops: OpsRoutes
+    oidc: OidcRoutes
+    trusted_publishers: TrustedPublishersRoutes
 
 
 def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
@@ -149,6 +158,16 @@ def route_table(groups: RouteGroups, errors: ErrorFunnel) -> Klein:
     route(["GET"], DEPLOY_TOKENS + f"/<{_ID}:token_id>", g.deploy_tokens.get_deploy_token)
     route(["DELETE"], DEPLOY_TOKENS + f"/<{_ID}:token_id>",
           g.deploy_tokens.revoke_deploy_token)
+    route(["GET"], AUDIT_EVENTS, g.audit_events.list_audit_events)
+    route(["GET"], AUDIT_EVENTS + f"/<{_ID}:event_id>", g.audit_events.get_audit_event)
+    route(["GET"], TRUSTED_PUBLISHERS, g.trusted_publishers.list_publishers)
+    route(["POST"], TRUSTED_PUBLISHERS, g.trusted_publishers.add_publisher)
+    route(["DELETE"], TRUSTED_PUBLISHERS + f"/<{_ID}:publisher_id>",
+          g.trusted_publishers.remove_publisher)
+    # Trusted publishing, at the host root where clients of the public index look.
+    route(["GET"], "/_/oidc/audience", g.oidc.audience)
+    route(["POST"], "/_/oidc/mint-token", g.oidc.mint_token)
+    route(["POST"], "/_/oidc/burn-token", g.oidc.burn_token)
     # Operations.
     route(_READ, "/-/health", g.ops.health)
     route(_READ, "/-/ready", g.ops.ready)

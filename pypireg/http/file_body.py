@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import tcp
@@ -22,7 +23,7 @@ from twisted.web import http, resource, server, static
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from pypireg.http.ranges import tame_range
+from pypireg.http.ranges import starts_at_first_byte, tame_range
 
 _log = Logger()
 # Reads of 1 MiB rather than Twisted's 64 KiB for the static.File path: a
@@ -37,14 +38,23 @@ _HAVE_SENDFILE = hasattr(os, "sendfile")  # not on Windows
 
 
 class BlobBody(resource.Resource):
-    """The body of one stored file, with Content-Length, Last-Modified and Range."""
+    """The body of one stored file, with Content-Length, Last-Modified and Range.
+
+    *counted*, if given, is called once the answer is known to be the file
+    from its first byte (a 200, or a 206 whose ranges start at byte 0) to a
+    GET: a download, as the registry counts them. Not for HEAD, a 304, a
+    416 or a later range. It is called as the body starts, so a transfer
+    the client abandons still counts: a request, as the public index counts.
+    """
 
     isLeaf = True
 
-    def __init__(self, path: str, content_type: bytes) -> None:
+    def __init__(self, path: str, content_type: bytes,
+                 counted: Callable[[], None] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._path = path
         self._content_type = content_type
+        self._counted = counted
 
     def render(self, request: IRequest) -> bytes | int:
         transport = _sendfile_transport(request)
@@ -72,6 +82,8 @@ class BlobBody(resource.Resource):
         except BaseException:
             os.close(fd)
             raise
+        if self._counted is not None and request.method == b"GET":
+            self._counted()
         body = SendfileBody(cast(http.Request, request), transport, fd, stat.st_size, self._path)
         body.start()
         return server.NOT_DONE_YET
@@ -92,6 +104,11 @@ class BlobBody(resource.Resource):
         blob.type = self._content_type.decode("latin-1")
         blob.encoding = None
         body: bytes | int = blob.render(request)  # type: ignore[no-untyped-call]
+        if self._counted is not None and request.method == b"GET":
+            code = cast(http.Request, request).code
+            if code == http.OK or (code == http.PARTIAL_CONTENT and starts_at_first_byte(
+                    request.getHeader(b"range") or b"")):
+                self._counted()
         return body
 
 

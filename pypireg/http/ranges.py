@@ -56,3 +56,11 @@ def tame_range(header: bytes, size: int) -> bytes | None:
     if len(merged) > MAX_RANGES:
         return None
     return b"bytes=" + b",".join(b"%d-%d" % span for span in merged)
+
+
+def starts_at_first_byte(tamed: bytes) -> bool:
+    """Whether a Range header `tame_range` returned asks for the body from byte 0.
+
+    Its ranges are sorted and merged, so the first one starts lowest.
+    """
+    return tamed.startswith(b"bytes=0-")

@@ -15,10 +15,13 @@ from urllib.parse import quote
 from twisted.web.iweb import IRequest
 
 from pypireg.access import Authorizer, Grant
-from pypireg.domain.access_policy import Access
+from pypireg.domain.access_policy import Access, check_may_manage_tokens
+from pypireg.domain.audit import Actor
+from pypireg.domain.errors import Forbidden
 from pypireg.http.credentials import client_address, request_credentials
 from pypireg.proxy.index import IndexRef
 from pypireg.storage.projects import Project
+from pypireg.storage.tokens import TokenRecord
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,20 @@ class ProjectListing:
     projects: list[Project]
 
 
+def request_actor(request: IRequest, token: TokenRecord | None) -> Actor:
+    """Who a request's audit events name: its token (and user), from its client's address.
+
+    The address is the client's after trusted proxies (site.py's
+    getClientAddress), as the access checks see it. A personal token's
+    user name is filled in by storage from the user row.
+    """
+    client = client_address(request)
+    if token is None:
+        return Actor("anonymous", client=client)
+    return Actor("token", token.id, token.kind, token.user_id,
+                 token.username if token.kind == "deploy" else None, client)
+
+
 class RequestAccess:
     """Access checks for requests, and the URL prefixes of what they reach."""
 
@@ -59,6 +76,20 @@ class RequestAccess:
     async def maintain(self, request: IRequest, project: str) -> Grant:
         """Yanks, deletes and token management (uploads are checked by the site)."""
         return await self._check(request, project, "maintain")
+
+    async def manage_tokens(self, request: IRequest, project: str, what: str) -> Grant:
+        """Maintain access through a maintainer's personal token: for what mints tokens.
+
+        *what* ("deploy tokens", "trusted publishers") names it in the refusal,
+        which gives the rule rather than the role refusal to a developer's token.
+        """
+        try:
+            grant = await self.maintain(request, project)
+        except Forbidden:
+            check_may_manage_tokens(None, what)
+            raise
+        check_may_manage_tokens(grant.token, what)
+        return grant
 
     async def _check(self, request: IRequest, project: str, access: Access) -> Grant:
         return await self.authorizer.authorize(

@@ -8,6 +8,7 @@ uploaded one.
 
 from __future__ import annotations
 
+from pypireg.domain.audit import Actor
 from pypireg.domain.metadata import CoreMetadata
 from pypireg.domain.names import normalize_name
 from pypireg.domain.upload_rules import (
@@ -27,9 +28,11 @@ from pypireg.storage.projects import Project
 
 
 async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
-                 filename: str | None, blob: TempBlob | None, token_id: int | None
-                 ) -> PackageFile:
+                 filename: str | None, blob: TempBlob | None, token_id: int | None, *,
+                 actor: Actor | None) -> PackageFile:
     """Validate and store a finished temp file; raises BadUpload with the reason.
+
+    The file row and *actor*'s audit event commit together.
 
     The temp file is committed (renamed into place) only after every rule
     passed, and the row that makes it visible is committed after that; the
@@ -65,6 +68,7 @@ async def ingest(db: Database, blobs: BlobStore, project: Project, fields: Form,
                                       or field(fields, "description_content_type")),
         ),
         reject_duplicates=project.reject_duplicates,
+        actor=actor,
     )
 
 

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pypireg.batching import PendingCounts
 from pypireg.config import UpstreamConfig
 from pypireg.domain.errors import BadGateway, GatewayTimeout, NotFound
 from pypireg.domain.simple_pages import UpstreamFile
@@ -48,6 +50,13 @@ HASHED_PER_REQUEST = 10
 KNOWN_FILES = 100_000
 # A core metadata file is a few KiB; anything far larger is not one.
 MAX_METADATA_BYTES = 8 * 1024 * 1024
+# A file without a sha256 that could not be hashed is not fetched again for
+# this long: after its bytes failed the md5 its page gives (they will again,
+# and each page request would fetch it), or after the upstream failed.
+REFUSED_SECONDS = 3600.0
+FAILED_SECONDS = 10.0
+# How many such files a daemon remembers.
+REFUSED_FILES = 10_000
 
 
 class FileSource(Protocol):
@@ -75,6 +84,14 @@ class FileSink(Protocol):
         """The download is not good: drop the connection short of its length."""
 
 
+@dataclass(frozen=True)
+class MetadataFile:
+    """A core metadata file to serve: from the blob store, or from memory while it is kept."""
+
+    sha256: str
+    data: bytes | None = None
+
+
 # Counted by the caller's metrics: (event, upstream) and bytes fetched.
 Observer = Callable[[str, str], None]
 BytesObserver = Callable[[str, int], None]
@@ -84,45 +101,64 @@ class UpstreamFiles:
     """Upstream files in the blob store: which are there, and fetching the others."""
 
     def __init__(self, db: Database, blobs: BlobStore, sources: Mapping[str, FileSource],
-                 *, max_file_size: int, observe: Observer | None = None,
+                 *, clock: IReactorTime, max_file_size: int, observe: Observer | None = None,
                  observe_bytes: BytesObserver | None = None) -> None:
         self._db = db
+        self._clock = clock
         self._blobs = blobs
         self._sources = sources
         self._max_file_size = max_file_size
         self._observe: Observer = observe or (lambda event, upstream: None)
         self._observe_bytes: BytesObserver = observe_bytes or (lambda upstream, n: None)
-        self._touched: set[str] = set()
+        # sha256 → downloads counted since the last flush; 0: touched only
+        # (a HEAD, a metadata fetch), which still marks it recently used.
+        self._touched: PendingCounts[str] = PendingCounts(
+            lambda touched: cache_store.touch_files(db, touched), "downloads of upstream files")
         # Files without an advertised sha256 being hashed, by URL, with
         # the requests waiting for the same answer.
         self._hashing: SingleFlight[str, str | None] = SingleFlight()
+        # Those not to fetch again before a time (clock seconds), by URL.
+        self._refused: dict[str, float] = {}
         # Files known to be cached (insertion-ordered, bounded): a warm
         # download checks only that the blob is still there.
         self._known: dict[str, None] = {}
+        # Core metadata files fetched and served, on their way to the blob
+        # store, by sha256; and the fetches in progress.
+        self._keeping_metadata: dict[str, bytes] = {}
+        self._fetching_metadata: SingleFlight[str, bytes] = SingleFlight()
+        self._background: set[Deferred[None]] = set()
 
     async def stored(self, sha256: str) -> bool:
         """Whether the blob of *sha256* is cached (and so served like a local file)."""
+        # A stat, in the reactor thread as the file body's own open and fstat
+        # are; no blob, no need to ask the database (a first fetch).
+        if not os.path.isfile(self._blobs.path_for(sha256)):
+            # Never fetched, or evicted (by this daemon or another).
+            self._known.pop(sha256, None)
+            return False
         if sha256 not in self._known:
             if await cache_store.get_file(self._db, sha256) is None:
                 return False
-            self._remember(sha256)
-        # A stat, in the reactor thread as the file body's own open and fstat are.
-        if not os.path.isfile(self._blobs.path_for(sha256)):
-            # Evicted (by this daemon or another) since it was remembered.
-            self._known.pop(sha256, None)
-            return False
-        self._touched.add(sha256)
+            self.remember(sha256)
+        self._touched.add(sha256, 0)
         return True
 
-    def _remember(self, sha256: str) -> None:
+    def downloaded(self, sha256: str) -> None:
+        """A cached file was sent to a client (a counted download; see FileRoutes)."""
+        self._touched.add(sha256)
+
+    def remember(self, sha256: str) -> None:
+        """*sha256* is cached (its row recorded): a download need not ask the database."""
         self._known[sha256] = None
         if len(self._known) > KNOWN_FILES:
             del self._known[next(iter(self._known))]
 
     async def flush_downloads(self) -> None:
-        """Record the downloads since the last flush (least recently downloaded go first)."""
-        touched, self._touched = self._touched, set()
-        await cache_store.touch_files(self._db, sorted(touched))
+        """Record the downloads since the last flush (counts, and the last download time).
+
+        A failed flush is logged and kept for the next one (batching.py).
+        """
+        await self._touched.flush()
 
     async def evict(self, max_bytes: int) -> int:
         """Keep at most *max_bytes* of upstream files, the least recently downloaded go.
@@ -149,7 +185,9 @@ class UpstreamFiles:
         fetched per call; the rest are left off until a later request.
         """
         known = await cache_store.known_hashes(self._db, upstream.name, [f.url for f in files])
-        missing = sorted((f for f in files if f.url not in known),
+        now = self._clock.seconds()
+        missing = sorted((f for f in files
+                          if f.url not in known and self._refused.get(f.url, 0.0) <= now),
                          key=lambda f: version_key(f.version), reverse=True)
         fetches = [Deferred.fromCoroutine(self._hash_once(upstream, name, f))
                    for f in missing[:HASHED_PER_REQUEST]]
@@ -165,11 +203,22 @@ class UpstreamFiles:
     async def _hash_logged(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
                            ) -> str | None:
         try:
-            return await self._hash(upstream, name, f)
+            sha256 = await self._hash(upstream, name, f)
         except Exception:
             _log.failure("hashing {url} from upstream {upstream} failed", url=f.url,
                          upstream=upstream.name)
-            return None
+            sha256 = None
+        if sha256 is None:
+            self._refuse(f.url, FAILED_SECONDS)
+        return sha256
+
+    def _refuse(self, url: str, seconds: float) -> None:
+        now = self._clock.seconds()
+        if len(self._refused) >= REFUSED_FILES:
+            self._refused = {u: t for u, t in self._refused.items() if t > now}
+            if len(self._refused) >= REFUSED_FILES:
+                del self._refused[next(iter(self._refused))]
+        self._refused[url] = max(self._refused.get(url, 0.0), now + seconds)
 
     async def _hash(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str | None:
         source = self._sources[upstream.name]
@@ -202,6 +251,7 @@ class UpstreamFiles:
             await temp.discard()
             self.integrity_failure(upstream, f.filename, f"md5 {advertised}",
                                    f"md5 {digests.md5}")
+            self._refuse(f.url, REFUSED_SECONDS)
             return None
         await self._blobs.in_thread(self._blobs.commit_sync, temp)
         await cache_store.record_file(self._db, digests.sha256, upstream=upstream.name,
@@ -215,8 +265,9 @@ class UpstreamFiles:
         source = self._sources[upstream.name]
         return FetchThrough(self, source, name, f)
 
-    async def metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile) -> str:
-        """The sha256 of *f*'s core metadata file, stored here (fetched first if need be).
+    async def metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile
+                       ) -> MetadataFile:
+        """*f*'s core metadata file: stored here, or fetched (and kept, after it is served).
 
         Raises:
             NotFound: the page advertises no metadata hash for *f*.
@@ -225,8 +276,17 @@ class UpstreamFiles:
         expected = _metadata_sha256(f)
         if expected is None:
             raise NotFound("No such file.")
-        if await self.stored(expected):
-            return expected
+        if expected not in self._keeping_metadata and await self.stored(expected):
+            return MetadataFile(expected)
+        keeping = self._keeping_metadata.get(expected)
+        if keeping is not None:
+            return MetadataFile(expected, keeping)
+        data = await self._fetching_metadata.run(
+            expected, lambda: self._fetch_metadata(upstream, name, f, expected))
+        return MetadataFile(expected, data)
+
+    async def _fetch_metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile,
+                              expected: str) -> bytes:
         source = self._sources[upstream.name]
         url = f.url + ".metadata"
         try:
@@ -244,11 +304,36 @@ class UpstreamFiles:
             raise BadGateway(f"The upstream index {upstream.name!r} sent a core metadata file"
                              f" for {f.filename!r} that does not match the hash its page"
                              " gives; it was not served. Tell the upstream's operators.")
-        await self._blobs.store_bytes(data)
-        await cache_store.record_file(self._db, expected, upstream=upstream.name, name=name,
-                                      filename=f"{f.filename}.metadata", size=len(data))
-        self._observe("fetched", upstream.name)
-        return expected
+        # Served now, made durable and recorded after (a resolver need not
+        # wait for an fsync); requests meanwhile get these bytes.
+        self._keeping_metadata[expected] = data
+        self._keep(self._keep_metadata(upstream, name, f, expected, data))
+        return data
+
+    async def _keep_metadata(self, upstream: UpstreamConfig, name: str, f: UpstreamFile,
+                             sha256: str, data: bytes) -> None:
+        try:
+            await self._blobs.store_bytes(data)
+            await cache_store.record_file(self._db, sha256, upstream=upstream.name, name=name,
+                                          filename=f"{f.filename}.metadata", size=len(data))
+            self.remember(sha256)
+            self._observe("fetched", upstream.name)
+        except Exception:
+            _log.failure("could not keep {filename}.metadata from upstream {upstream}",
+                         filename=f.filename, upstream=upstream.name)
+        finally:
+            self._keeping_metadata.pop(sha256, None)
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run *work* in the background; settled() waits for it."""
+        d = Deferred.fromCoroutine(work)
+        self._background.add(d)
+        d.addBoth(lambda _: self._background.discard(d))
+
+    async def settled(self) -> None:
+        """Wait for background work (files being kept) to end: for shutdown and tests."""
+        while self._background:
+            await gatherResults(list(self._background), consumeErrors=True)
 
     def integrity_failure(self, upstream: UpstreamConfig, filename: str, expected: str,
                           actual: str) -> None:
@@ -413,9 +498,12 @@ class Transfer:
         sink.finish()
         try:
             await self._files.blobs.in_thread(self._files.blobs.commit_sync, temp)
+            # Its first download counts with its row: there is none to count on before.
             await cache_store.record_file(self._files.db, digests.sha256,
                                           upstream=upstream.name, name=self._name,
-                                          filename=f.filename, size=digests.size)
+                                          filename=f.filename, size=digests.size,
+                                          downloaded=True)
+            self._files.remember(digests.sha256)
             self._files.observe("fetched", upstream.name)
         except Exception:
             _log.failure("could not keep {filename} from upstream {upstream}",

@@ -86,10 +86,13 @@ class ProxiedIndex:
         """
         if not self.enabled or not index.project_ids:
             return None
-        rules = await cache_store.name_rules(self._db, index.project_ids, name)
+        rules = await cache_store.name_rules(self._db, index.project_ids, name,
+                                             project_id=index.project_id,
+                                             group_id=index.group_id)
         if rules.local or rules.namespaced or rules.name_blocked:
             return None
-        upstreams = await self.upstreams_of(index)
+        upstreams = (self._pages.configured if rules.index_upstreams is None
+                     else list(rules.index_upstreams))
         if rules.upstream is not None and rules.upstream in upstreams:
             upstreams = [rules.upstream]
         resolved = await self._pages.resolve(name, upstreams)

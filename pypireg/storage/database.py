@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg2
 from psycopg2.extensions import parse_dsn
@@ -232,3 +233,20 @@ def id_or_path(ref: str, column: str = "path") -> tuple[str, tuple[Any, ...]] | 
     if ref.isdigit():
         return ("id = %s", (int(ref),)) if len(ref) <= 18 else None
     return (f"lower({column}) = lower(%s)", (ref,))
+
+
+def path_prefix_pattern(path: str) -> str:
+    """A LIKE pattern for the paths under *path* (`acme/%`), lower-cased and escaped.
+
+    LIKE treats "_" and "%" as wildcards; paths may contain "_".
+    """
+    escaped = path.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "/%"
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing, and how many items the whole listing has."""
+
+    items: list[T]
+    total: int

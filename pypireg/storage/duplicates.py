@@ -21,6 +21,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from pypireg.domain.audit import Actor, Event
+from pypireg.storage.audit import insert_events
 from pypireg.storage.database import Cursor, Database
 
 _log = Logger()
@@ -76,8 +78,21 @@ async def surplus_duplicates(db: Database, project_id: int | None = None
     return _by_place([_surplus(r) for r in rows])
 
 
-async def remove_surplus_duplicates(db: Database, project_id: int | None = None
-                                    ) -> list[SurplusFile]:
+def _cleanup_events(removed: list[SurplusFile]) -> list[Event]:
+    """One event per project, naming each file row removed."""
+    by_project: dict[int, list[SurplusFile]] = {}
+    for f in _by_place(removed):
+        by_project.setdefault(f.project_id, []).append(f)
+    return [Event("package_file.cleanup", "package_file", None,
+                  f"{len(files)} older file{'' if len(files) == 1 else 's'}",
+                  project_id=project_id, details={"files": [
+                      {"id": f.id, "filename": f.filename, "version": f.version,
+                       "sha256": f.sha256, "size": f.size} for f in files]})
+            for project_id, files in sorted(by_project.items())]
+
+
+async def remove_surplus_duplicates(db: Database, project_id: int | None = None, *,
+                                    actor: Actor | None = None) -> list[SurplusFile]:
     """Apply the policy now, in one project or all; return the rows removed.
 
     One transaction. The package rows with surplus are locked first, in id
@@ -87,7 +102,8 @@ async def remove_surplus_duplicates(db: Database, project_id: int | None = None
     and none can commit until this one does. Without it, a maintainer
     deleting the newest file while this ranked it could leave the file
     name with no file at all. Packages that gained surplus since the first
-    look are left to their own upload's pruning or the next run.
+    look are left to their own upload's pruning or the next run. *actor*'s
+    events (one per project) are written in the same transaction.
     """
 
     async def body(cur: Cursor) -> list[SurplusFile]:
@@ -108,7 +124,10 @@ async def remove_surplus_duplicates(db: Database, project_id: int | None = None
         # Every file name keeps at least its newest row (keep_duplicates is
         # at least 1) and a file name is one release's, so no release or
         # package is left empty here.
-        return [_surplus(r) for r in cur.fetchall()]
+        removed = [_surplus(r) for r in cur.fetchall()]
+        if actor is not None:
+            await insert_events(cur, actor, _cleanup_events(removed))
+        return removed
 
     removed = _by_place(await db.run_interaction(body))
     if removed:

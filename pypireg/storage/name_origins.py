@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 import psycopg2
 
-from pypireg.storage.database import Database
+from pypireg.domain.audit import Actor, Event
+from pypireg.storage.audit import audited, fetch_all, fetch_one
+from pypireg.storage.database import Cursor, Database
 
 Origin = Literal["local", "upstream"]
 _ORIGIN_COLUMNS = "project_id, name, origin, upstream, reason, decided_at"
@@ -73,44 +75,76 @@ async def list_origins(db: Database, project_id: int) -> list[NameOrigin]:
     return [_origin(r) for r in rows]
 
 
-async def reserve_name(db: Database, project_id: int, name: str) -> NameOrigin:
+def _name_event(action: str, project_id: int, name: str, details: dict[str, Any]
+                ) -> Event:
+    return Event(action, "name", None, name, project_id=project_id, details=details)
+
+
+async def reserve_name(db: Database, project_id: int, name: str, *,
+                       actor: Actor | None = None) -> NameOrigin:
     """Make *name* local to the project without an upload; its current origin if it has one.
 
     Raises ForeignNamespace if the name lies in another owner's namespace.
+    Only a reservation that changed something is recorded.
     """
     namespace = await foreign_namespace(db, project_id, name)
     if namespace is not None:
         raise ForeignNamespace(namespace)
-    await db.execute(
-        "INSERT INTO name_origins (project_id, name, origin, reason)"
-        " VALUES (%s, %s, 'local', 'reserved') ON CONFLICT DO NOTHING", (project_id, name))
+    await audited(db, actor, lambda cur: fetch_all(
+        cur, "INSERT INTO name_origins (project_id, name, origin, reason)"
+        " VALUES (%s, %s, 'local', 'reserved') ON CONFLICT DO NOTHING RETURNING name",
+        (project_id, name)), lambda rows: [
+            _name_event("name.reserve", project_id, name, {"origin": "local"}) for _ in rows])
     found = await get_origin(db, project_id, name)
     assert found is not None
     return found
 
 
-async def claim_name(db: Database, project_id: int, name: str) -> NameOrigin:
+async def claim_name(db: Database, project_id: int, name: str, *,
+                     actor: Actor | None = None) -> NameOrigin:
     """Make *name* local to the project whatever its origin was (an admin's decision)."""
-    row = await db.fetch_one(
-        "INSERT INTO name_origins (project_id, name, origin, reason)"
-        " VALUES (%s, %s, 'local', 'claimed')"
-        " ON CONFLICT (project_id, name) DO UPDATE SET origin = 'local', upstream = NULL,"
-        " reason = 'claimed', decided_at = now()"
-        f" RETURNING {_ORIGIN_COLUMNS}", (project_id, name))
-    assert row is not None
-    return _origin(row)
+
+    async def change(cur: Cursor) -> tuple[tuple[Any, ...] | None, NameOrigin]:
+        before = await fetch_one(
+            cur, "SELECT origin, upstream FROM name_origins WHERE project_id = %s AND name = %s"
+            " FOR UPDATE", (project_id, name))
+        row = await fetch_one(
+            cur, "INSERT INTO name_origins (project_id, name, origin, reason)"
+            " VALUES (%s, %s, 'local', 'claimed')"
+            " ON CONFLICT (project_id, name) DO UPDATE SET origin = 'local', upstream = NULL,"
+            " reason = 'claimed', decided_at = now()"
+            f" RETURNING {_ORIGIN_COLUMNS}", (project_id, name))
+        assert row is not None
+        return before, _origin(row)
+
+    def event(result: tuple[tuple[Any, ...] | None, NameOrigin]) -> Event:
+        before = result[0] or (None, None)
+        return _name_event("name.claim", project_id, name, {
+            "changes": {"origin": {"from": before[0], "to": "local"}},
+            "upstream": before[1]})
+
+    return (await audited(db, actor, change, event))[1]
 
 
 async def record_upstream_origin(db: Database, project_id: int, name: str, upstream: str
                                  ) -> NameOrigin:
     """The first time *name* is served from *upstream*: fix that origin (unless one exists)."""
-    await db.execute(
-        "INSERT INTO name_origins (project_id, name, origin, upstream, reason)"
-        " VALUES (%s, %s, 'upstream', %s, 'proxied') ON CONFLICT DO NOTHING",
-        (project_id, name, upstream))
-    found = await get_origin(db, project_id, name)
-    assert found is not None
-    return found
+    # One round trip: the outer SELECT sees the table as it was before the
+    # INSERT, so it is the row just made, else the one that was there...
+    row = await db.fetch_one(
+        "WITH made AS (INSERT INTO name_origins (project_id, name, origin, upstream, reason)"
+        "  VALUES (%(p)s, %(n)s, 'upstream', %(u)s, 'proxied') ON CONFLICT DO NOTHING"
+        f"  RETURNING {_ORIGIN_COLUMNS})"
+        f" SELECT {_ORIGIN_COLUMNS} FROM made UNION ALL"
+        f" SELECT {_ORIGIN_COLUMNS} FROM name_origins WHERE project_id = %(p)s AND name = %(n)s",
+        {"p": project_id, "n": name, "u": upstream})
+    if row is None:
+        # ...unless another transaction made it meanwhile: the INSERT waited
+        # for its commit, which the statement's snapshot predates.
+        found = await get_origin(db, project_id, name)
+        assert found is not None
+        return found
+    return _origin(row)
 
 
 async def foreign_namespace(db: Database, project_id: int, name: str) -> str | None:
@@ -125,21 +159,31 @@ _NAMESPACE_SELECT = (
 )
 
 
+def _namespace_event(action: str, n: Namespace) -> Event:
+    return Event(action, "namespace", n.id, n.display, project_id=n.project_id,
+                 group_id=n.group_id, details={"prefix": n.prefix, "owner": n.owner})
+
+
 async def grant_namespace(db: Database, prefix: str, display: str, *,
-                          project_id: int | None = None, group_id: int | None = None
-                          ) -> Namespace:
+                          project_id: int | None = None, group_id: int | None = None,
+                          actor: Actor | None = None) -> Namespace:
     """Grant the (normalised) *prefix* to one project or one group."""
     assert (project_id is None) != (group_id is None)
-    try:
-        row = await db.fetch_one(
-            "INSERT INTO namespaces (prefix, display, project_id, group_id)"
+
+    async def change(cur: Cursor) -> Namespace:
+        row = await fetch_one(
+            cur, "INSERT INTO namespaces (prefix, display, project_id, group_id)"
             " VALUES (%s, %s, %s, %s) RETURNING id", (prefix, display, project_id, group_id))
+        assert row is not None
+        found = await fetch_one(cur, _NAMESPACE_SELECT + " WHERE n.id = %s", (row[0],))
+        assert found is not None
+        return Namespace(*found)
+
+    try:
+        return await audited(db, actor, change,
+                             lambda n: _namespace_event("namespace.grant", n))
     except psycopg2.IntegrityError:
         raise NamespaceTaken(prefix) from None
-    assert row is not None
-    found = await db.fetch_one(_NAMESPACE_SELECT + " WHERE n.id = %s", (row[0],))
-    assert found is not None
-    return Namespace(*found)
 
 
 async def list_namespaces(db: Database) -> list[Namespace]:
@@ -147,9 +191,16 @@ async def list_namespaces(db: Database) -> list[Namespace]:
     return [Namespace(*r) for r in rows]
 
 
-async def revoke_namespace(db: Database, prefix: str) -> bool:
-    rows = await db.fetch_all("DELETE FROM namespaces WHERE prefix = %s RETURNING id", (prefix,))
-    return bool(rows)
+async def revoke_namespace(db: Database, prefix: str, *, actor: Actor | None = None) -> bool:
+    async def change(cur: Cursor) -> Namespace | None:
+        found = await fetch_one(cur, _NAMESPACE_SELECT + " WHERE n.prefix = %s FOR UPDATE OF n",
+                                (prefix,))
+        await cur.execute("DELETE FROM namespaces WHERE prefix = %s", (prefix,))
+        return Namespace(*found) if found else None
+
+    revoked = await audited(db, actor, change,
+                            lambda n: _namespace_event("namespace.revoke", n) if n else None)
+    return revoked is not None
 
 
 async def namespace_of(db: Database, name: str) -> Namespace | None:

@@ -16,7 +16,9 @@ from typing import Any
 
 import psycopg2
 
+from pypireg.domain.audit import Actor, Event
 from pypireg.domain.errors import Conflict, FileExists
+from pypireg.storage.audit import audited, fetch_all, with_event
 from pypireg.storage.database import Database
 
 # The SQLSTATE schema/0009 raises for a rejected duplicate file.
@@ -89,7 +91,8 @@ def _file(row: tuple[Any, ...]) -> PackageFile:
     return PackageFile(*row)
 
 
-async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) -> PackageFile:
+async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool,
+                      actor: Actor | None = None) -> PackageFile:
     """Insert the file row (and the package and release rows on first upload), atomically.
 
     One statement, schema/0016's function (0009's comments say why). A
@@ -99,18 +102,28 @@ async def record_file(db: Database, new: NewFile, *, reject_duplicates: bool) ->
     namespace, is refused with Conflict (409); a duplicate file name, where
     *reject_duplicates*, with FileExists (400). If the project keeps only N
     duplicates, the older rows of this file name beyond N go in the same
-    transaction.
+    transaction. *actor*'s `package_file.upload` event is in that
+    transaction too.
     """
+    values = (new.project_id, new.name, new.display_name, reject_duplicates, new.version,
+              new.filename, new.packagetype, new.python_version, new.size, new.sha256,
+              new.md5, new.blake2_256, new.requires_python, new.summary, new.metadata_version,
+              new.uploaded_by_token_id, new.metadata_sha256, new.description,
+              new.description_content_type)
+    params = {f"p{i}": v for i, v in enumerate(values)}
+    call = ("SELECT * FROM pypireg_record_file("
+            + ", ".join(f"%(p{i})s" for i in range(len(values))) + ")")
+    # The release's spelling (a PEP 440 equal version joins an existing
+    # release) and the row's id are known only from the call's row.
+    event = Event("package_file.upload", "package_file", None, new.filename,
+                  project_id=new.project_id, details={
+                      "name": new.name, "filename": new.filename,
+                      "packagetype": new.packagetype, "sha256": new.sha256, "size": new.size})
+    query, params = with_event(call, params, actor, event, target_id="c.o_file_id",
+                               details="jsonb_build_object('version', c.o_version)")
     try:
-        row = await db.fetch_one(
-            "SELECT * FROM pypireg_record_file("
-            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (new.project_id, new.name, new.display_name, reject_duplicates, new.version,
-             new.filename, new.packagetype, new.python_version, new.size, new.sha256, new.md5,
-             new.blake2_256, new.requires_python, new.summary, new.metadata_version,
-             new.uploaded_by_token_id, new.metadata_sha256, new.description,
-             new.description_content_type),
-        )
+        # One statement, so one transaction: the row and its event, or neither.
+        row = await db.fetch_one(query, params)
     except psycopg2.Error as e:
         # The functions raise the detail (an upstream's or namespace's name) as their message.
         detail = (e.diag.message_primary or "") if e.diag else ""
@@ -203,18 +216,30 @@ async def all_files(db: Database, project_id: int) -> list[PackageFile]:
 
 
 async def set_yanked(db: Database, project_id: int, name: str, version: str, *, yanked: bool,
-                     reason: str | None = None) -> int:
+                     reason: str | None = None, actor: Actor | None = None) -> int:
     """Yank (or unyank) every file of one release; return how many files changed.
 
     *version* names the release as PEP 440 compares (1.0.0 is release 1.0).
+    A release with no files changes nothing and records nothing.
     """
-    rows = await db.fetch_all(
-        "UPDATE package_files f SET yanked = %s, yanked_reason = %s FROM packages p"
+    reason = reason if yanked else None
+
+    def event(rows: list[tuple[Any, ...]]) -> Event | None:
+        if not rows:
+            return None
+        files = sorted(r[1] for r in rows)
+        return Event("release.yank" if yanked else "release.unyank", "release",
+                     rows[0][2], f"{name} {version}", project_id=project_id, details={
+                         "name": name, "version": version, "files": files, "reason": reason})
+
+    rows = await audited(db, actor, lambda cur: fetch_all(
+        cur, "UPDATE package_files f SET yanked = %s, yanked_reason = %s FROM packages p"
         " WHERE p.id = f.package_id AND p.project_id = %s AND p.name = %s"
         " AND pypireg_release_key(f.version) = pypireg_release_key(%s)"
-        " RETURNING f.id",
-        (yanked, reason if yanked else None, project_id, name, version),
-    )
+        " RETURNING f.id, f.filename,"
+        " (SELECT v.id FROM package_versions v WHERE v.package_id = p.id"
+        "  AND v.version = f.version)",
+        (yanked, reason, project_id, name, version)), event)
     return len(rows)
 
 
@@ -256,9 +281,23 @@ async def all_file_blobs(db: Database) -> list[FileBlobs]:
     return [FileBlobs(*r) for r in rows]
 
 
-async def delete_files(db: Database, file_ids: Sequence[int]) -> None:
-    """Delete these file rows (fsck's repair of rows whose blob is lost)."""
-    await db.execute("DELETE FROM package_files WHERE id = ANY(%s)", (list(file_ids),))
+async def delete_files(db: Database, file_ids: Sequence[int], *, actor: Actor | None = None
+                       ) -> None:
+    """Delete these file rows (fsck's repair of rows whose blob is lost); one event a project."""
+
+    def events(rows: list[tuple[Any, ...]]) -> list[Event]:
+        by_project: dict[int, list[str]] = {}
+        for project_id, filename in rows:
+            by_project.setdefault(project_id, []).append(filename)
+        return [Event("package_file.repair", "package_file", None,
+                      f"{len(names)} file{'' if len(names) == 1 else 's'}",
+                      project_id=project_id, details={"files": sorted(names)})
+                for project_id, names in sorted(by_project.items())]
+
+    await audited(db, actor, lambda cur: fetch_all(
+        cur, "DELETE FROM package_files f USING packages p WHERE f.id = ANY(%s)"
+        " AND p.id = f.package_id RETURNING p.project_id, f.filename", (list(file_ids),)),
+        events)
 
 
 async def clear_metadata_sha256(db: Database, file_ids: Sequence[int]) -> None:

@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 import psycopg2
 
-from pypireg.storage.database import Database, id_or_path
+from pypireg.domain.audit import Actor, Event
+from pypireg.storage.audit import audited, fetch_all, fetch_one
+from pypireg.storage.database import Cursor, Database, id_or_path
 
 Role = Literal["reporter", "developer", "maintainer"]
 ROLES: tuple[Role, ...] = ("reporter", "developer", "maintainer")
@@ -35,14 +37,18 @@ def _user(row: tuple[Any, ...]) -> User:
     return User(*row)
 
 
-async def create_user(db: Database, username: str) -> User:
+async def create_user(db: Database, username: str, *, actor: Actor | None = None) -> User:
+    async def change(cur: Cursor) -> User:
+        row = await fetch_one(
+            cur, f"INSERT INTO users (username) VALUES (%s) RETURNING {_COLUMNS}", (username,))
+        assert row is not None
+        return _user(row)
+
     try:
-        row = await db.fetch_one(
-            f"INSERT INTO users (username) VALUES (%s) RETURNING {_COLUMNS}", (username,))
+        return await audited(db, actor, change,
+                             lambda u: Event("user.create", "user", u.id, u.username))
     except psycopg2.IntegrityError:
         raise UserExists(username) from None
-    assert row is not None
-    return _user(row)
 
 
 async def get_user(db: Database, ref: str) -> User | None:
@@ -59,23 +65,58 @@ async def list_users(db: Database) -> list[User]:
     return [_user(r) for r in await db.fetch_all(f"SELECT {_COLUMNS} FROM users ORDER BY id")]
 
 
-async def set_blocked(db: Database, user_id: int, blocked: bool) -> None:
-    await db.execute("UPDATE users SET blocked = %s WHERE id = %s", (blocked, user_id))
+async def set_blocked(db: Database, user_id: int, blocked: bool, *,
+                      actor: Actor | None = None) -> None:
+    # Blocking a blocked user changes nothing, and records nothing.
+    await audited(db, actor, lambda cur: fetch_all(
+        cur, "UPDATE users SET blocked = %s WHERE id = %s AND blocked <> %s RETURNING username",
+        (blocked, user_id, blocked)), lambda rows: [
+            Event("user.block" if blocked else "user.unblock", "user", user_id, r[0])
+            for r in rows])
 
 
-async def add_member(db: Database, project_id: int, user_id: int, role: Role) -> None:
+def _member_event(action: str, project_id: int, user_id: int, username: str,
+                  details: dict[str, Any]) -> Event:
+    return Event(action, "member", user_id, username, project_id=project_id,
+                 details={"user_id": user_id, "username": username, **details})
+
+
+async def add_member(db: Database, project_id: int, user_id: int, role: Role, *,
+                     actor: Actor | None = None) -> None:
     """Add a member, or change the role of one."""
-    await db.execute(
-        "INSERT INTO members (project_id, user_id, role) VALUES (%s, %s, %s)"
-        " ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
-        (project_id, user_id, role),
-    )
+
+    async def change(cur: Cursor) -> tuple[Any, ...]:
+        # The old role (NULL: a new member), read under the row's lock.
+        row = await fetch_one(
+            cur, "SELECT u.username, m.role FROM users u LEFT JOIN members m"
+            " ON m.user_id = u.id AND m.project_id = %s WHERE u.id = %s FOR UPDATE OF u",
+            (project_id, user_id))
+        assert row is not None
+        await cur.execute(
+            "INSERT INTO members (project_id, user_id, role) VALUES (%s, %s, %s)"
+            " ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+            (project_id, user_id, role))
+        return row
+
+    def event(row: tuple[Any, ...]) -> Event | None:
+        username, was = row
+        if was is None:
+            return _member_event("member.add", project_id, user_id, username, {"role": role})
+        if was == role:
+            return None
+        return _member_event("member.update", project_id, user_id, username,
+                             {"changes": {"role": {"from": was, "to": role}}})
+
+    await audited(db, actor, change, event)
 
 
-async def remove_member(db: Database, project_id: int, user_id: int) -> bool:
-    rows = await db.fetch_all(
-        "DELETE FROM members WHERE project_id = %s AND user_id = %s RETURNING user_id",
-        (project_id, user_id))
+async def remove_member(db: Database, project_id: int, user_id: int, *,
+                        actor: Actor | None = None) -> bool:
+    rows = await audited(db, actor, lambda cur: fetch_all(
+        cur, "DELETE FROM members m USING users u WHERE m.project_id = %s AND m.user_id = %s"
+        " AND u.id = m.user_id RETURNING u.username, m.role", (project_id, user_id)),
+        lambda rows: [_member_event("member.remove", project_id, user_id, r[0],
+                                    {"role": r[1]}) for r in rows])
     return bool(rows)
 
 

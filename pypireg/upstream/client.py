@@ -8,6 +8,8 @@ request is a GET through a pooled `twisted.web.client.Agent`:
   redirect elsewhere gets neither;
 - redirects are followed here, at most `MAX_REDIRECTS`, so that rule holds
   on every hop (Twisted's RedirectAgent would forward every header);
+- hosts other than the index's own (and its `file_hosts`) are connected to
+  at public addresses only (addresses.py);
 - connecting plus the response headers get `UpstreamConfig.timeout`
   seconds, and the body gets the same as an idle timeout between chunks;
 - bodies are read as a stream and capped while they arrive, never on the
@@ -71,6 +73,7 @@ from pypireg.domain.simple_pages import (
     parse_html_page,
     parse_json_page,
 )
+from pypireg.upstream.addresses import PublicAddresses, ScreenedEndpoints, normal_host
 
 _log = Logger()
 
@@ -151,6 +154,7 @@ class UpstreamClient:
         self._reactor = reactor
         self._config = config
         self._origin = _origin(config.url)
+        self._screen: PublicAddresses | None = None
         if agent is None:
             if pool is None:
                 pool = HTTPConnectionPool(reactor, persistent=True)
@@ -158,7 +162,10 @@ class UpstreamClient:
                 # Twisted's default of 2 cached connections per host would
                 # close and reopen connections all the time.
                 pool.maxPersistentPerHost = 8
-            agent = Agent(reactor, contextFactory=_tls_policy(config), pool=pool)
+            index_host = normal_host(urlsplit(config.url).hostname or "")
+            self._screen = PublicAddresses(reactor, frozenset({index_host, *config.file_hosts}))
+            agent = Agent.usingEndpointFactory(
+                reactor, ScreenedEndpoints(reactor, _tls_policy(config), self._screen), pool=pool)
         self._pool = pool
         self._agent = agent
 
@@ -273,6 +280,12 @@ class UpstreamClient:
         except Exception as e:
             if _cancelled(e):
                 raise CancelledError() from None  # by our caller: not the upstream's doing
+            refused = self._screen.refused(urlsplit(url).hostname or "") if self._screen else None
+            if refused:
+                raise UpstreamUnavailable(
+                    f"{urlsplit(url).hostname} is not the index's host and resolves only to"
+                    f" non-public addresses ({', '.join(refused[:3])}); list it in the upstream's"
+                    " file_hosts to fetch from it") from None
             raise _unavailable(e, timeout, upstream=self.name) from None
 
     def _headers_for(self, url: str, extra: list[tuple[str, str]]) -> Headers:

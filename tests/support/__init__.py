@@ -8,6 +8,8 @@
 - `waiting`: waiting on a condition a bounded number of reactor turns.
 - `upstreams`: a local upstream index on 127.0.0.1 whose answers are set per
   path (pages, files, redirects, timeouts, dropped connections).
+- `oidc`: a local OIDC issuer (keys, discovery, JWKS, rotation), GitHub
+  Actions' ID-token endpoint stand-in, and a test CA with a leaf for TLS.
 
 Test modules import helpers from here (and distributions from
 tests.distributions), never from one another.

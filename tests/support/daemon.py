@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.databases import blank_server_database
+from tests.support.oidc import TlsFiles
 
 BIN = Path(sys.executable).parent
 
@@ -33,14 +34,20 @@ def free_port() -> int:
 
 
 class Daemon:
-    def __init__(self, folder: Path, dsn: str | None, server: tuple[str, ...] = ()) -> None:
-        """*server* are extra lines for the config's [server] table (`workers = 2`)."""
+    def __init__(self, folder: Path, dsn: str | None, tls: TlsFiles | None = None,
+                 server: tuple[str, ...] = ()) -> None:
+        """With *tls*, the daemon listens on an `ssl:` endpoint serving its leaf.
+
+        *server* are extra lines for the config's [server] table (`workers = 2`).
+        """
         self.folder = folder
         self.port = free_port()
         self.config = folder / "pypireg.toml"
+        listen = tls.listen(self.port) if tls else f"tcp:{self.port}:interface=127.0.0.1"
+        self.scheme = "https" if tls else "http"
         lines = [
             "[server]",
-            f'listen = ["tcp:{self.port}:interface=127.0.0.1"]',
+            f'listen = ["{listen}"]',
             *server,
             "[storage]",
             'path = "data"',
@@ -50,7 +57,7 @@ class Daemon:
         if dsn:
             lines += ["[database]", f'dsn = "{dsn}"']
         self.config.write_text("\n".join(lines) + "\n")
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "daemon.log"
 
@@ -94,8 +101,8 @@ class Daemon:
         return f"{self.url}/api/v4/projects/{project}/packages/pypi"
 
     def index(self, project: str, token: str) -> str:
-        return f"http://__token__:{token}@127.0.0.1:{self.port}/api/v4/projects/{project}" \
-               "/packages/pypi/simple"
+        return (f"{self.scheme}://__token__:{token}@127.0.0.1:{self.port}/api/v4/projects/"
+                f"{project}/packages/pypi/simple")
 
 
 def terminate(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
@@ -128,16 +135,18 @@ def child_processes(pid: int) -> list[tuple[int, str]]:
 
 @contextmanager
 def running_daemon(prefix: str, setup: Callable[[Daemon], None] | None = None,
-                   server: tuple[str, ...] = ()) -> Iterator[Daemon]:
+                   tls: TlsFiles | None = None, server: tuple[str, ...] = ()
+                   ) -> Iterator[Daemon]:
     """A started daemon in a fresh folder, on a fresh server database or embedded.
 
     *setup*, if given, runs before the start (to seed the folder or the config);
+    with *tls* the daemon serves HTTPS (tests/support/oidc.py `tls_files`);
     *server* are extra lines for the config's [server] table.
     """
     with blank_server_database(prefix) as dsn:
         # Not under pytest's basetemp: pytest resets that to mode 0700 when a
         # session starts, and the embedded PostgreSQL runs as another user.
-        daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn, server)
+        daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn, tls, server)
         try:
             if setup is not None:
                 setup(daemon)

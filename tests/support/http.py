@@ -22,6 +22,7 @@ from twisted.web.resource import Resource, getChildForRequest
 
 from pypireg.storage import projects as project_store
 from pypireg.storage import tokens as token_store
+from pypireg.storage import users as user_store
 from pypireg.storage.database import Database
 from tests.distributions import upload_form
 from tests.support import reactor
@@ -93,8 +94,11 @@ class Registry:
     """An in-process registry over the test database; *port* is None if it does not listen."""
 
     def __init__(self, db: Database, config: Any, site: Any, authorizer: Any,
-                 port: Any = None, proxy: Any = None) -> None:
+                 port: Any = None, proxy: Any = None, downloads: Any = None) -> None:
         self.db = db
+        # The download counts it keeps in memory (service.DownloadCounts):
+        # `await registry.downloads.flush()` writes them, as the daemon's timer does.
+        self.downloads = downloads
         self.config = config
         self.site = site
         self.port = port
@@ -146,27 +150,31 @@ class Registry:
 
 async def start_registry(db: Database, tmp_path: Path, max_size: int = 1024 * 1024,
                          listen: bool = True, upstreams: Sequence[Mapping[str, Any]] = (),
-                         changes: Any = None) -> Registry:
+                         changes: Any = None,
+                         trusted_publishing: Mapping[str, Any] | None = None) -> Registry:
     """The whole HTTP site, on a real TCP port if *listen*; stop it with `stop()`.
 
     *upstreams* are `[[upstreams]]` tables; with them the site proxies.
+    *trusted_publishing* is the `[trusted_publishing]` table.
     """
     from pypireg.config import parse_config
     from pypireg.http.metrics import Metrics
-    from pypireg.service import build_proxy, build_site
+    from pypireg.service import DownloadCounts, build_proxy, build_site, file_downloads
     from pypireg.storage.blobs import BlobStore
 
     config = parse_config(
         {"storage": {"path": str(tmp_path / "data")}, "uploads": {"max_size": max_size},
-         "upstreams": [dict(u) for u in upstreams]}
+         "upstreams": [dict(u) for u in upstreams],
+         "trusted_publishing": dict(trusted_publishing or {})}
     )
     metrics = Metrics()
     blobs = BlobStore(reactor, config.storage.path)
     proxy = build_proxy(reactor, config, db, blobs, metrics, changes)
+    downloads = DownloadCounts(file_downloads(db), proxy)
     site, authorizer = await build_site(reactor, config, db, changes, metrics=metrics,
-                                        blobs=blobs, proxy=proxy)
+                                        blobs=blobs, proxy=proxy, downloads=downloads.files)
     port = reactor.listenTCP(0, site, interface="127.0.0.1") if listen else None
-    return Registry(db, config, site, authorizer, port, proxy)
+    return Registry(db, config, site, authorizer, port, proxy, downloads)
 
 
 async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False
@@ -175,6 +183,17 @@ async def project_with_tokens(reg: Any, path: str = "acme", public: bool = False
     _, write = await token_store.create_token(reg.db, project.id, "write")
     _, read = await token_store.create_token(reg.db, project.id, "read")
     return project, write, read
+
+
+async def personal_token(db: Any, project_id: int, role: str | None, scope: str = "write"
+                         ) -> str:
+    """A personal token of a new user, a member of the project with *role* (None: not one)."""
+    user = await user_store.create_user(db, f"{role}-{scope}")
+    if role is not None:
+        await user_store.add_member(db, project_id, user.id, role)  # type: ignore[arg-type]
+    _, secret = await token_store.create_token(
+        db, None, scope, kind="personal", user_id=user.id)  # type: ignore[arg-type]
+    return secret
 
 
 async def upload(reg: Any, project: Any, token: str | None, filename: str, content: bytes,

@@ -26,11 +26,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from pypireg.access import Grant
-from pypireg.domain.access_policy import check_may_manage_tokens
-from pypireg.domain.errors import BadRequest, Forbidden, NotFound
+from pypireg.domain.errors import BadRequest, NotFound
 from pypireg.domain.tokens import SCOPE_NAMES, Scope
 from pypireg.http.responses import api_json, gitlab_time
-from pypireg.http.scopes import RequestAccess
+from pypireg.http.scopes import RequestAccess, request_actor
 from pypireg.storage import tokens as token_store
 from pypireg.storage.database import Database
 from pypireg.storage.tokens import TokenRecord
@@ -70,7 +69,7 @@ class DeployTokensRoutes:
         expires_at = _expiry(_one(params, "expires_at"))
         record, secret = await token_store.create_token(
             self._db, grant.project.id, scope, kind="deploy", description=name,
-            username=username, expires_at=expires_at)
+            username=username, expires_at=expires_at, actor=request_actor(request, grant.token))
         _log.info("deploy token {token_id} ({scope}) created in project {project} by token "
                   "{creator}", token_id=record.id, scope=record.scope_name,
                   project=grant.project.path, creator=grant.token.id if grant.token else None)
@@ -81,21 +80,15 @@ class DeployTokensRoutes:
                                   ) -> bytes:
         grant = await self._manage_tokens_access(request, project)
         token = await self._deploy_token(grant, token_id)
-        await token_store.revoke_token(self._db, token.id)
+        await token_store.revoke_token(self._db, token.id,
+                                       actor=request_actor(request, grant.token))
         _log.info("deploy token {token_id} revoked in project {project}", token_id=token.id,
                   project=grant.project.path)
         request.setResponseCode(204)
         return b""
 
     async def _manage_tokens_access(self, request: IRequest, project: str) -> Grant:
-        try:
-            grant = await self._access.maintain(request, project)
-        except Forbidden:
-            # A developer's token, say: give the rule, not the role refusal.
-            check_may_manage_tokens(None)
-            raise
-        check_may_manage_tokens(grant.token)
-        return grant
+        return await self._access.manage_tokens(request, project, "deploy tokens")
 
     async def _deploy_token(self, grant: Grant, token_id: int) -> TokenRecord:
         for token in await token_store.list_tokens(self._db, grant.project.id):

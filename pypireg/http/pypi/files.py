@@ -5,17 +5,22 @@ twisted.web.static otherwise and for Range); URLs carry the sha256, so
 responses are immutable and their ETag is the hash.
 
 Downloads are the hottest route: the root resource (http/app.py) calls
-`download` and `group_download` itself, without Klein's routing.
+`download` and `group_download` itself, without Klein's routing. A warm
+download asks the database nothing, and counting it (file_body.BlobBody
+says which answers count) only adds to a dict, which a periodic job writes
+in batches (batching.py; service.py flushes it).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from pypireg.batching import PendingCounts
 from pypireg.domain.errors import NotFound, RegistryError
 from pypireg.domain.filenames import is_safe_basename, is_sha256, parse_filename
 from pypireg.domain.names import normalize_name
@@ -45,13 +50,16 @@ def _blob_path(blobs: BlobStore, sha256: str) -> str:
 class FileRoutes:
     def __init__(self, db: Database, access: RequestAccess, blobs: BlobStore,
                  caches: PackageCaches, proxy: ProxiedIndex | None = None,
-                 fetched: UpstreamFiles | None = None) -> None:
+                 fetched: UpstreamFiles | None = None,
+                 downloads: PendingCounts[int] | None = None) -> None:
         self._db = db
         self._access = access
         self._blobs = blobs
         self._caches = caches
         self._proxy = proxy
         self._fetched = fetched
+        # Downloads per file row id, since the last flush.
+        self._downloads = downloads
 
     async def download(self, request: IRequest, project: str, sha256: str, filename: str
                        ) -> Any:
@@ -97,8 +105,11 @@ class FileRoutes:
             request.setHeader(
                 b"Content-Disposition", f'attachment; filename="{row.filename}"'.encode()
             )
-        return BlobBody(_blob_path(self._blobs, blob_sha256),
-                        _METADATA_TYPE if want_metadata else _DIST_TYPE)
+        if want_metadata:
+            return BlobBody(_blob_path(self._blobs, blob_sha256), _METADATA_TYPE)
+        counted = (None if self._downloads is None
+                   else functools.partial(self._downloads.add, row.id, 1))
+        return BlobBody(_blob_path(self._blobs, blob_sha256), _DIST_TYPE, counted)
 
     async def _serve_upstream(self, request: IRequest, scope: ReadScope, sha256: str,
                               filename: str, want_metadata: bool) -> Any:
@@ -126,8 +137,15 @@ class FileRoutes:
         upstream, listed, name = found
         visibility = b"public" if scope.public else b"private"
         if want_metadata:
-            metadata_sha256 = await self._fetched.metadata(upstream, name, listed)
-            return self._immutable(request, visibility, metadata_sha256, _METADATA_TYPE)
+            metadata = await self._fetched.metadata(upstream, name, listed)
+            if metadata.data is None:
+                return self._immutable(request, visibility, metadata.sha256, _METADATA_TYPE)
+            # Fetched just now and still being stored: served from memory.
+            request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
+            if not_modified(request, f'"{metadata.sha256}"'.encode()):
+                return b""
+            request.setHeader(b"Content-Type", _METADATA_TYPE)
+            return metadata.data
         if await self._fetched.stored(sha256):
             return self._download(request, scope, sha256, filename)
         if request.method == b"HEAD":
@@ -144,13 +162,16 @@ class FileRoutes:
 
     def _download(self, request: IRequest, scope: ReadScope, sha256: str, filename: str
                   ) -> Any:
+        """A cached upstream file, counted on the cache's row (shared by every index)."""
+        assert self._fetched is not None
         request.setHeader(b"Content-Disposition", f'attachment; filename="{filename}"'.encode())
         visibility = b"public" if scope.public else b"private"
-        return self._immutable(request, visibility, sha256, _DIST_TYPE)
+        return self._immutable(request, visibility, sha256, _DIST_TYPE,
+                               functools.partial(self._fetched.downloaded, sha256))
 
     def _immutable(self, request: IRequest, visibility: bytes, blob_sha256: str,
-                   content_type: bytes) -> Any:
+                   content_type: bytes, counted: Callable[[], None] | None = None) -> Any:
         request.setHeader(b"Cache-Control", visibility + b", max-age=31536000, immutable")
         if not_modified(request, f'"{blob_sha256}"'.encode()):
             return b""
-        return BlobBody(_blob_path(self._blobs, blob_sha256), content_type)
+        return BlobBody(_blob_path(self._blobs, blob_sha256), content_type, counted)

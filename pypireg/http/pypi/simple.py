@@ -108,6 +108,14 @@ class SimpleRoutes:
         else:
             page = self._cache_page(key, body, source,
                                     ttl=min(PAGE_CACHE_TTL, listing.upstream.ttl))
+            if self._caches.live:
+                # The page's files, for the downloads that follow it: the file
+                # route would otherwise work out this same listing again.
+                index = tuple(scope.project_ids)
+                for f in listing.files:
+                    self._caches.upstream_files.put(
+                        (index, f.sha256, f.filename), (listing.upstream, f, normalized),
+                        listing.upstream.ttl)
         return self._index_response(request, scope, media, page)
 
     def _cached_page(self, key: tuple[object, ...]) -> CachedIndexPage | None:

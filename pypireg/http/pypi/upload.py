@@ -13,6 +13,7 @@ from pypireg.domain.errors import BadUpload, FileExists
 from pypireg.http.metrics import Metrics
 from pypireg.http.page_cache import PackageCaches
 from pypireg.http.responses import origin, pypi_url
+from pypireg.http.scopes import request_actor
 from pypireg.http.site import RegistryRequest
 from pypireg.ingest.accept import ingest
 from pypireg.storage.blobs import BlobStore
@@ -43,7 +44,8 @@ class UploadRoutes:
         try:
             record = await ingest(self._db, self._blobs, grant.project, received.fields,
                                   received.filename, blob,
-                                  grant.token.id if grant.token else None)
+                                  grant.token.id if grant.token else None,
+                                  actor=request_actor(request, grant.token))
         except FileExists as e:
             # Storage does not know this registry's URLs; the advice needs one.
             raise FileExists(e.filename, self._check_url(request, project,

@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from pypireg.domain.errors import BadRequest, NotFound
 from pypireg.domain.names import is_valid_name, normalize_name, parse_version
 from pypireg.http.page_cache import PackageCaches
-from pypireg.http.scopes import RequestAccess
+from pypireg.http.scopes import RequestAccess, request_actor
 from pypireg.storage import packages as package_store
 from pypireg.storage.database import Database
 
@@ -50,7 +50,7 @@ class YankRoutes:
             else None
         changed = await package_store.set_yanked(
             self._db, grant.project.id, normalize_name(name), parsed, yanked=yanked,
-            reason=reason)
+            reason=reason, actor=request_actor(request, grant.token))
         self._caches.wrote_packages()
         if not changed:
             raise NotFound(f"No release {name} {version} in this project.")

@@ -13,8 +13,8 @@ work without JavaScript and on a closed network.
 from __future__ import annotations
 
 import email.message
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, urlsplit
@@ -312,7 +312,15 @@ def _uploader(f: FileDetail) -> str:
         return f"token #{f.uploader_token_id}"
     if f.uploader_kind == "deploy":
         return f'{_e(f.uploader)} <span class="meta">(deploy token)</span>'
+    if f.uploader_kind == "trusted":
+        # The minted token's description: "OWNER/REPO@REF via WORKFLOW (run N)".
+        return f'published by {_e(f.uploader)} <span class="meta">(trusted publisher)</span>'
     return _e(f.uploader)
+
+
+def downloads_text(count: int) -> str:
+    """"1 download", "12 downloads"."""
+    return f"{count} download{'' if count == 1 else 's'}"
 
 
 def _first(values: Sequence[str | None]) -> str | None:
@@ -347,8 +355,8 @@ def _release_section(urls: SiteUrls, project: Project, version: str,
     requires = _first([f.requires_python for f in newest])
     if requires:
         facts.append(f"Requires Python {_e(requires)}")
-    if facts:
-        parts.append(f'<p class="meta">{" · ".join(facts)}</p>')
+    facts.append(downloads_text(sum(f.downloads for f in files)))
+    parts.append(f'<p class="meta">{" · ".join(facts)}</p>')
     rows = []
     for f in sorted(files, key=lambda f: f.filename):
         href = f"{urls.project_api(project.id)}/files/{f.sha256}/{quote(f.filename)}"
@@ -359,13 +367,15 @@ def _release_section(urls: SiteUrls, project: Project, version: str,
             f'<td data-label="Type">{kind}</td>'
             f'<td data-label="Size" class="num">{human_size(f.size)}</td>'
             f'<td data-label="Uploaded">{_time(f.uploaded_at)}</td>'
-            f'<td data-label="Uploaded by">{_uploader(f)}</td></tr>'
+            f'<td data-label="Uploaded by">{_uploader(f)}</td>'
+            f'<td data-label="Downloads" class="num">{f.downloads}</td></tr>'
         )
     parts.append(
         f'<table class="cards files"><caption class="visually-hidden">Files of {_e(version)}'
         '</caption><thead><tr><th scope="col">File</th><th scope="col">Type</th>'
         '<th scope="col">Size</th><th scope="col">Uploaded</th>'
-        f'<th scope="col">Uploaded by</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        '<th scope="col">Uploaded by</th><th scope="col">Downloads</th></tr></thead>'
+        f'<tbody>{"".join(rows)}</tbody></table>'
         "</section>"
     )
     return "".join(parts)
@@ -395,6 +405,9 @@ def package_page(urls: SiteUrls, project: Project, name: str, files: Sequence[Fi
     if requires:
         facts.append(f"<li>Requires Python <strong>{_e(requires)}</strong></li>")
     facts.append(f"<li>Last upload {_time(last_upload)}</li>")
+    total = sum(f.downloads for f in files)
+    facts.append(f"<li>Downloaded <strong>{total}</strong> time{'' if total == 1 else 's'}"
+                 "</li>")
     header = (
         f'<h1>{_e(display_name)} <span class="version">{_e(latest)}</span></h1>'
         + (f'<p class="summary">{_e(summary)}</p>' if summary else "")
@@ -453,6 +466,9 @@ class ProxiedPackage:
     state: str | None
     checked_at: datetime | None
     error: str | None
+    # Downloads of its cached files by release key (the cache, and so the
+    # count, is shared by every project's index).
+    downloads: Mapping[str, int] = field(default_factory=dict)
 
 
 def proxied_package_page(urls: SiteUrls, project: Project, package: ProxiedPackage
@@ -473,10 +489,16 @@ def proxied_package_page(urls: SiteUrls, project: Project, package: ProxiedPacka
         facts.append(f"<li>Last upstream error: {_e(package.error)}</li>")
     if package.name_blocked:
         facts.append("<li><strong>Blocked</strong>: no version is served</li>")
+    total = sum(package.downloads.values())
+    facts.append(f"<li>Downloaded {total} time{'' if total == 1 else 's'} through this"
+                 " registry (its cache serves every project)</li>")
     items = []
     for version in package.versions:
-        blocked = release_key(version) in package.blocked
-        mark = ' <span class="badge">Blocked</span>' if blocked else ""
+        key = release_key(version)
+        mark = ' <span class="badge">Blocked</span>' if key in package.blocked else ""
+        count = package.downloads.get(key, 0)
+        if count:
+            mark += f' <span class="meta">· {downloads_text(count)}</span>'
         items.append(f"<li>{_e(version)}{mark}</li>")
     versions = (f'<ul class="facts">{"".join(items)}</ul>' if items
                 else '<p class="empty">No page of it is cached.</p>')

@@ -30,7 +30,8 @@ from urllib.parse import quote
 from packaging.version import InvalidVersion, Version
 from twisted.web.iweb import IRequest
 
-from pypireg.domain.errors import NotFound, Unauthorized
+from pypireg.domain.errors import NotFound, RegistryError, Unauthorized
+from pypireg.domain.filenames import parse_filename
 from pypireg.domain.names import (
     MAX_VERSION_LENGTH,
     is_valid_name,
@@ -236,12 +237,18 @@ class PageRoutes:
             versions = newest_first(sorted({f.version for f in
                                             from_document(cached.page).files}))
         rules = await cache_store.name_rules(self._db, [project.id], name)
+        downloads: dict[str, int] = {}
+        for f in await cache_store.cached_files(self._db, name):
+            version = _file_version(f.filename) if f.upstream == origin.upstream else None
+            if version is not None:
+                key = release_key(version)
+                downloads[key] = downloads.get(key, 0) + f.download_count
         return ProxiedPackage(
             name=name, upstream=origin.upstream, since=origin.decided_at, versions=versions,
             blocked=rules.blocked_versions, name_blocked=rules.name_blocked,
             state=cached.state if cached else None,
             checked_at=cached.checked_at if cached else None,
-            error=cached.error if cached else None)
+            error=cached.error if cached else None, downloads=downloads)
 
     async def _readable_project(self, request: IRequest, ref: str) -> Project:
         """The project at *ref*, if the caller may read it (the index's access rules)."""
@@ -267,6 +274,14 @@ class PageRoutes:
             host = (f"[{address.host}]" if ":" in address.host else address.host) + \
                 f":{address.port}"
         return SiteUrls("", f"{scheme}://{host}")
+
+
+def _file_version(filename: str) -> str | None:
+    """The version in a distribution file's name; None for others (core metadata files)."""
+    try:
+        return str(parse_filename(filename).version)
+    except RegistryError:
+        return None
 
 
 def _is_version(text: str) -> bool:

@@ -699,10 +699,12 @@ def pypireg_admin(ctx: Context, target: Target, *args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = "") -> Target:
+def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = "",
+                  server_config: str = "") -> Target:
     """twistd with a new storage folder in *folder* (default: work/pypireg).
 
-    *extra_config* is appended to the TOML file (bench/proxy.py's upstreams).
+    *extra_config* is appended to the TOML file (bench/proxy.py's upstreams);
+    *server_config* goes into its [server] table (bench/workers.py's workers).
     """
     folder = folder or ctx.work / "pypireg"
     folder.mkdir()
@@ -711,6 +713,7 @@ def start_pypireg(ctx: Context, folder: Path | None = None, extra_config: str = 
     config.write_text(
         "[server]\n"
         f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+        + server_config +
         "[storage]\n"
         'path = "data"\n'
         "[uploads]\n"
@@ -1727,6 +1730,20 @@ def machine_info(ctx: Context) -> dict[str, Any]:
     }
 
 
+def write_results(args: argparse.Namespace, name: str, data: dict[str, Any], report: str
+                  ) -> Path:
+    """*data* (with the arguments) and *report* into args.output_dir/<name>-<UTC time>.{json,md}."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix = "-quick" if args.quick else ""
+    json_path = args.output_dir / f"{name}-{stamp}{suffix}.json"
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    json_path.write_text(json.dumps({**data, "args": arguments}, indent=2) + "\n")
+    json_path.with_suffix(".md").write_text(report)
+    log(f"wrote {json_path} and {json_path.with_suffix('.md').name}")
+    return json_path
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1908,23 +1925,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"\nFAILED {err['server']} {err['what']}: {err['error']}")
     report = "\n".join(lines) + "\n"
     print("\n" + report)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    suffix = "-quick" if args.quick else ""
-    json_path = args.output_dir / f"compare-{stamp}{suffix}.json"
-    json_path.write_text(json.dumps({
+    write_results(args, "compare", {
         "machine": info,
         "plan": asdict(plan),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "servers": {n: {"versions": t.versions, "notes": t.notes} for n, t in targets.items()},
         "runs": results,
         "medians": med,
         "targets": [asdict(v) for v in verdicts],
         "errors": errors,
         "elapsed_s": round(elapsed, 1),
-    }, indent=2) + "\n")
-    json_path.with_suffix(".md").write_text(report)
-    log(f"wrote {json_path} and {json_path.with_suffix('.md').name}")
+    }, report)
     return 1 if errors else 0
 
 

@@ -63,6 +63,9 @@ class ServerConfig:
     # Endpoints that serve /-/metrics alone; when set, `listen` does not
     # serve it at all. Empty: /-/metrics is on `listen`, as every route.
     metrics_listen: tuple[str, ...] = ()
+    # Worker processes serving the listeners (each with its own reactor);
+    # 1 is one process that serves them itself, as without the key.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -270,7 +273,8 @@ def parse_config(raw: Mapping[str, Any], base: Path = Path(),
 def _server(table: Mapping[str, Any], environ: Mapping[str, str]) -> ServerConfig:
     """The [server] table: listeners, public URL, timeout, trusted proxies, metrics access."""
     _only_keys(table, "server", {"listen", "base_url", "timeout", "trusted_proxies",
-                                 "metrics_token", "metrics_token_env", "metrics_listen"})
+                                 "metrics_token", "metrics_token_env", "metrics_listen",
+                                 "workers"})
     listen = _strings(
         table.get("listen", list(DEFAULT_LISTEN)),
         "server.listen must be a non-empty list of endpoint strings, "
@@ -304,7 +308,24 @@ def _server(table: Mapping[str, Any], environ: Mapping[str, str]) -> ServerConfi
         raise ConfigError("server.metrics_listen must not contain an empty endpoint string")
     return ServerConfig(listen=tuple(listen), base_url=base_url, timeout=timeout,
                         trusted_proxies=trusted, metrics_token=metrics_token,
-                        metrics_listen=tuple(metrics_listen))
+                        metrics_listen=tuple(metrics_listen),
+                        workers=_workers(table.get("workers", 1)))
+
+
+MAX_WORKERS = 256
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def _workers(value: Any) -> int:
+    """server.workers: a count, or "auto" for one worker per usable core."""
+    if value == "auto":
+        return min(usable_cores(), MAX_WORKERS)
+    return _positive_int(value, f'server.workers must be an integer between 1 and {MAX_WORKERS} '
+                         'or "auto" (one per usable core)', maximum=MAX_WORKERS)
 
 
 def _base_url(value: Any) -> str:

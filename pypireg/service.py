@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from treq.client import HTTPClient
-from twisted.application import strports
-from twisted.application.internet import TimerService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -49,6 +48,14 @@ from pypireg.http.site import RegistrySite
 from pypireg.http.upload_stream import UploadContext
 from pypireg.http.web.readme import ReadmeLimits, ReadmeRenderer
 from pypireg.http.web.routes import PageRoutes
+from pypireg.listeners import (
+    LISTEN,
+    METRICS_LISTEN,
+    InheritedListener,
+    InheritedListeners,
+    listen_failed,
+    parse_endpoint,
+)
 from pypireg.oidc.exchange import TokenExchange
 from pypireg.oidc.keys import IssuerKeys, default_client
 from pypireg.proxy.files import UpstreamFiles
@@ -205,6 +212,7 @@ def periodic(clock: Any, interval: float, job: Callable[[], Coroutine[Any, Any, 
 
     timer = TimerService(interval, run)
     timer.clock = clock
+    timer.setName(what)
     return timer
 
 
@@ -228,14 +236,24 @@ def housekeeping(clock: Any, db: Database, blobs: BlobBackend,
     ]
 
 
-def _endpoint_reason(description: str, error: Exception) -> str:
-    """Why Twisted could not make an endpoint of *description*, in words."""
-    if description.startswith("systemd:") and isinstance(error, IndexError | KeyError):
-        return ("systemd passed no such socket (LISTEN_FDS, LISTEN_FDNAMES); is the service "
-                "started through its .socket unit?")
-    if isinstance(error, OSError):
-        return os_reason(error)
-    return str(error) or type(error).__name__
+def background_jobs(clock: Any, db: Database, blobs: BlobStore, changes: ChangeListener | None,
+                    proxy: ProxyParts | None,
+                    flush_downloads: Callable[[], Coroutine[Any, Any, object]],
+                    max_cache_size: int, *, once: bool) -> list[TimerService]:
+    """The periodic jobs of one process; *once*: also those that must run in one process only.
+
+    Writing the download counts (DownloadCounts.flush) is each process's
+    own counts; the housekeeping and the cache eviction act on the whole
+    installation, so with workers only worker 1 runs them (they would be
+    safe in several, as with several daemons, but would do the work N times).
+    """
+    jobs = housekeeping(clock, db, blobs, changes) if once else []
+    jobs.append(periodic(clock, DOWNLOADS_FLUSH_SECONDS, flush_downloads, "recording downloads"))
+    if proxy is not None and once:
+        fetched = proxy.files
+        jobs.append(periodic(clock, EVICTION_INTERVAL_SECONDS,
+                             lambda: fetched.evict(max_cache_size), "cache eviction"))
+    return jobs
 
 
 def _exit_failed() -> None:
@@ -244,11 +262,44 @@ def _exit_failed() -> None:
     os._exit(1)
 
 
+# The field of the log event with which a worker tells its parent it serves.
+WORKER_READY_KEY = "pypireg_worker_ready"
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """What makes a RegistryService one of `server.workers` processes (see supervisor.py).
+
+    Attributes:
+        number: 1 to N. Worker 1 alone runs the jobs that must run once
+            (garbage collection, duplicate cleanup, cache eviction).
+        listeners: The sockets the parent opened, to serve instead of
+            listening itself.
+    """
+
+    number: int
+    listeners: list[InheritedListener]
+
+    @property
+    def runs_housekeeping(self) -> bool:
+        return self.number == 1
+
+
 class RegistryService(MultiService):
-    def __init__(self, reactor: Any, config: Config) -> None:
+    """The registry: one process, or (with *worker*) one of the parent's workers.
+
+    A worker's config names the database the parent opened (the embedded
+    PostgreSQL's socket, or the configured DSN), which the parent migrated:
+    it starts no PostgreSQL and applies no migration, leaves the JSON log
+    to the parent (its events reach the parent's log through
+    worker.py), serves the inherited sockets, and drains when stopped.
+    """
+
+    def __init__(self, reactor: Any, config: Config, worker: WorkerRole | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.config = config
+        self._worker = worker
         self.db: Database | None = None
         self.site: RegistrySite | None = None
         self._embedded: EmbeddedPostgres | None = None
@@ -266,12 +317,15 @@ class RegistryService(MultiService):
 
     async def _start(self) -> None:
         config = self.config
-        self._start_json_log()
-        for issuer in config.trusted_publishing.issuers:
-            if issuer.plain_http:
-                _log.warn("trusted_publishing: the issuer {url} is plain http (loopback "
-                          "only); use https outside tests", url=issuer.url)
-        opened = await open_database(self._reactor, config)
+        worker = self._worker
+        if worker is None:
+            self._start_json_log()
+        if worker is None or worker.runs_housekeeping:  # said once, not by every worker
+            for issuer in config.trusted_publishing.issuers:
+                if issuer.plain_http:
+                    _log.warn("trusted_publishing: the issuer {url} is plain http (loopback "
+                              "only); use https outside tests", url=issuer.url)
+        opened = await open_database(self._reactor, config, migrate_schema=worker is None)
         self.db, self._embedded = opened.db, opened.embedded
         self._changes = ChangeListener(self._reactor, self.db.dsn)
         await self._changes.start()
@@ -288,51 +342,53 @@ class RegistryService(MultiService):
             # Only the blob store touches the disk here: its folders, its temp files.
             raise data_folder_error(config, e) from e
         self._authorizer.start()
-        for job in housekeeping(self._reactor, self.db, blobs, self._changes):
+        # With workers, the jobs that must run once run in worker 1 only.
+        for job in background_jobs(self._reactor, self.db, blobs, self._changes, self._proxy,
+                                   downloads.flush, config.proxy.max_cache_size,
+                                   once=worker is None or worker.runs_housekeeping):
             job.setServiceParent(self)
-        periodic(self._reactor, DOWNLOADS_FLUSH_SECONDS, downloads.flush,
-                 "recording downloads").setServiceParent(self)
-        if self._proxy is not None:
-            fetched = self._proxy.files
-            max_cache = config.proxy.max_cache_size
-            periodic(self._reactor, EVICTION_INTERVAL_SECONDS,
-                     lambda: fetched.evict(max_cache), "cache eviction").setServiceParent(self)
-        for description in config.server.listen:
-            self._listen(description, self.site)
+        scrape = None
         if config.server.metrics_listen:
             scrape = metrics_site(MetricsPage(metrics, config.server.metrics_token,
                                               self._authorizer.failures), config.server.timeout)
+        if worker is not None:
+            self.site.worker = worker.number
+            served = [(listener, self.site if listener.setting == LISTEN else scrape)
+                      for listener in worker.listeners]
+            InheritedListeners(self._reactor, served, [self.site],
+                               config.server.timeout).setServiceParent(self)  # type: ignore[no-untyped-call]
+        else:
+            for description in config.server.listen:
+                self._listen(description, self.site)
             for description in config.server.metrics_listen:
-                self._listen(description, scrape, "server.metrics_listen")
+                self._listen(description, scrape, METRICS_LISTEN)
         # What start-up allocated lives as long as the process: keep it out
         # of the cyclic collector's full passes, which would otherwise pause
         # the reactor for longer and longer as caches fill.
         gc.collect()
         gc.freeze()
-        _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
+        if worker is not None:
+            # The parent (supervisor.py) counts its workers ready on this key.
+            _log.info("pypireg worker {worker} ready", worker=worker.number,
+                      **{WORKER_READY_KEY: True})
+        else:
+            _log.info("pypireg ready (storage {path})", path=str(config.storage.path))
 
-    def _listen(self, description: str, site: Any, setting: str = "server.listen") -> None:
+    def _listen(self, description: str, site: Any, setting: str = LISTEN) -> None:
         """Listen on the endpoint *description* (one entry of *setting*).
 
         Raises:
             StartupError: The string is no endpoint, or listening failed.
         """
-        try:
-            listener = strports.service(description, site, reactor=self._reactor)
-        except Exception as e:
-            # Whatever the endpoint parser raises is the string's fault (an
-            # unknown type, a bad port, a missing key file, no systemd socket).
-            raise StartupError(f"cannot use the endpoint {description}", setting,
-                               _endpoint_reason(description, e)) from e
+        listener = StreamServerEndpointService(
+            parse_endpoint(self._reactor, description, setting), site)
+        # As strports.service does: a failure to listen raises here, not later.
+        listener._raiseSynchronously = True
         try:
             listener.setServiceParent(self)
-        except CannotListenError as e:
-            raise StartupError(f"cannot listen on {description}", setting,
-                               os_reason(e.socketError)) from e
-        except OSError as e:  # a unix: socket's folder, say
-            raise StartupError(f"cannot listen on {description}", setting,
-                               os_reason(e)) from e
-        what = "serving /-/metrics" if setting == "server.metrics_listen" else "listening"
+        except (CannotListenError, OSError) as e:
+            raise listen_failed(description, setting, e) from e
+        what = "serving /-/metrics" if setting == METRICS_LISTEN else "listening"
         _log.info("pypireg {what} on {endpoint}", what=what, endpoint=description)
 
     def _start_failed(self, failure: Failure) -> None:

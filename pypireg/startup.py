@@ -67,8 +67,8 @@ class OpenDatabase:
             await self.embedded.stop()
 
 
-async def open_database(reactor: Any, config: Config, *,
-                        pool_size: int | None = None) -> OpenDatabase:
+async def open_database(reactor: Any, config: Config, *, pool_size: int | None = None,
+                        migrate_schema: bool = True) -> OpenDatabase:
     """Connect to the configured database, or start the embedded one; migrate it.
 
     The embedded cluster is created if it does not exist yet: only the daemon
@@ -78,6 +78,8 @@ async def open_database(reactor: Any, config: Config, *,
         reactor: The reactor to connect and spawn with.
         config: The installation's config.
         pool_size: Connections to open (default: `database.pool_size`).
+        migrate_schema: Apply pending migrations; a worker process (whose
+            parent migrated before spawning it) passes False.
 
     Raises:
         StartupError: The data folder, the embedded PostgreSQL or the
@@ -98,7 +100,7 @@ async def open_database(reactor: Any, config: Config, *,
     db = Database(reactor, dsn, config.database.pool_size if pool_size is None else pool_size)
     try:
         await db.start()
-        applied = await migrate(db)
+        applied = await migrate(db) if migrate_schema else []
     except BaseException as e:
         db.close()
         if embedded is not None:

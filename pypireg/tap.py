@@ -45,4 +45,9 @@ def makeService(options: Options) -> IService:
         # usage first). Logging has not begun yet, so stderr is the terminal's
         # or the journal's, and exit status 1 is what Restart=on-failure wants.
         raise SystemExit(f"pypireg could not start: {e}") from None
+    if config.server.workers > 1:
+        from pypireg.supervisor import WorkersParent
+
+        # The workers read the same file; resolved, as they may start elsewhere.
+        return WorkersParent(reactor, config, path.resolve() if path is not None else None)
     return RegistryService(reactor, config)

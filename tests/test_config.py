@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pypireg.config import (
     DEFAULT_LISTEN,
     DEFAULT_MAX_CACHE_SIZE,
+    MAX_WORKERS,
     MIB,
     Config,
     ConfigError,
@@ -198,6 +199,33 @@ def test_nan_timeout_is_refused() -> None:
 
 def test_fractional_timeout_is_accepted() -> None:
     assert parse_config({"server": {"timeout": 0.5}}, BASE).server.timeout == 0.5
+
+
+# -- server.workers -------------------------------------------------------------
+def test_workers_default_to_one_process() -> None:
+    assert Config().server.workers == 1
+    assert parse_config({"server": {}}, BASE).server.workers == 1
+
+
+@pytest.mark.parametrize("count", [1, 2, 16, MAX_WORKERS])
+def test_workers_take_a_count(count: int) -> None:
+    assert parse_config({"server": {"workers": count}}, BASE).server.workers == count
+
+
+def test_workers_auto_is_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process's CPU affinity (what a container or taskset allows), not
+    # the machine's core count.
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5})
+    assert parse_config({"server": {"workers": "auto"}}, BASE).server.workers == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(1000)))
+    assert parse_config({"server": {"workers": "auto"}}, BASE).server.workers == MAX_WORKERS
+
+
+@pytest.mark.parametrize("value", [0, -2, MAX_WORKERS + 1, "4", "Auto", 2.0, True, [2]])
+def test_workers_refuse_anything_else(value: Any) -> None:
+    assert config_error({"server": {"workers": value}}) == (
+        f'server.workers must be an integer between 1 and {MAX_WORKERS} or "auto" (one per '
+        "usable core)")
 
 
 # -- server.metrics_token, metrics_token_env, metrics_listen ------------------

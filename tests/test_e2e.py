@@ -8,9 +8,7 @@ then each daemon gets a fresh empty database there (tests/support/daemon.py).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import BIN, Daemon, running_daemon, twine
+from tests.support.daemon import Daemon, running_daemon, start_socket_activated, terminate, twine
 
 pytestmark = pytest.mark.e2e
 
@@ -191,34 +189,10 @@ def test_public_project_anonymous_read(daemon: Daemon, built: Path) -> None:
 
 
 def test_systemd_socket_activation(daemon_dsn: str | None) -> None:
-    # As systemd (or systemd-socket-activate) does: a listening socket on fd 3
-    # with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, and the systemd: endpoint.
-    dsn = daemon_dsn
+    # A listening socket on fd 3, as systemd passes it, and the systemd: endpoint.
     folder = Path(tempfile.mkdtemp(prefix="pypireg-e2e-systemd-"))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    (folder / "pypireg.toml").write_text(
-        '[server]\nlisten = ["systemd:domain=INET:index=0"]\n'
-        + (f'[database]\ndsn = "{dsn}"\n' if dsn else "")
-    )
-    fd = listener.fileno()
-
-    def as_systemd_does() -> None:
-        os.dup2(fd, 3)
-        os.environ["LISTEN_FDS"] = "1"
-        os.environ["LISTEN_PID"] = str(os.getpid())
-        os.environ["LISTEN_FDNAMES"] = "pypireg.socket"
-
-    proc = subprocess.Popen(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config",
-         str(folder / "pypireg.toml")],
-        # Descriptors are closed after preexec_fn runs: keep 3, the dup.
-        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=(3,),
-        preexec_fn=as_systemd_does,
-    )
-    listener.close()  # the daemon owns the socket now
+    proc, port = start_socket_activated(
+        folder, 'listen = ["systemd:domain=INET:index=0"]\n', daemon_dsn, subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -231,11 +205,7 @@ def test_systemd_socket_activation(daemon_dsn: str | None) -> None:
                 assert time.monotonic() < deadline, "no answer through the passed socket"
                 time.sleep(0.2)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -329,6 +330,9 @@ class RegistryRequest(server.Request):
             self.write(body)  # type: ignore[no-untyped-call]
             self.finish()
             return
+        worker = self.registry_site.worker
+        if worker is not None:
+            self.setHeader(b"X-Pypireg-Worker", str(worker).encode())  # type: ignore[no-untyped-call]
         super().process()  # type: ignore[no-untyped-call]
 
     def finish(self) -> None:
@@ -400,6 +404,18 @@ class RegistryChannel(http.HTTPChannel):
     Content-Length as a body length; see front_door.py for the rules.
     """
 
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        site = getattr(self, "site", None)
+        if isinstance(site, RegistrySite):
+            site.channels.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        site = getattr(self, "site", None)
+        if isinstance(site, RegistrySite):
+            site.channels.discard(self)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
     def headerReceived(self, line: bytes) -> bool:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -467,6 +483,10 @@ class RegistrySite(server.Site):
         self.trusted_proxies = trusted_proxies
         self.base_url = base_url
         self._parsePOSTFormSubmission = False
+        # The open connections, for a drain (close_idle).
+        self.channels: set[RegistryChannel] = set()
+        # A worker process's number (server.workers), sent as X-Pypireg-Worker.
+        self.worker: int | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
@@ -474,6 +494,19 @@ class RegistrySite(server.Site):
         deadline = self.clock.callLater(HEADER_TIMEOUT, _drop_if_silent, protocol)
         protocol.pypireg_first_line_deadline = deadline
         return protocol
+
+    def close_idle(self) -> int:
+        """Close the connections between requests, and the others after theirs; how many stay.
+
+        A drain calls it until none stay: a connection in the middle of a
+        request is closed once its answer is sent (not kept alive).
+        """
+        for channel in list(self.channels):
+            if channel.requests:
+                channel.persistent = False
+            elif channel.transport is not None:
+                channel.transport.loseConnection()
+        return len(self.channels)
 
     def log_refusal(self, request: RegistryRequest, code: int, size: int) -> None:
         request.code = code

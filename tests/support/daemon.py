@@ -8,6 +8,7 @@ does.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -33,8 +34,12 @@ def free_port() -> int:
 
 
 class Daemon:
-    def __init__(self, folder: Path, dsn: str | None, tls: TlsFiles | None = None) -> None:
-        """With *tls*, the daemon listens on an `ssl:` endpoint serving its leaf."""
+    def __init__(self, folder: Path, dsn: str | None, tls: TlsFiles | None = None,
+                 server: tuple[str, ...] = ()) -> None:
+        """With *tls*, the daemon listens on an `ssl:` endpoint serving its leaf.
+
+        *server* are extra lines for the config's [server] table (`workers = 2`).
+        """
         self.folder = folder
         self.port = free_port()
         self.config = folder / "pypireg.toml"
@@ -43,6 +48,7 @@ class Daemon:
         lines = [
             "[server]",
             f'listen = ["{listen}"]',
+            *server,
             "[storage]",
             'path = "data"',
             "[uploads]",
@@ -70,6 +76,8 @@ class Daemon:
         self.config.write_text(text + "[storage.s3]\n" + s3)
 
     def start(self) -> None:
+        # The log grows across restarts: only this start's part counts.
+        before = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config", str(self.config)],
@@ -78,21 +86,21 @@ class Daemon:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
+            # The log line comes once it serves; with workers, the port
+            # accepts connections (into its backlog) before any worker does.
+            if b"pypireg ready (" in self.log.read_bytes()[before:]:
+                return
+            time.sleep(0.1)
         raise AssertionError("daemon did not start:\n" + self.log.read_text())
 
+    def children(self) -> list[tuple[int, str]]:
+        """The daemon's child processes: (pid, command line)."""
+        assert self.proc is not None
+        return child_processes(self.proc.pid)
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -111,18 +119,48 @@ class Daemon:
                 f"{project}/packages/pypi/simple")
 
 
+def terminate(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGTERM *proc* and wait for it; SIGKILL it after *grace* seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def child_processes(pid: int) -> list[tuple[int, str]]:
+    """The live children of *pid*: (pid, command line), from /proc."""
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    children = []
+    for child in map(int, listed):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        children.append((child, cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return children
+
+
 @contextmanager
 def running_daemon(prefix: str, setup: Callable[[Daemon], None] | None = None,
-                   tls: TlsFiles | None = None) -> Iterator[Daemon]:
+                   tls: TlsFiles | None = None, server: tuple[str, ...] = ()
+                   ) -> Iterator[Daemon]:
     """A started daemon in a fresh folder, on a fresh server database or embedded.
 
     *setup*, if given, runs before the start (to seed the folder or the config);
-    with *tls* the daemon serves HTTPS (tests/support/oidc.py `tls_files`).
+    with *tls* the daemon serves HTTPS (tests/support/oidc.py `tls_files`);
+    *server* are extra lines for the config's [server] table.
     """
     with blank_server_database(prefix) as dsn:
         # Not under pytest's basetemp: pytest resets that to mode 0700 when a
         # session starts, and the embedded PostgreSQL runs as another user.
-        daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn, tls)
+        daemon = Daemon(Path(tempfile.mkdtemp(prefix=prefix)), dsn, tls, server)
         try:
             if setup is not None:
                 setup(daemon)
@@ -148,3 +186,36 @@ def twine(daemon: Daemon, project: str, token: str, *files: Path,
          "--config-file", str(pypirc), "--repository", "local", *options, *map(str, files)],
         capture_output=True, text=True, timeout=120,
     )
+
+
+def start_socket_activated(folder: Path, server: str, dsn: str | None, output: Any
+                           ) -> tuple[subprocess.Popen[bytes], int]:
+    """twistd in *folder*, given a listening socket as systemd gives it; (process, port).
+
+    As systemd (or systemd-socket-activate) does: the socket on fd 3, with
+    LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES. *server* is the config's [server]
+    table's body (its `listen` names the systemd: endpoint); *output* takes
+    the daemon's output (a file, or subprocess.PIPE).
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = int(listener.getsockname()[1])
+    (folder / "pypireg.toml").write_text(
+        f"[server]\n{server}" + (f'[database]\ndsn = "{dsn}"\n' if dsn else ""))
+    fd = listener.fileno()
+
+    def as_systemd_does() -> None:
+        os.dup2(fd, 3)
+        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()),
+                          LISTEN_FDNAMES="pypireg.socket")
+
+    proc = subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "pypireg", "--config",
+         str(folder / "pypireg.toml")],
+        # Descriptors are closed after preexec_fn runs: keep 3, the dup.
+        cwd=folder, stdout=output, stderr=subprocess.STDOUT, pass_fds=(3,),
+        preexec_fn=as_systemd_does,
+    )
+    listener.close()  # the daemon owns the socket now
+    return proc, port

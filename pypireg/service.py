@@ -236,7 +236,7 @@ def housekeeping(clock: Any, db: Database, blobs: BlobBackend,
     ]
 
 
-def background_jobs(clock: Any, db: Database, blobs: BlobStore, changes: ChangeListener | None,
+def background_jobs(clock: Any, db: Database, blobs: BlobBackend, changes: ChangeListener | None,
                     proxy: ProxyParts | None,
                     flush_downloads: Callable[[], Coroutine[Any, Any, object]],
                     max_cache_size: int, *, once: bool) -> list[TimerService]:

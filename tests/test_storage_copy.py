@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,11 @@ async def test_backup_and_restore_with_a_bucket(
         sha256 = hashlib.sha256(data).hexdigest()
         assert BlobStore(reactor, tmp_path / "backup").path_for(sha256).read_bytes() == data
         assert not (tmp_path / "backup" / "tmp").exists()
+        if os.environ.get("PYPIREG_TEST_DSN"):
+            # The dump above found an external server's socket (its directory
+            # given to the bundled pg_dump); restoring is the embedded run's.
+            pytest.skip("pg_restore is the bundled PostgreSQL 18's, which cannot restore into"
+                        " an older external server (README: the admin command's backup row)")
 
         # The bucket loses its objects; the restore puts them back.
         for name in await reg.blobs.client.list_objects("reg/blobs/"):

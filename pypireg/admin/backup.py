@@ -80,13 +80,28 @@ def _copy_tree(source: Path, target: Path) -> int:
     return copied
 
 
+async def _connection(dsn: str, db: Database | None) -> list[str]:
+    """pg_dump's and pg_restore's connection options for *dsn*.
+
+    The bundled tools' libpq looks for the server's socket in /tmp when a
+    DSN names no host, where the registry's own driver found it elsewhere
+    (Debian's server: /var/run/postgresql): name the server's directory.
+    """
+    options = ["--dbname", dsn]
+    if db is not None and db.dsn == dsn and "PGHOST" not in os.environ:
+        directory = await db.unnamed_socket_directory()
+        if directory is not None:
+            options += ["--host", directory]
+    return options
+
+
 async def backup(reactor: Any, dsn: str, blobs: BlobBackend, dest: Path,
                  db: Database | None = None) -> str:
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty; back up into a new folder")
     dest.mkdir(parents=True, exist_ok=True)
     await _run(reactor, "pg_dump", "--format=custom", "--no-owner", "--no-privileges",
-               "--file", str(dest / DUMP_NAME), "--dbname", dsn)
+               "--file", str(dest / DUMP_NAME), *await _connection(dsn, db))
     if isinstance(blobs, BlobStore):
         copied = await blobs.in_thread(_copy_tree, blobs.blob_dir, dest / "blobs")
     else:
@@ -103,7 +118,7 @@ async def restore(reactor: Any, dsn: str, blobs: BlobBackend, source: Path,
     if not (source / DUMP_NAME).is_file():
         raise BackupError(f"{source} holds no {DUMP_NAME}; is it a pypireg backup?")
     await _run(reactor, "pg_restore", "--clean", "--if-exists", "--no-owner",
-               "--no-privileges", "--single-transaction", "--dbname", dsn,
+               "--no-privileges", "--single-transaction", *await _connection(dsn, db),
                str(source / DUMP_NAME))
     if isinstance(blobs, BlobStore):
         copied = await blobs.in_thread(_copy_tree, source / "blobs", blobs.blob_dir)

@@ -176,6 +176,18 @@ class Database:
         rows = await self.fetch_all(query, params)
         return rows[0] if rows else None
 
+    async def unnamed_socket_directory(self) -> str | None:
+        """Where the server's socket is, when the DSN names no host; else None.
+
+        Without a host, libpq's compiled-in directory decides, and builds
+        differ (/tmp, /var/run/postgresql): other programs should be told.
+        """
+        if parse_dsn(self.dsn).get("host"):
+            return None
+        row = await self.fetch_one("SELECT current_setting('unix_socket_directories')")
+        first = (row[0] if row else "").split(",")[0].strip()
+        return first or None
+
     async def execute(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
         await self._call(self._pool.runOperation, query, params)
 
